@@ -1,0 +1,34 @@
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo test bench proto lint clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: venv
+	$(BIN)/testbed launch launch/factory_cell.yaml
+
+test: venv
+	$(BIN)/python -m pytest -q tests
+
+lint: venv
+	$(BIN)/ruff check testbed tests benchmarks
+
+bench: venv
+	@for script in benchmarks/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+proto: venv
+	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=testbed/bridge/generated \
+		--pyi_out=testbed/bridge/generated --grpc_python_out=testbed/bridge/generated \
+		protos/testbed/v1/*.proto
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,51 @@
+"""The ``testbed`` command: a thin front that delegates to each subpackage.
+
+Each subpackage that offers commands has a ``commands`` module with
+``register(subparsers)``; the parser it adds sets ``func(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from testbed import __version__
+from testbed.errors import TestbedError
+
+COMMAND_MODULES = (
+    "testbed.eval.commands",
+    "testbed.scenario.commands",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the full argument parser from every subpackage's ``register``."""
+    parser = argparse.ArgumentParser(prog="testbed", description="Physical-AI robotics testbed orchestrator")
+    parser.add_argument("--version", action="version", version=f"testbed {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; user mistakes print one line and return 2."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except TestbedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
