@@ -26,9 +26,7 @@ bench: venv
 	@for script in benchmarks/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 proto: venv
-	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=testbed/bridge/generated \
-		--pyi_out=testbed/bridge/generated --grpc_python_out=testbed/bridge/generated \
-		protos/testbed/v1/*.proto
+	$(BIN)/python -m testbed.bridge.protogen testbed/bridge/generated
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,184 @@
+"""Tensor codec: numpy arrays <-> ``testbed.v1`` messages, never pickle.
+
+A tensor travels as dtype, shape and raw little-endian C-order bytes. Decoding
+is zero-copy (``np.frombuffer`` over the message's bytes), so decoded arrays are
+read-only: copy one before changing it in place. Every decode checks the byte
+count against the shape and, given a spec, dtype, shape and finiteness, naming
+the field that failed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+
+from testbed.bridge.generated import common_pb2 as pb
+from testbed.errors import SpecMismatch
+from testbed.policies.protocol import ActionKind, PolicySpec, TensorSpec
+from testbed.policies.source import ActionChunk
+
+# dtype name -> (wire enum, little-endian numpy dtype)
+_DTYPES: dict[str, tuple[int, np.dtype]] = {
+    "float32": (pb.DTYPE_FLOAT32, np.dtype("<f4")),
+    "float64": (pb.DTYPE_FLOAT64, np.dtype("<f8")),
+    "uint8": (pb.DTYPE_UINT8, np.dtype("u1")),
+    "int32": (pb.DTYPE_INT32, np.dtype("<i4")),
+    "int64": (pb.DTYPE_INT64, np.dtype("<i8")),
+    "bool": (pb.DTYPE_BOOL, np.dtype("?")),
+}
+_BY_ENUM: dict[int, tuple[str, np.dtype]] = {code: (name, dt) for name, (code, dt) in _DTYPES.items()}
+_KINDS: dict[ActionKind, int] = {
+    ActionKind.JOINT_POSITIONS: pb.ACTION_KIND_JOINT_POSITIONS,
+    ActionKind.JOINT_DELTAS: pb.ACTION_KIND_JOINT_DELTAS,
+    ActionKind.CARTESIAN_DELTAS: pb.ACTION_KIND_CARTESIAN_DELTAS,
+}
+_KINDS_BY_ENUM = {code: kind for kind, code in _KINDS.items()}
+MAX_DIMS = 8
+
+
+def _dtype_name(value: np.ndarray, name: str) -> str:
+    dtype_name = value.dtype.name
+    if dtype_name not in _DTYPES:
+        raise SpecMismatch(f"{name}: dtype {dtype_name} cannot be sent (supported: {', '.join(_DTYPES)})")
+    return dtype_name
+
+
+def encode_tensor(value: np.ndarray, name: str = "tensor") -> pb.Tensor:
+    """Encode an array as a ``Tensor`` message (little-endian, C order).
+
+    Raises:
+        SpecMismatch: the dtype is not one of the supported ones.
+    """
+    value = np.asarray(value)
+    dtype_name = _dtype_name(value, name)
+    code, wire_dtype = _DTYPES[dtype_name]
+    # astype(copy=False) and ascontiguousarray are no-ops for the common native, contiguous case
+    data = np.ascontiguousarray(value.astype(wire_dtype, copy=False)).tobytes()
+    return pb.Tensor(dtype=code, shape=value.shape, data=data)
+
+
+def decode_tensor(msg: pb.Tensor, name: str = "tensor", spec: TensorSpec | None = None) -> np.ndarray:
+    """Decode a ``Tensor`` message into a read-only array viewing the message's bytes.
+
+    Args:
+        msg: the wire tensor.
+        name: field name used in error messages.
+        spec: when given, dtype and shape must match it and floats must be finite.
+
+    Raises:
+        SpecMismatch: unknown dtype, bad shape, byte count not matching the shape, or a spec mismatch.
+    """
+    if msg.dtype not in _BY_ENUM:
+        raise SpecMismatch(f"{name}: unknown dtype code {msg.dtype} (supported: {', '.join(_DTYPES)})")
+    dtype_name, wire_dtype = _BY_ENUM[msg.dtype]
+    shape = tuple(msg.shape)
+    if len(shape) > MAX_DIMS or any(d < 0 for d in shape):
+        raise SpecMismatch(f"{name}: shape {shape} is invalid (at most {MAX_DIMS} non-negative dimensions)")
+    expected_bytes = math.prod(shape) * wire_dtype.itemsize
+    if len(msg.data) != expected_bytes:
+        raise SpecMismatch(
+            f"{name}: {len(msg.data)} bytes do not fit dtype {dtype_name} shape {shape} "
+            f"(expected {expected_bytes} bytes)"
+        )
+    if spec is not None:
+        if dtype_name != spec.dtype:
+            raise SpecMismatch(f"{name}: expected dtype {spec.dtype}, got {dtype_name}")
+        if shape != spec.shape:
+            raise SpecMismatch(f"{name}: expected shape {spec.shape}, got {shape}")
+    value = np.frombuffer(msg.data, dtype=wire_dtype).reshape(shape)
+    if spec is not None and value.dtype.kind == "f" and not np.isfinite(value).all():
+        raise SpecMismatch(f"{name}: contains NaN or inf")
+    return value
+
+
+def encode_spec(spec: PolicySpec) -> pb.PolicySpec:
+    """Encode a ``PolicySpec``."""
+    return pb.PolicySpec(
+        observation={
+            key: pb.TensorSpec(dtype=_DTYPES[ts.dtype][0], shape=ts.shape)
+            for key, ts in spec.observation.items()
+        },
+        action_kind=_KINDS[spec.action_kind],
+        action_dim=spec.action_dim,
+        chunk_size=spec.chunk_size,
+        control_hz=spec.control_hz,
+        model_name=spec.model_name,
+        model_version=spec.model_version,
+        extra=dict(spec.extra),
+    )
+
+
+def decode_spec(msg: pb.PolicySpec) -> PolicySpec:
+    """Decode a ``PolicySpec`` message, validating every field.
+
+    Raises:
+        SpecMismatch: unknown dtype or action kind, or values ``PolicySpec`` rejects.
+    """
+    observation: dict[str, TensorSpec] = {}
+    for key, ts in msg.observation.items():
+        if ts.dtype not in _BY_ENUM:
+            raise SpecMismatch(f"spec.observation[{key!r}]: unknown dtype code {ts.dtype}")
+        observation[key] = TensorSpec(_BY_ENUM[ts.dtype][0], tuple(ts.shape))
+    if msg.action_kind not in _KINDS_BY_ENUM:
+        raise SpecMismatch(
+            f"spec.action_kind: unknown code {msg.action_kind} (expected one of "
+            f"{', '.join(k.value for k in _KINDS)})"
+        )
+    return PolicySpec(
+        observation=observation,
+        action_kind=_KINDS_BY_ENUM[msg.action_kind],
+        action_dim=msg.action_dim,
+        chunk_size=msg.chunk_size,
+        control_hz=msg.control_hz,
+        model_name=msg.model_name,
+        model_version=msg.model_version,
+        extra=dict(msg.extra),
+    )
+
+
+def encode_observation(
+    obs: Mapping[str, np.ndarray], *, episode: int, step: int, sim_time_s: float = 0.0
+) -> pb.Observation:
+    """Encode an observation dict taken at policy step ``step`` of ``episode``."""
+    msg = pb.Observation(episode=episode, step=step, sim_time_s=sim_time_s)
+    for key, value in obs.items():
+        msg.tensors[key].CopyFrom(encode_tensor(value, f"observation[{key!r}]"))
+    return msg
+
+
+def decode_observation(msg: pb.Observation, spec: PolicySpec) -> dict[str, np.ndarray]:
+    """Decode an observation and check it against ``spec``.
+
+    Keys the spec declares must be present and fit; other keys are decoded but not checked.
+
+    Raises:
+        SpecMismatch: a key is missing or a tensor does not fit, naming the key.
+    """
+    missing = [key for key in spec.observation if key not in msg.tensors]
+    if missing:
+        names = ", ".join(repr(k) for k in missing)
+        raise SpecMismatch(f"observation is missing {names} (has: {', '.join(sorted(msg.tensors))})")
+    return {
+        key: decode_tensor(tensor, f"observation[{key!r}]", spec.observation.get(key))
+        for key, tensor in msg.tensors.items()
+    }
+
+
+def encode_chunk(actions: np.ndarray, *, step: int, episode: int, compute_ms: float = 0.0) -> pb.ActionChunk:
+    """Encode an action chunk float32 ``(chunk, action_dim)`` computed for ``step``."""
+    return pb.ActionChunk(
+        actions=encode_tensor(actions, "actions"), step=step, episode=episode, compute_ms=compute_ms
+    )
+
+
+def decode_chunk(msg: pb.ActionChunk, spec: PolicySpec, *, latency_ms: float = 0.0) -> ActionChunk:
+    """Decode an action chunk and check it against ``spec.validate_action``.
+
+    Raises:
+        SpecMismatch: the chunk is malformed, has the wrong shape or dtype, or is not finite.
+    """
+    actions = decode_tensor(msg.actions, "actions")
+    spec.validate_action(actions)
+    return ActionChunk(actions=actions, step=msg.step, compute_ms=msg.compute_ms, latency_ms=latency_ms)

@@ -1,0 +1,110 @@
+from testbed.bridge.generated import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Transition(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TRANSITION_UNSPECIFIED: _ClassVar[Transition]
+    TRANSITION_ACTIVATE: _ClassVar[Transition]
+    TRANSITION_DEACTIVATE: _ClassVar[Transition]
+    TRANSITION_RESET: _ClassVar[Transition]
+    TRANSITION_STOP: _ClassVar[Transition]
+TRANSITION_UNSPECIFIED: Transition
+TRANSITION_ACTIVATE: Transition
+TRANSITION_DEACTIVATE: Transition
+TRANSITION_RESET: Transition
+TRANSITION_STOP: Transition
+
+class ListRobotsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class RobotInfo(_message.Message):
+    __slots__ = ("name", "model", "joint_names", "lifecycle_state", "cycle_ms")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    JOINT_NAMES_FIELD_NUMBER: _ClassVar[int]
+    LIFECYCLE_STATE_FIELD_NUMBER: _ClassVar[int]
+    CYCLE_MS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    model: str
+    joint_names: _containers.RepeatedScalarFieldContainer[str]
+    lifecycle_state: str
+    cycle_ms: float
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., joint_names: _Optional[_Iterable[str]] = ..., lifecycle_state: _Optional[str] = ..., cycle_ms: _Optional[float] = ...) -> None: ...
+
+class ListRobotsResponse(_message.Message):
+    __slots__ = ("robots",)
+    ROBOTS_FIELD_NUMBER: _ClassVar[int]
+    robots: _containers.RepeatedCompositeFieldContainer[RobotInfo]
+    def __init__(self, robots: _Optional[_Iterable[_Union[RobotInfo, _Mapping]]] = ...) -> None: ...
+
+class GetStateRequest(_message.Message):
+    __slots__ = ("robot",)
+    ROBOT_FIELD_NUMBER: _ClassVar[int]
+    robot: str
+    def __init__(self, robot: _Optional[str] = ...) -> None: ...
+
+class RobotState(_message.Message):
+    __slots__ = ("robot", "lifecycle_state", "joint_pos_rad", "joint_vel_rad_s", "gripper_on", "t_s", "protective_stop", "job")
+    ROBOT_FIELD_NUMBER: _ClassVar[int]
+    LIFECYCLE_STATE_FIELD_NUMBER: _ClassVar[int]
+    JOINT_POS_RAD_FIELD_NUMBER: _ClassVar[int]
+    JOINT_VEL_RAD_S_FIELD_NUMBER: _ClassVar[int]
+    GRIPPER_ON_FIELD_NUMBER: _ClassVar[int]
+    T_S_FIELD_NUMBER: _ClassVar[int]
+    PROTECTIVE_STOP_FIELD_NUMBER: _ClassVar[int]
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    robot: str
+    lifecycle_state: str
+    joint_pos_rad: _common_pb2.Tensor
+    joint_vel_rad_s: _common_pb2.Tensor
+    gripper_on: bool
+    t_s: float
+    protective_stop: bool
+    job: str
+    def __init__(self, robot: _Optional[str] = ..., lifecycle_state: _Optional[str] = ..., joint_pos_rad: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., joint_vel_rad_s: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., gripper_on: _Optional[bool] = ..., t_s: _Optional[float] = ..., protective_stop: _Optional[bool] = ..., job: _Optional[str] = ...) -> None: ...
+
+class ChangeStateRequest(_message.Message):
+    __slots__ = ("robot", "transition")
+    ROBOT_FIELD_NUMBER: _ClassVar[int]
+    TRANSITION_FIELD_NUMBER: _ClassVar[int]
+    robot: str
+    transition: Transition
+    def __init__(self, robot: _Optional[str] = ..., transition: _Optional[_Union[Transition, str]] = ...) -> None: ...
+
+class ChangeStateResponse(_message.Message):
+    __slots__ = ("lifecycle_state",)
+    LIFECYCLE_STATE_FIELD_NUMBER: _ClassVar[int]
+    lifecycle_state: str
+    def __init__(self, lifecycle_state: _Optional[str] = ...) -> None: ...
+
+class SendJobRequest(_message.Message):
+    __slots__ = ("robot", "job_yaml")
+    ROBOT_FIELD_NUMBER: _ClassVar[int]
+    JOB_YAML_FIELD_NUMBER: _ClassVar[int]
+    robot: str
+    job_yaml: str
+    def __init__(self, robot: _Optional[str] = ..., job_yaml: _Optional[str] = ...) -> None: ...
+
+class SendJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: str
+    def __init__(self, job: _Optional[str] = ...) -> None: ...
+
+class Setpoint(_message.Message):
+    __slots__ = ("robot", "joint_pos_rad", "gripper_on")
+    ROBOT_FIELD_NUMBER: _ClassVar[int]
+    JOINT_POS_RAD_FIELD_NUMBER: _ClassVar[int]
+    GRIPPER_ON_FIELD_NUMBER: _ClassVar[int]
+    robot: str
+    joint_pos_rad: _common_pb2.Tensor
+    gripper_on: bool
+    def __init__(self, robot: _Optional[str] = ..., joint_pos_rad: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., gripper_on: _Optional[bool] = ...) -> None: ...
