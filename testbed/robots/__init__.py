@@ -1,0 +1,1 @@
+"""Robot descriptions from ``robots/<model>/``: URDF plus controller settings."""
