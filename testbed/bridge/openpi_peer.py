@@ -1,0 +1,249 @@
+"""openpi's own websocket server as a test and benchmark peer, in its own virtualenv.
+
+openpi-client pins ``numpy<2``, which clashes with the testbed, so openpi's
+packages live in ``.openpi-venv/`` at the repository root, built from the pinned
+``compat/openpi/requirements.txt`` the first time it is needed and reused while
+that file and the Python version are unchanged. :class:`OpenPiServer` runs
+``compat/openpi/serve_policy.py`` (openpi's ``WebsocketPolicyServer`` with a
+small test policy) in a child process on loopback.
+
+This module needs a source checkout (it reads ``compat/openpi/``); the runtime
+client, :class:`testbed.bridge.openpi_source.OpenPiActionSource`, does not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import http.client
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+from testbed.errors import TestbedError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+COMPAT_DIR = REPO_ROOT / "compat" / "openpi"
+VENV_DIR = REPO_ROOT / ".openpi-venv"
+_STAMP = ".testbed-requirements.sha256"
+_BUILD_TIMEOUT_S = 600.0
+
+
+class OpenPiEnvError(TestbedError):
+    """The openpi peer environment cannot be built or its server does not start."""
+
+
+def _requirements_digest(requirements: Path) -> str:
+    digest = hashlib.sha256(requirements.read_bytes())
+    digest.update(sys.version.encode())
+    return digest.hexdigest()
+
+
+def openpi_python(venv_dir: Path = VENV_DIR) -> Path:
+    """Path of the openpi virtualenv's python, building the virtualenv if it is missing or stale.
+
+    Safe to call from several processes at once: builders take a file lock.
+
+    Raises:
+        OpenPiEnvError: ``compat/openpi/requirements.txt`` is missing or pip fails.
+    """
+    requirements = COMPAT_DIR / "requirements.txt"
+    if not requirements.is_file():
+        raise OpenPiEnvError(
+            f"{requirements}: missing; the openpi peer needs a source checkout of the testbed"
+        )
+    want = _requirements_digest(requirements)
+    python = venv_dir / "bin" / "python"
+    stamp = venv_dir / _STAMP
+    lock_path = venv_dir.with_name(venv_dir.name + ".lock")
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if python.exists() and stamp.is_file() and stamp.read_text().strip() == want:
+            return python
+        shutil.rmtree(venv_dir, ignore_errors=True)
+        commands = [
+            [sys.executable, "-m", "venv", str(venv_dir)],
+            [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+             "--only-binary=:all:", "-r", str(requirements)],
+        ]
+        for command in commands:
+            try:
+                done = subprocess.run(command, capture_output=True, text=True, timeout=_BUILD_TIMEOUT_S)
+            except subprocess.TimeoutExpired as exc:
+                raise OpenPiEnvError(f"{venv_dir}: {' '.join(command[:4])} timed out") from exc
+            if done.returncode != 0:
+                raise OpenPiEnvError(
+                    f"{venv_dir}: building the openpi environment from {requirements} failed "
+                    f"({' '.join(command[:4])} ...): {done.stderr.strip()[-2000:]}"
+                )
+        stamp.write_text(want + "\n")
+    return python
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free on ``host`` a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class OpenPiServer:
+    """openpi's ``WebsocketPolicyServer`` with a test policy, in a child process on loopback.
+
+    Args:
+        policy: ``echo`` (state row + row index, as float64), ``zeros``,
+            ``nan``, ``wrong_shape`` (one column too many) or ``raise``.
+        chunk: rows per reply.
+        action_dim: columns per reply.
+        state_key: the server-side key ``echo`` reads.
+        action_key: the key the chunk is returned under.
+        expect: server-side key -> (dtype, shape) the policy insists on;
+            anything else makes it raise, which openpi reports as a text frame.
+        metadata: the metadata frame.
+        sleep_s: delay before each reply.
+
+    Use as a context manager; ``endpoint`` is ``ws://127.0.0.1:<port>``.
+    """
+
+    def __init__(
+        self,
+        policy: str = "echo",
+        *,
+        chunk: int = 10,
+        action_dim: int = 7,
+        state_key: str = "observation/state",
+        action_key: str = "actions",
+        expect: Mapping[str, tuple[str, Sequence[int]]] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        sleep_s: float = 0.0,
+    ) -> None:
+        self._args = [
+            "--policy", policy, "--chunk", str(chunk), "--action-dim", str(action_dim),
+            "--state-key", state_key, "--action-key", action_key, "--sleep-s", str(sleep_s),
+            "--metadata", json.dumps(dict(metadata or {})),
+        ]
+        for key, (dtype, shape) in (expect or {}).items():
+            self._args += ["--expect", f"{key}={dtype}:{','.join(str(int(d)) for d in shape)}"]
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+        self.port = 0
+
+    @property
+    def endpoint(self) -> str:
+        """``ws://127.0.0.1:<port>`` of the running server."""
+        return f"ws://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 60.0) -> str:
+        """Start the server (building the virtualenv if needed); return its endpoint once healthy.
+
+        Raises:
+            OpenPiEnvError: the environment cannot be built or the server never became healthy.
+        """
+        python = openpi_python()
+        script = COMPAT_DIR / "serve_policy.py"
+        last_error = ""
+        for _ in range(3):  # another process may take the free port before the server binds it
+            port = self.port or free_port()
+            # A file, not a pipe: a server logging tracebacks must never block on a full pipe.
+            log = tempfile.TemporaryFile()  # noqa: SIM115 - kept open while the server runs, closed in stop()
+            proc = subprocess.Popen(
+                [str(python), str(script), "--port", str(port), *self._args],
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+            if self._wait_healthy(proc, port, timeout_s):
+                self._close_log()
+                self._proc, self._log, self.port = proc, log, port
+                return self.endpoint
+            proc.kill()
+            proc.wait(timeout=10)
+            log.seek(0)
+            last_error = log.read().decode(errors="replace").strip()[-2000:]
+            log.close()
+        raise OpenPiEnvError(f"openpi server ({script}) did not become healthy: {last_error}")
+
+    @staticmethod
+    def _wait_healthy(proc: subprocess.Popen[bytes], port: int, timeout_s: float) -> bool:
+        """Poll openpi's ``/healthz`` route until it answers 200 or the process exits."""
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            if proc.poll() is not None:
+                return False
+            with contextlib.suppress(OSError, http.client.HTTPException):
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1.0)
+                try:
+                    conn.request("GET", "/healthz")
+                    if conn.getresponse().status == 200:
+                        return True
+                finally:
+                    conn.close()
+            time.sleep(0.05)
+        return False
+
+    def log(self) -> str:
+        """What the server process wrote to stderr so far."""
+        if self._log is None:
+            return ""
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")
+
+    def _close_log(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def kill(self) -> None:
+        """Kill the server process at once (SIGKILL), as a crash would."""
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait(timeout=10)
+            self._proc = None
+
+    def stop(self) -> None:
+        """Terminate the server process and wait for it."""
+        if self._proc is None:
+            self._close_log()
+            return
+        self._proc.terminate()
+        try:
+            self._proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait(timeout=10)
+        self._proc = None
+        self._close_log()
+
+    def __enter__(self) -> OpenPiServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def openpi_roundtrip(data: bytes) -> bytes:
+    """Decode ``data`` with openpi-client's ``msgpack_numpy`` and re-encode it, in the openpi venv.
+
+    Raises:
+        OpenPiEnvError: openpi's decoder rejected ``data``.
+    """
+    done = subprocess.run(
+        [str(openpi_python()), str(COMPAT_DIR / "codec_roundtrip.py")],
+        input=data, capture_output=True, timeout=60,
+    )
+    if done.returncode != 0:
+        raise OpenPiEnvError(f"openpi msgpack_numpy rejected the frame: {done.stderr.decode()[-1000:]}")
+    return done.stdout
