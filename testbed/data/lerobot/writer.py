@@ -1,0 +1,368 @@
+"""``LeRobotWriter``: record episodes as a LeRobot v3.0 dataset.
+
+Frames are collected per episode in preallocated numpy buffers and written as
+one parquet row group per episode; the metadata files are written by
+``close()``. Camera features are stored as ``image`` (PNG bytes in the parquet
+data, lossless, readable without a video decoder) unless ``video=True``, which
+encodes each episode's stream as an H.264 mp4 under ``videos/`` (smaller,
+lossy).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from testbed.data.lerobot import layout
+from testbed.data.lerobot.features import FeatureSpec, default_features
+from testbed.data.lerobot.images import encode_png
+from testbed.data.lerobot.stats import FeatureStats, aggregate_stats, image_stats, stats_to_json, vector_stats
+from testbed.data.lerobot.tables import tasks_table
+from testbed.data.lerobot.video import encode_video, video_info
+from testbed.errors import DatasetError
+
+_INITIAL_CAPACITY = 256
+_RESERVED_EPISODE_COLUMNS = ("episode_index", "tasks", "length", "dataset_from_index", "dataset_to_index")
+
+
+class LeRobotWriter:
+    """Write episodes in the LeRobot v3.0 format.
+
+    Args:
+        root: dataset directory; must not already hold a dataset.
+        fps: frames per second of the recording.
+        robot_type: free text, e.g. ``"cobot7"``.
+        features: feature name -> spec, e.g. ``observation.state``, ``action``,
+            ``observation.images.<camera>``; the bookkeeping columns are added.
+        chunks_size: files per ``chunk-XXX`` directory.
+        video: store camera features as mp4 (``video``) rather than PNG (``image``).
+        data_files_size_mb: start a new ``file-XXX.parquet`` past this size.
+
+    Raises:
+        DatasetError: for a bad feature spec or a root that already has a dataset.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        fps: float,
+        robot_type: str,
+        features: Mapping[str, FeatureSpec],
+        chunks_size: int = layout.DEFAULT_CHUNKS_SIZE,
+        video: bool = False,
+        data_files_size_mb: int = layout.DEFAULT_DATA_FILE_SIZE_MB,
+    ) -> None:
+        self.root = Path(root)
+        if not fps > 0:
+            raise DatasetError(f"{self.root}: fps must be positive, got {fps}")
+        if chunks_size <= 0:
+            raise DatasetError(f"{self.root}: chunks_size must be positive, got {chunks_size}")
+        if (self.root / layout.INFO_PATH).exists():
+            raise DatasetError(
+                f"{self.root}: already holds a dataset ({layout.INFO_PATH}); choose a new directory"
+            )
+        self.fps = fps
+        self.robot_type = robot_type
+        self.chunks_size = chunks_size
+        self.video = video
+        self._file_limit_bytes = data_files_size_mb * 1024 * 1024
+        self.features: dict[str, FeatureSpec] = {}
+        for key, spec in features.items():
+            if key in default_features():
+                raise DatasetError(f"features[{key!r}]: {key} is added by the writer; leave it out")
+            if spec.dtype == "video" and not video:
+                raise DatasetError(f"features[{key!r}]: dtype 'video' needs LeRobotWriter(..., video=True)")
+            if spec.is_visual:
+                height, width, _ = spec.shape
+                dtype = "video" if video else "image"
+                info = video_info(height, width, fps) if video else None
+                spec = FeatureSpec(dtype, spec.shape, spec.names, info)
+            spec.check(key)
+            self.features[key] = spec
+        self._user_keys = tuple(self.features)
+        self.features.update(default_features())
+        self._camera_keys = tuple(k for k in self._user_keys if self.features[k].is_visual)
+        self._vector_keys = tuple(k for k in self._user_keys if not self.features[k].is_visual)
+
+        self._tasks: dict[str, int] = {}
+        self._episodes: list[dict[str, Any]] = []
+        self._episode_stats: list[dict[str, FeatureStats]] = []
+        self._total_frames = 0
+        self._closed = False
+        # open episode
+        self._episode_index: int | None = None
+        self._task_index = 0
+        self._length = 0
+        self._capacity = 0
+        self._buffers: dict[str, np.ndarray] = {}
+        self._frames: dict[str, list[np.ndarray]] = {}
+        self._timestamps = np.empty(0, dtype=np.float32)
+        # current data file
+        self._chunk_index = 0
+        self._file_index = 0
+        self._file_bytes = 0
+        self._parquet: pq.ParquetWriter | None = None
+        self._schema = pa.schema(
+            [(k, self.features[k].arrow_type()) for k in self.features if self.features[k].dtype != "video"]
+        )
+        self._video_file = 0
+
+    def start_episode(self, task: str) -> int:
+        """Open a new episode for ``task`` (natural language) and return its index."""
+        self._check_open()
+        if self._episode_index is not None:
+            raise DatasetError(
+                f"{self.root}: episode {self._episode_index} is still open; call end_episode()"
+            )
+        if not task:
+            raise DatasetError(f"{self.root}: an episode needs a non-empty task description")
+        self._task_index = self._tasks.setdefault(task, len(self._tasks))
+        self._episode_index = len(self._episodes)
+        self._length = 0
+        self._grow(_INITIAL_CAPACITY)
+        self._frames = {key: [] for key in self._camera_keys}
+        return self._episode_index
+
+    def add_frame(self, frame: Mapping[str, np.ndarray], timestamp_s: float) -> None:
+        """Append one frame; ``frame`` has exactly the user features as keys.
+
+        Raises:
+            DatasetError: if no episode is open, a key is missing or extra, or an array's
+                dtype or shape differs from its feature spec.
+        """
+        if self._episode_index is None:
+            raise DatasetError(f"{self.root}: add_frame() before start_episode()")
+        if len(frame) != len(self._user_keys):
+            self._raise_keys(frame)
+        n = self._length
+        if n == self._capacity:
+            self._grow(2 * self._capacity)
+        for key in self._vector_keys:
+            value = frame.get(key)
+            if value is None:
+                self._raise_keys(frame)
+            buffer = self._buffers[key]
+            if value.dtype != buffer.dtype or value.shape != buffer.shape[1:]:
+                self._raise_spec(key, value)
+            buffer[n] = value
+        for key in self._camera_keys:
+            value = frame.get(key)
+            if value is None:
+                self._raise_keys(frame)
+            if value.dtype != np.uint8 or value.shape != self.features[key].shape:
+                self._raise_spec(key, value)
+            self._frames[key].append(value.copy())
+        self._timestamps[n] = timestamp_s
+        self._length = n + 1
+
+    def end_episode(self, extra: Mapping[str, Any] | None = None) -> None:
+        """Write the open episode's frames and keep its metadata row and statistics.
+
+        Args:
+            extra: additional per-episode columns for ``meta/episodes`` (numbers, strings, bools),
+                e.g. ``{"success": True, "seed": 3}``.
+        """
+        if self._episode_index is None:
+            raise DatasetError(f"{self.root}: end_episode() without an open episode")
+        n = self._length
+        if n == 0:
+            raise DatasetError(f"{self.root}: episode {self._episode_index} has no frames")
+        extra = dict(extra or {})
+        for key, value in extra.items():
+            if key in _RESERVED_EPISODE_COLUMNS or key.startswith(("data/", "videos/", "stats/", "meta/")):
+                raise DatasetError(
+                    f"episode {self._episode_index} extra[{key!r}]: name is reserved by the format"
+                )
+            if not isinstance(value, str | int | float | bool | np.generic):
+                raise DatasetError(
+                    f"episode {self._episode_index} extra[{key!r}]: expected a number, string or bool, "
+                    f"got {type(value).__name__}"
+                )
+        start = self._total_frames
+        columns: dict[str, np.ndarray] = {key: self._buffers[key][:n] for key in self._vector_keys}
+        columns["timestamp"] = self._timestamps[:n]
+        columns["frame_index"] = np.arange(n, dtype=np.int64)
+        columns["episode_index"] = np.full(n, self._episode_index, dtype=np.int64)
+        columns["index"] = np.arange(start, start + n, dtype=np.int64)
+        columns["task_index"] = np.full(n, self._task_index, dtype=np.int64)
+        stats = {key: vector_stats(values) for key, values in columns.items()}
+
+        row: dict[str, Any] = {
+            "episode_index": self._episode_index,
+            "tasks": [self._task_name(self._task_index)],
+            "length": n,
+        }
+        arrays: dict[str, pa.Array] = {}
+        for key in self._camera_keys:
+            frames = np.stack(self._frames[key])
+            stats[key] = image_stats(frames)
+            if self.video:
+                row.update(self._write_video(key, frames))
+            else:
+                arrays[key] = pa.StructArray.from_arrays(
+                    [pa.array([encode_png(f) for f in frames], pa.binary()), pa.nulls(n, pa.string())],
+                    names=["bytes", "path"],
+                )
+        row.update(self._write_data(columns, arrays))
+        row["dataset_from_index"] = start
+        row["dataset_to_index"] = start + n
+        for key, feature_stats in stats.items():
+            for name, value in feature_stats.items():
+                row[f"stats/{key}/{name}"] = value.tolist()
+        row.update({k: v.item() if isinstance(v, np.generic) else v for k, v in extra.items()})
+        row["meta/episodes/chunk_index"] = 0
+        row["meta/episodes/file_index"] = 0
+        self._episodes.append(row)
+        self._episode_stats.append(stats)
+        self._total_frames += n
+        self._episode_index = None
+        self._frames = {}
+
+    def close(self) -> None:
+        """Write ``meta/`` (info, stats, tasks, episodes) and close the data files."""
+        if self._closed:
+            return
+        if self._episode_index is not None:
+            raise DatasetError(
+                f"{self.root}: episode {self._episode_index} is still open; call end_episode()"
+            )
+        if self._parquet is not None:
+            self._parquet.close()
+            self._parquet = None
+        if not self._episodes:
+            raise DatasetError(f"{self.root}: no episodes recorded; a dataset needs at least one")
+        meta = self.root / "meta"
+        meta.mkdir(parents=True, exist_ok=True)
+        pq.write_table(tasks_table(list(self._tasks)), self.root / layout.TASKS_PATH)
+        episodes_path = self.root / layout.EPISODES_PATH.format(chunk_index=0, file_index=0)
+        episodes_path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pylist(self._episodes), episodes_path)
+        stats = aggregate_stats(self._episode_stats)
+        (self.root / layout.STATS_PATH).write_text(json.dumps(stats_to_json(stats), indent=2))
+        (self.root / layout.INFO_PATH).write_text(json.dumps(self._info(), indent=2))
+        self._closed = True
+
+    def __enter__(self) -> LeRobotWriter:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        elif self._parquet is not None:
+            self._parquet.close()
+            self._parquet = None
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _info(self) -> dict[str, Any]:
+        fps: float | int = int(self.fps) if float(self.fps).is_integer() else self.fps
+        n = len(self._episodes)
+        return {
+            "codebase_version": layout.V30,
+            "robot_type": self.robot_type,
+            "total_episodes": n,
+            "total_frames": self._total_frames,
+            "total_tasks": len(self._tasks),
+            "chunks_size": self.chunks_size,
+            "data_files_size_in_mb": self._file_limit_bytes // (1024 * 1024),
+            "video_files_size_in_mb": layout.DEFAULT_VIDEO_FILE_SIZE_MB,
+            "fps": fps,
+            "splits": {"train": f"0:{n}"},
+            "data_path": layout.DATA_PATH,
+            "video_path": layout.VIDEO_PATH if self.video and self._camera_keys else None,
+            "features": {key: spec.to_json() for key, spec in self.features.items()},
+        }
+
+    def _task_name(self, index: int) -> str:
+        return next(task for task, i in self._tasks.items() if i == index)
+
+    def _write_data(
+        self, columns: Mapping[str, np.ndarray], images: Mapping[str, pa.Array]
+    ) -> dict[str, int]:
+        arrays = []
+        for field in self._schema:
+            if field.name in images:
+                arrays.append(images[field.name])
+                continue
+            values = columns[field.name]
+            if pa.types.is_fixed_size_list(field.type):
+                arrays.append(
+                    pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), field.type.list_size)
+                )
+            else:
+                arrays.append(pa.array(values.reshape(-1), field.type))
+        table = pa.Table.from_arrays(arrays, schema=self._schema)
+        if self._parquet is not None and self._file_bytes + table.nbytes > self._file_limit_bytes:
+            self._parquet.close()
+            self._parquet = None
+            self._chunk_index, self._file_index = layout.next_chunk_file(
+                self._chunk_index, self._file_index, self.chunks_size
+            )
+        if self._parquet is None:
+            path = self.root / layout.DATA_PATH.format(
+                chunk_index=self._chunk_index, file_index=self._file_index
+            )
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._parquet = pq.ParquetWriter(path, self._schema, compression="snappy")
+            self._file_bytes = 0
+        self._parquet.write_table(table)
+        self._file_bytes += table.nbytes
+        return {"data/chunk_index": self._chunk_index, "data/file_index": self._file_index}
+
+    def _write_video(self, key: str, frames: np.ndarray) -> dict[str, Any]:
+        # one file per episode: chunk/file advance together for every camera
+        chunk_index, file_index = divmod(self._episode_index or 0, self.chunks_size)
+        path = self.root / layout.VIDEO_PATH.format(
+            video_key=key, chunk_index=chunk_index, file_index=file_index
+        )
+        duration_s = encode_video(path, frames, self.fps)
+        return {
+            f"videos/{key}/chunk_index": chunk_index,
+            f"videos/{key}/file_index": file_index,
+            f"videos/{key}/from_timestamp": 0.0,
+            f"videos/{key}/to_timestamp": duration_s,
+        }
+
+    def _grow(self, capacity: int) -> None:
+        old = self._buffers
+        self._buffers = {}
+        for key in self._vector_keys:
+            spec = self.features[key]
+            buffer = np.empty((capacity, *spec.shape), dtype=spec.dtype)
+            if key in old and self._length:
+                buffer[: self._length] = old[key][: self._length]
+            self._buffers[key] = buffer
+        timestamps = np.empty(capacity, dtype=np.float32)
+        timestamps[: self._length] = self._timestamps[: self._length]
+        self._timestamps = timestamps
+        self._capacity = capacity
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise DatasetError(f"{self.root}: the writer is closed")
+
+    def _raise_keys(self, frame: Mapping[str, np.ndarray]) -> None:
+        missing = sorted(set(self._user_keys) - set(frame))
+        extra = sorted(set(frame) - set(self._user_keys))
+        raise DatasetError(
+            f"episode {self._episode_index} frame {self._length}: keys differ from the features "
+            f"(missing: {missing or 'none'}, unexpected: {extra or 'none'})"
+        )
+
+    def _raise_spec(self, key: str, value: np.ndarray) -> None:
+        spec = self.features[key]
+        dtype = "uint8" if spec.is_visual else spec.dtype
+        raise DatasetError(
+            f"episode {self._episode_index} frame {self._length} {key}: expected {dtype} {spec.shape}, "
+            f"got {getattr(value, 'dtype', type(value).__name__)} {getattr(value, 'shape', '')}"
+        )
