@@ -1,0 +1,61 @@
+"""``testbed launch FILE [key:=value ...]``: run a scenario and print its summary."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from testbed.eval.runner import run_scenario
+from testbed.scenario.loader import load
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``launch`` command."""
+    parser = subparsers.add_parser("launch", help="run a scenario from a launch file")
+    parser.add_argument("file", help="launch file (YAML)")
+    parser.add_argument("overrides", nargs="*", metavar="key:=value", help="overrides, e.g. episodes:=3 seed:=7")
+    parser.add_argument("--runs-dir", default="runs", type=Path, help="where run records go (default: runs/)")
+    parser.add_argument("--quiet", action="store_true", help="no per-episode progress lines")
+    parser.set_defaults(func=_launch)
+
+
+def _launch(args: argparse.Namespace) -> int:
+    loaded = load(args.file, args.overrides)
+    scenario = loaded.scenario
+    print(f"launching {scenario.name!r}: {scenario.episodes} episode(s), seed {scenario.seed}", flush=True)
+    progress = None if args.quiet else (lambda line: print(f"  {line}", flush=True))
+    result = run_scenario(loaded, runs_dir=args.runs_dir, progress=progress)
+    print(format_summary(result.metrics))
+    print(f"recorded in {result.run_dir}")
+    sys.stdout.flush()
+    return 0
+
+
+def format_summary(m: dict[str, Any]) -> str:
+    """The end-of-run table printed by ``testbed launch``."""
+    def fmt(value: Any, unit: str = "") -> str:
+        return "-" if value is None else f"{value}{unit}"
+
+    rows = [
+        ("run", m["run_id"]),
+        ("episodes", m["episodes"]),
+        ("success rate", f"{m['success_rate']:.2f}"),
+        ("parts placed", f"{m['parts_placed']}/{m['parts_total']} (misplaced {m['parts_misplaced']}, "
+                         f"dropped {m['parts_dropped']})"),
+        ("cycle time", f"mean {fmt(m['cycle_time_s']['mean'], ' s')}, p50 {fmt(m['cycle_time_s']['p50'], ' s')}, "
+                       f"p95 {fmt(m['cycle_time_s']['p95'], ' s')}"),
+        ("collisions", m["collisions"]),
+        ("safety stops", m["safety_stops"]),
+        ("policy timeouts", m["policy_timeouts"]),
+        ("policy latency", f"p50 {fmt(m['policy_latency_ms']['p50'], ' ms')}, "
+                           f"p99 {fmt(m['policy_latency_ms']['p99'], ' ms')}"),
+        ("sim real-time factor", fmt(m["sim_rtf"], "x")),
+        ("control", f"{m['control']['robots']} robot(s), cycle {m['control']['cycle_ms']} ms, "
+                    f"jitter p99 {fmt(m['control']['jitter_us_p99'], ' us')}, "
+                    f"missed cycles {m['control']['missed_cycles']}"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    line = "-" * (width + 50)
+    return "\n".join([line, *(f"{k:<{width}}  {v}" for k, v in rows), line])

@@ -1,0 +1,53 @@
+"""Which parts arrive when, for every episode of a run, decided before the first step."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from testbed.scenario.schema import Scenario
+from testbed.scenario.workload import PartArrival
+
+
+def plan_arrivals(scenario: Scenario) -> list[list[PartArrival]]:
+    """Arrivals per episode, fully determined by the launch file and its seed.
+
+    Scripted parts repeat every episode; random parts are drawn from
+    ``(seed, episode)``; an order log is consumed in windows of ``limit``
+    orders per episode (the whole log each episode when no limit is set),
+    wrapping around at its end, times re-based to each window's first order.
+    """
+    workload = scenario.workload
+    plans: list[list[PartArrival]] = []
+    if workload.orders is not None:
+        from testbed.data.orders import load_order_workload
+
+        orders = load_order_workload(Path(workload.orders), time_scale=workload.time_scale)
+        window = workload.limit or len(orders)
+        for episode in range(scenario.episodes):
+            start = (episode * window) % max(len(orders), 1)
+            chunk = [orders[(start + i) % len(orders)] for i in range(min(window, len(orders)))]
+            t0 = chunk[0].t_s if chunk else 0.0
+            rebased = []
+            for i, a in enumerate(chunk):
+                # wrapping past the end of the log restarts its clock: keep arrivals in order
+                t = a.t_s - t0 if a.t_s >= t0 else (rebased[-1].t_s if rebased else 0.0)
+                rebased.append(replace(a, t_s=max(t, rebased[i - 1].t_s if i else 0.0)))
+            plans.append(rebased)
+    elif workload.parts is not None:
+        scripted = [PartArrival(t_s=e.t, part_type=e.type, order_id=f"part-{i}") for i, e in
+                    enumerate(sorted(workload.parts, key=lambda e: e.t))]
+        plans = [list(scripted) for _ in range(scenario.episodes)]
+    else:
+        rnd = workload.random
+        assert rnd is not None
+        for episode in range(scenario.episodes):
+            rng = np.random.default_rng([scenario.seed, episode])
+            times = np.arange(rnd.count) * rnd.interval_s + rng.uniform(0.0, rnd.jitter_s, rnd.count)
+            kinds = rng.integers(0, len(rnd.types), rnd.count)
+            plans.append([PartArrival(t_s=round(float(t), 6), part_type=rnd.types[int(k)],
+                                      order_id=f"ep{episode}-{i}") for i, (t, k) in enumerate(zip(times, kinds,
+                                                                                                   strict=True))])
+    return plans

@@ -1,0 +1,290 @@
+"""Run a scenario: episodes of physics and control in lockstep, driven by a policy, recorded to runs/<id>/."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from testbed.control import ControlLoop
+from testbed.errors import PolicyUnavailable, SpecMismatch, TestbedError
+from testbed.eval.events import EventStream
+from testbed.eval.metrics import EpisodeTally, build_metrics
+from testbed.eval.plan import plan_arrivals
+from testbed.eval.sources import check_spec, open_action_source
+from testbed.eval.trace import JointTrace
+from testbed.policies.protocol import ActionKind, PolicySpec
+from testbed.policies.source import ActionSource
+from testbed.scenario.loader import LoadedScenario
+from testbed.sim.cell import Cell, build_cell
+
+PART_CHECK_EVERY = 4  # physics steps between part bookkeeping passes (60 Hz at 240 Hz physics)
+
+
+class Recorder(Protocol):
+    """Receives every policy step's observation and executed action (e.g. a LeRobot dataset writer)."""
+
+    def start_episode(self, task: str) -> int: ...
+    def add_frame(self, frame: Mapping[str, np.ndarray], timestamp_s: float) -> None: ...
+    def end_episode(self, extra: Mapping[str, Any] | None = None) -> None: ...
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Where a finished run was recorded and what it measured."""
+
+    run_id: str
+    run_dir: Path
+    metrics: dict[str, Any]
+
+
+def new_run_id(name: str) -> str:
+    """A unique, sortable run id: scenario name, UTC time, random suffix."""
+    return f"{name}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
+
+
+class _RobotDriver:
+    """Per-robot glue between an action source, the control loop and the cell."""
+
+    def __init__(self, index: int, cell: Cell, source: ActionSource, spec: PolicySpec, deadline_s: float) -> None:
+        self.index = index
+        self.deadline_s = deadline_s
+        self.cell = cell
+        self.source = source
+        self.spec = spec
+        self.n = cell.robots[index].model.n_joints
+        self.name = cell.robots[index].config.name
+        self.period_s = 1.0 / spec.control_hz
+        self.suction_plan = np.zeros(0, dtype=np.float32)
+        self.plan_t0 = 0.0
+        self.step = 0
+        self.cameras = [(i, f"observation.images.{c.name}") for i, c in enumerate(cell.config.cameras)
+                        if f"observation.images.{c.name}" in spec.observation]
+
+    def observe(self, joint_pos: np.ndarray) -> dict[str, np.ndarray]:
+        robot = self.cell.robots[self.index]
+        state = np.empty(self.n + 1, dtype=np.float32)
+        state[: self.n] = joint_pos[self.index, : self.n]
+        state[self.n] = 1.0 if robot.suction_on else 0.0
+        obs = {"observation.state": state,
+               "observation.environment_state": self.cell.environment_state(self.index)}
+        for cam_index, key in self.cameras:
+            obs[key] = self.cell.render(cam_index)
+        return obs
+
+    def suction_at(self, t_s: float) -> bool | None:
+        if self.suction_plan.size == 0:
+            return None
+        row = min(int((t_s - self.plan_t0) / self.period_s + 1e-9), self.suction_plan.size - 1)
+        return bool(self.suction_plan[row] > 0.5)
+
+
+def run_scenario(loaded: LoadedScenario, *, runs_dir: Path = Path("runs"), recorder: Recorder | None = None,
+                 progress: Callable[[str], None] | None = None, events_hook: Callable[[EventStream], None]
+                 | None = None) -> RunResult:
+    """Run every episode of a scenario and record it under ``runs_dir/<run_id>/``.
+
+    Args:
+        loaded: a validated launch file.
+        runs_dir: parent of the run directory.
+        recorder: gets every policy step's observation and action (``record: true`` uses a LeRobot writer).
+        progress: called with one line per finished episode.
+        events_hook: called with the live event stream before the first episode (dashboards subscribe here).
+
+    Raises:
+        SpecMismatch: the policy does not fit the scenario (before any episode runs).
+        PolicyUnavailable: the policy cannot be reached at start.
+    """
+    scenario = loaded.scenario
+    run_id = new_run_id(scenario.name)
+    run_dir = runs_dir / run_id
+    run_dir.mkdir(parents=True, exist_ok=False)
+    (run_dir / "scenario.yaml").write_text(loaded.resolved_yaml(), encoding="utf-8")
+    arrivals = plan_arrivals(scenario)
+    events = EventStream(run_dir / "events.jsonl")
+    if events_hook is not None:
+        events_hook(events)
+    with ExitStack() as stack:
+        stack.callback(events.close)
+        cell = build_cell(scenario.cell, scenario.sim.physics_hz, arrivals)
+        stack.callback(cell.close)
+        drivers = []
+        for i, robot_cfg in enumerate(scenario.cell.robots):
+            source = open_action_source(scenario.policy, robot_cfg, stack)
+            spec = source.spec()
+            check_spec(spec, robot=robot_cfg, n_joints=cell.robots[i].model.n_joints,
+                       cameras=scenario.cell.cameras, describe=lambda s=spec: repr(s.model_name))
+            drivers.append(_RobotDriver(i, cell, source, spec, scenario.policy.deadline_s))
+        robot0 = scenario.cell.robots[0].controller
+        control = ControlLoop([r.model for r in cell.robots], cell.dt_s,
+                              stream_timeout_s=robot0.stream_timeout_s, speed_scale=robot0.speed_scale)
+        trace = JointTrace(run_dir / "joint_states.parquet", cell)
+        events.emit("run_start", 0.0, None, run_id=run_id, scenario=scenario.name, seed=scenario.seed,
+                    episodes=scenario.episodes, robots=[r.name for r in scenario.cell.robots],
+                    policy=drivers[0].spec.model_name)
+        tallies: list[EpisodeTally] = []
+        latencies: list[float] = []
+        sim_s = 0.0
+        wall_s = 0.0
+        for episode in range(scenario.episodes):
+            started = time.perf_counter()
+            tally = _run_episode(episode, scenario, cell, control, drivers, arrivals[episode], events, trace,
+                                 latencies, recorder)
+            wall_s += time.perf_counter() - started
+            sim_s += tally.duration_s
+            tallies.append(tally)
+            if progress is not None:
+                verdict = "success" if tally.success else f"failed ({tally.end_reason})"
+                progress(f"episode {episode + 1}/{scenario.episodes}: {verdict}, {tally.placed}/{tally.parts} "
+                         f"parts placed, {tally.duration_s:.1f} s simulated")
+        trace.close()
+        metrics = build_metrics(
+            run_id=run_id, scenario=scenario.name, tallies=tallies, policy_latency_ms=latencies, sim_s=sim_s,
+            wall_s=wall_s, control={"cycle_ms": round(cell.dt_s * 1000, 6), "robots": len(cell.robots),
+                                    "jitter_us_p99": None, "missed_cycles": 0, "mode": "lockstep"})
+        events.emit("run_end", sim_s, None, success_rate=metrics["success_rate"])
+        if recorder is not None:
+            recorder.close()
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    return RunResult(run_id, run_dir, metrics)
+
+
+def _run_episode(episode: int, scenario: Any, cell: Cell, control: ControlLoop, drivers: list[_RobotDriver],
+                 arrivals: list, events: EventStream, trace: Any, latencies: list[float],
+                 recorder: Recorder | None) -> EpisodeTally:
+    tally = EpisodeTally(episode=episode, parts=len(arrivals))
+    cell.reset_episode()
+    control.reset(cell.read_joint_positions().copy())
+    control.drain_events()
+    for d in drivers:
+        d.source.reset(episode)
+        d.suction_plan = np.zeros(0, dtype=np.float32)
+        d.step = 0
+    if recorder is not None:
+        recorder.start_episode("sort each arriving part into the bin for its type")
+    events.emit("episode_start", 0.0, episode, parts=len(arrivals))
+    dt = cell.dt_s
+    max_steps = round(scenario.sim.max_episode_s / dt)
+    steps_per_policy = [max(1, round(d.period_s / dt)) for d in drivers]
+    pending = list(arrivals)
+    resolved = 0
+    contacts: list[set[str]] = [set() for _ in drivers]
+    stopped = False
+    step = 0
+    t = 0.0
+    for step in range(max_steps):
+        t = step * dt
+        while pending and pending[0].t_s <= t + 1e-9:
+            arrival = pending.pop(0)
+            if cell.spawn(arrival):
+                events.emit("part_arrival", t, episode, part_type=arrival.part_type, order_id=arrival.order_id)
+            else:
+                tally.dropped += 1
+                resolved += 1
+                events.emit("drop", t, episode, part_type=arrival.part_type, order_id=arrival.order_id,
+                            reason="no free part in the pool")
+        measured = cell.read_joint_positions()
+        for d, spp in zip(drivers, steps_per_policy, strict=True):
+            if step % spp == 0:
+                _policy_step(d, t, episode, measured, control, events, tally, latencies, recorder, trace)
+                touching = cell.robot_contacts(d.index)
+                for name in sorted(touching - contacts[d.index]):
+                    tally.collisions += 1
+                    events.emit("collision", t, episode, d.name, other=name)
+                contacts[d.index] = touching
+            suction = d.suction_at(t)
+            if suction is not None and suction != cell.robots[d.index].suction_on:
+                cell.set_suction(d.index, suction)
+        setpoint = control.tick(t, measured)
+        cell.apply_joint_commands(setpoint, control.setpoint_vel)
+        cell.step()
+        if step % PART_CHECK_EVERY == 0:
+            for ev in cell.update_parts():
+                robot_name = drivers[ev.robot].name if ev.robot is not None else None
+                events.emit(ev.kind, t, episode, robot_name, part_type=ev.part_type, order_id=ev.order_id,
+                            **ev.detail)
+                if ev.kind == "place":
+                    resolved += 1
+                    if ev.detail.get("correct"):
+                        tally.placed += 1
+                        tally.cycle_times_s.append(float(ev.detail["cycle_time_s"]))
+                    else:
+                        tally.misplaced += 1
+                elif ev.kind == "drop":
+                    resolved += 1
+                    tally.dropped += 1
+        for ev in control.drain_events():
+            name = drivers[ev.robot].name
+            if ev.kind in ("protective_stop", "emergency_stop"):
+                tally.safety_stops += 1
+                stopped = True
+            if ev.kind != "state_change":
+                events.emit(ev.kind, ev.t_s, episode, name, **ev.detail)
+        if stopped:
+            tally.end_reason = "protective_stop"
+            break
+        if not pending and resolved >= len(arrivals):
+            tally.end_reason = "all parts handled"
+            break
+    else:
+        tally.end_reason = "max_episode_s reached"
+    tally.duration_s = round((step + 1) * dt, 6)
+    fraction = tally.placed / tally.parts if tally.parts else 1.0
+    tally.success = (fraction >= scenario.success.min_placed_fraction - 1e-9 and not stopped
+                     and (scenario.success.allow_drops or tally.dropped == 0) and tally.misplaced == 0)
+    if recorder is not None:
+        recorder.end_episode({"success": tally.success})
+    events.emit("episode_end", tally.duration_s, episode, success=tally.success, placed=tally.placed,
+                parts=tally.parts, dropped=tally.dropped, reason=tally.end_reason,
+                policy_timeouts=tally.policy_timeouts)
+    return tally
+
+
+def _policy_step(d: _RobotDriver, t: float, episode: int, measured: np.ndarray, control: ControlLoop,
+                 events: EventStream, tally: EpisodeTally, latencies: list[float], recorder: Recorder | None,
+                 trace: Any) -> None:
+    obs = d.observe(measured)
+    started = time.perf_counter()
+    try:
+        d.source.submit(obs, d.step)
+        chunk = d.source.result(d.deadline_s)
+    except (PolicyUnavailable, SpecMismatch) as exc:
+        chunk = None
+        reason = str(exc)
+    else:
+        reason = "no answer before the deadline"
+    d.step += 1
+    trace.add(t, episode, d.index, measured, control.setpoint)
+    if chunk is None:
+        tally.policy_timeouts += 1
+        events.emit("policy_timeout", t, episode, d.name, reason=reason)
+        return
+    latencies.append((time.perf_counter() - started) * 1000.0)
+    actions = chunk.actions
+    # rows already in the past when the chunk arrives (computed for an earlier step) are skipped
+    skip = max(0, d.step - 1 - chunk.step)
+    if skip >= actions.shape[0]:
+        return
+    actions = actions[skip:]
+    joints = actions[:, : d.n].astype(np.float64)
+    if d.spec.action_kind is ActionKind.JOINT_DELTAS:
+        joints = joints + measured[d.index, : d.n]
+    control.submit_chunk(d.index, joints, t, d.period_s)
+    d.suction_plan = actions[:, d.n].copy()
+    d.plan_t0 = t
+    if recorder is not None:
+        frame = dict(obs)
+        frame["action"] = actions[0].astype(np.float32)
+        recorder.add_frame(frame, t)
+
+
+__all__ = ["Recorder", "RunResult", "TestbedError", "new_run_id", "run_scenario"]

@@ -1,0 +1,80 @@
+"""Open the action source a launch file's ``policy`` section names, one per robot."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from contextlib import ExitStack
+
+from testbed.errors import ScenarioError, SpecMismatch
+from testbed.policies.protocol import ActionKind, PolicySpec
+from testbed.policies.source import ActionSource, LocalActionSource
+from testbed.scenario.schema import CameraConfig, PolicyConfig, RobotConfig
+
+
+def _args_for(cfg: PolicyConfig, target: str, robot: RobotConfig) -> dict[str, str]:
+    args = dict(cfg.args)
+    if target == "expert":
+        args.setdefault("robot", robot.model)
+    return args
+
+
+def _token(cfg: PolicyConfig) -> str | None:
+    if cfg.token_env is None:
+        return None
+    token = os.environ.get(cfg.token_env)
+    if not token:
+        raise ScenarioError(f"policy.token_env: environment variable {cfg.token_env!r} is not set")
+    return token
+
+
+def open_action_source(cfg: PolicyConfig, robot: RobotConfig, stack: ExitStack) -> ActionSource:
+    """Open the source for one robot; everything it starts is closed by ``stack``."""
+    if cfg.builtin is not None:
+        from testbed.bridge.targets import resolve_policy_target
+
+        policy = resolve_policy_target(cfg.builtin, _args_for(cfg, cfg.builtin, robot))()
+        source: ActionSource = LocalActionSource(policy)
+    elif cfg.serve is not None:
+        from testbed.bridge import GrpcActionSource, spawn_policy_server
+
+        server = stack.enter_context(spawn_policy_server(cfg.serve, _args_for(cfg, cfg.serve, robot)))
+        source = GrpcActionSource(server.endpoint, deadline_s=cfg.deadline_s)
+    elif cfg.endpoint is not None and cfg.protocol == "openpi":
+        raise ScenarioError("policy.protocol: openpi endpoints need spec settings; see issue 5 notes")
+    else:
+        from testbed.bridge import GrpcActionSource
+
+        assert cfg.endpoint is not None
+        source = GrpcActionSource(cfg.endpoint, token=_token(cfg), deadline_s=cfg.deadline_s)
+    stack.callback(source.close)
+    return source
+
+
+def check_spec(spec: PolicySpec, *, robot: RobotConfig, n_joints: int, cameras: tuple[CameraConfig, ...],
+               describe: Callable[[], str]) -> None:
+    """Fail before the first episode if the policy's spec does not fit the scenario's robot and cameras.
+
+    Raises:
+        SpecMismatch: naming the policy, the robot and the first disagreement.
+    """
+    where = f"policy {describe()} for robot {robot.name!r} ({robot.model}, {n_joints} joints)"
+    available = {
+        "observation.state": ("float32", (n_joints + 1,)),
+        "observation.environment_state": ("float32", (11,)),
+        **{f"observation.images.{c.name}": ("uint8", (c.height, c.width, 3)) for c in cameras},
+    }
+    for key, tspec in spec.observation.items():
+        if key not in available:
+            raise SpecMismatch(f"{where}: asks for observation {key!r}, the cell provides "
+                               f"{', '.join(sorted(available))}")
+        dtype, shape = available[key]
+        if tspec.dtype != dtype or tuple(tspec.shape) != shape:
+            raise SpecMismatch(f"{where}: observation {key!r} declared {tspec.dtype}{list(tspec.shape)}, "
+                               f"the cell provides {dtype}{list(shape)}")
+    if spec.action_kind not in (ActionKind.JOINT_POSITIONS, ActionKind.JOINT_DELTAS):
+        raise SpecMismatch(f"{where}: action kind {spec.action_kind.value!r} is not supported by this cell "
+                           "(supported: joint_positions, joint_deltas)")
+    if spec.action_dim != n_joints + 1:
+        raise SpecMismatch(f"{where}: action_dim {spec.action_dim}, expected {n_joints + 1} "
+                           f"({n_joints} joints + suction)")

@@ -1,0 +1,181 @@
+"""The launch-file schema: every key a scenario may set, with its type and default.
+
+Launch-file keys equal these field names. Unknown keys are errors: a typo must
+never be silently ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from testbed.scenario.workload import PART_TYPES
+
+
+class Strict(BaseModel):
+    """Base for every section: unknown keys are refused, values are not coerced across kinds."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class SimConfig(Strict):
+    """Physics and time."""
+
+    physics_hz: float = Field(240.0, gt=0, le=10000, description="physics (and lockstep control) rate")
+    realtime: bool = Field(False, description="pace the loop by the wall clock instead of lockstep")
+    max_episode_s: float = Field(60.0, gt=0, description="simulated seconds before an episode is cut off")
+
+
+class Pose(Strict):
+    """A pose in the world frame: position in metres, roll/pitch/yaw in degrees."""
+
+    xyz: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    rpy_deg: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+
+class ControllerSettings(Strict):
+    """Per-robot controller settings that override robots/<model>/controller.yaml."""
+
+    speed_scale: float = Field(1.0, gt=0, le=1.0, description="fraction of the model's joint speed limits")
+    stream_timeout_s: float = Field(0.5, gt=0, description="no new set-points for this long -> protective stop")
+
+
+class RobotConfig(Strict):
+    """One robot in the cell."""
+
+    name: str = Field("arm", min_length=1)
+    model: str = Field("gp7", min_length=1, description="a directory name under robots/")
+    base: Pose = Pose(xyz=(0.0, 0.0, 0.40))
+    controller: ControllerSettings = ControllerSettings()
+
+
+class ConveyorConfig(Strict):
+    """The infeed conveyor: parts travel along +x to a stopper at the pick station."""
+
+    speed: float = Field(0.2, gt=0, le=1.0, description="belt speed in m/s")
+    length: float = Field(0.9, gt=0.2, le=3.0, description="belt length in m, ending at the pick station")
+
+
+class BinConfig(Strict):
+    """A bin collecting one part type; ``xyz`` is its floor centre in the world frame."""
+
+    name: str
+    part_type: Literal["capacitor", "connector", "module"]
+    xyz: tuple[float, float, float]
+
+
+class CameraConfig(Strict):
+    """A camera rendered at the policy rate only."""
+
+    name: str = "overhead"
+    width: int = Field(96, gt=0, le=1024)
+    height: int = Field(96, gt=0, le=1024)
+    fov_deg: float = Field(60.0, gt=1, lt=179)
+    eye: tuple[float, float, float] = (0.45, 0.0, 1.5)
+    target: tuple[float, float, float] = (0.45, 0.0, 0.4)
+
+
+def _default_bins() -> tuple[BinConfig, ...]:
+    return (
+        BinConfig(name="bin_capacitor", part_type="capacitor", xyz=(0.05, 0.45, 0.25)),
+        BinConfig(name="bin_connector", part_type="connector", xyz=(0.30, 0.40, 0.25)),
+        BinConfig(name="bin_module", part_type="module", xyz=(-0.20, 0.42, 0.25)),
+    )
+
+
+class CellConfig(Strict):
+    """The factory cell: layout, robots, conveyor, bins and cameras."""
+
+    layout: Literal["conveyor_sort"] = "conveyor_sort"
+    robots: tuple[RobotConfig, ...] = Field((RobotConfig(),), min_length=1)
+    conveyor: ConveyorConfig = ConveyorConfig()
+    bins: tuple[BinConfig, ...] = Field(default_factory=_default_bins, min_length=1)
+    cameras: tuple[CameraConfig, ...] = ()
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> CellConfig:
+        for kind, names in (("robots", [r.name for r in self.robots]), ("bins", [b.name for b in self.bins])):
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"{kind} names must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+
+class PartEntry(Strict):
+    """One scripted arrival: a part of ``type`` enters the conveyor ``t`` seconds into the episode."""
+
+    t: float = Field(ge=0)
+    type: Literal["capacitor", "connector", "module"]
+
+
+class RandomWorkload(Strict):
+    """Parts drawn from the scenario seed: ``count`` parts every ``interval_s`` (with jitter)."""
+
+    count: int = Field(3, ge=1, le=1000)
+    interval_s: float = Field(6.0, gt=0)
+    jitter_s: float = Field(0.5, ge=0)
+    types: tuple[Literal["capacitor", "connector", "module"], ...] = PART_TYPES
+
+
+class WorkloadConfig(Strict):
+    """Which parts arrive when: exactly one of ``parts``, ``random`` or ``orders``."""
+
+    parts: tuple[PartEntry, ...] | None = None
+    random: RandomWorkload | None = None
+    orders: str | None = Field(None, description="directory written by `testbed datasets import-orders`")
+    time_scale: float = Field(1.0, gt=0, description="multiplies order-log intervals")
+    limit: int | None = Field(None, ge=1, description="at most this many orders per episode")
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> WorkloadConfig:
+        given = [k for k in ("parts", "random", "orders") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give exactly one of parts, random, orders (got {', '.join(given)})")
+        return self
+
+
+class PolicyConfig(Strict):
+    """Where actions come from: a built-in policy in-process, a served one, or a remote endpoint."""
+
+    builtin: str | None = Field(None, description="in-process policy: 'expert' or 'pkg.module:Class'")
+    serve: str | None = Field(None, description="start `testbed serve-policy TARGET` as a child process")
+    endpoint: str | None = Field(None, description="grpc://host:port or ws://host:port")
+    protocol: Literal["testbed", "openpi"] = "testbed"
+    args: dict[str, str] = Field(default_factory=dict, description="constructor arguments for builtin/serve")
+    token_env: str | None = Field(None, description="environment variable holding the bearer token")
+    deadline_s: float = Field(1.0, gt=0, description="per-request deadline")
+    obs_keys: dict[str, str] = Field(default_factory=dict, description="openpi: our key -> their key")
+    action_key: str = "actions"
+    merge: Literal["latest", "average", "weighted"] = "latest"
+    merge_weight: float = Field(0.7, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> PolicyConfig:
+        given = [k for k in ("builtin", "serve", "endpoint") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of builtin, serve, endpoint (got {', '.join(given) or 'none'})")
+        if self.endpoint is not None and not self.endpoint.startswith(("grpc://", "ws://", "wss://")):
+            raise ValueError(f"endpoint must start with grpc:// or ws://, got {self.endpoint!r}")
+        return self
+
+
+class SuccessConfig(Strict):
+    """When an episode counts as a success."""
+
+    min_placed_fraction: float = Field(1.0, gt=0, le=1, description="share of the episode's parts in the right bin")
+    allow_drops: bool = False
+
+
+class Scenario(Strict):
+    """A whole launch file."""
+
+    name: str = Field(min_length=1)
+    seed: int = Field(0, ge=0)
+    episodes: int = Field(1, ge=1, le=100000)
+    sim: SimConfig = SimConfig()
+    cell: CellConfig = CellConfig()
+    workload: WorkloadConfig = WorkloadConfig(random=RandomWorkload())
+    policy: PolicyConfig = PolicyConfig(builtin="expert")
+    success: SuccessConfig = SuccessConfig()
+    record: bool = Field(False, description="keep episodes as a LeRobot dataset under runs/<id>/dataset")

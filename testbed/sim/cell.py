@@ -1,0 +1,411 @@
+"""The conveyor pick-and-sort cell in pybullet: robots on pedestals, an infeed conveyor, bins, parts.
+
+The world is built once; episodes start by ``restoreState`` (~1 µs) instead of
+rebuilding (~36 ms). Parts come from a pool created at build time and parked
+far from the cell, so every episode has the same bodies.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pybullet as p
+
+from testbed.robots import RobotModel, load_robot
+from testbed.scenario.schema import BinConfig, CellConfig, RobotConfig
+from testbed.scenario.workload import PART_TYPES, PartArrival
+from testbed.sim.parts import PART_CATALOGUE, PartType, create_part_body
+
+BELT_WIDTH_M = 0.12
+BELT_X_M = 0.45  # belt centre line, relative to the first robot's base
+STOPPER_Y_M = 0.035  # front face of the stopper at the pick station
+BIN_INNER_M = 0.18
+BIN_WALL_HEIGHT_M = 0.10
+SUCTION_REACH_M = 0.012  # cup tip to part top for the vacuum to seize it
+SUCTION_LATERAL_M = 0.02
+PARK_Z_M = -5.0
+SETTLE_SPEED_M_S = 0.03
+SETTLE_TIMEOUT_S = 2.0
+
+
+@dataclass
+class PartSlot:
+    """One pooled part body and what it is doing this episode."""
+
+    body: int
+    kind: PartType
+    park_xyz: tuple[float, float, float]
+    status: str = "parked"  # parked, conveying, ready, held, released, placed, dropped
+    order_id: str = ""
+    target_bin: str = ""
+    spawn_t: float = 0.0
+    ready_t: float = 0.0
+    released_t: float = 0.0
+    held_by: int = -1
+
+
+@dataclass(frozen=True)
+class PartEvent:
+    """Something that happened to a part, for the event stream."""
+
+    kind: str  # pick, place, drop
+    robot: int | None
+    part_type: str
+    order_id: str
+    detail: dict = field(default_factory=dict)
+
+
+@dataclass
+class RobotHandle:
+    """A robot body in the world and the indices the loop needs."""
+
+    config: RobotConfig
+    model: RobotModel
+    body: int
+    joint_indices: list[int]
+    tcp_link: int
+    base_pos: tuple[float, float, float]
+    base_orn: tuple[float, float, float, float]
+    suction_on: bool = False
+    constraint: int | None = None
+    held: PartSlot | None = None
+
+
+class Cell:
+    """A built conveyor pick-and-sort cell.
+
+    Use ``build_cell``; then ``reset_episode`` before each episode and ``step``
+    once per physics step.
+    """
+
+    def __init__(self, config: CellConfig, physics_hz: float, arrivals_per_type: dict[str, int]) -> None:
+        self.config = config
+        self.dt_s = 1.0 / physics_hz
+        self.client = p.connect(p.DIRECT)
+        p.setGravity(0, 0, -9.81, physicsClientId=self.client)
+        p.setPhysicsEngineParameter(fixedTimeStep=self.dt_s, numSolverIterations=50,
+                                    deterministicOverlappingPairs=1, physicsClientId=self.client)
+        self.robots: list[RobotHandle] = []
+        self.bins: dict[str, BinConfig] = {b.name: b for b in config.bins}
+        self.bin_for_type: dict[str, str] = {}
+        for b in config.bins:
+            self.bin_for_type.setdefault(b.part_type, b.name)
+        self.static_bodies: dict[int, str] = {}
+        self.parts: list[PartSlot] = []
+        self._build_floor()
+        for robot_cfg in config.robots:
+            self._build_robot(robot_cfg)
+        self._build_conveyor(config)
+        for b in config.bins:
+            self._build_bin(b)
+        self._build_part_pool(arrivals_per_type)
+        self.max_joints = max(r.model.n_joints for r in self.robots)
+        self._joint_pos = np.zeros((len(self.robots), self.max_joints))
+        self._initial_state = p.saveState(physicsClientId=self.client)
+        self.t_s = 0.0
+
+    # ---- building -------------------------------------------------------------------------------------
+
+    def _static_box(self, name: str, half: Sequence[float], pos: Sequence[float],
+                    rgba: Sequence[float]) -> int:
+        col = p.createCollisionShape(p.GEOM_BOX, halfExtents=half, physicsClientId=self.client)
+        vis = p.createVisualShape(p.GEOM_BOX, halfExtents=half, rgbaColor=rgba, physicsClientId=self.client)
+        body = p.createMultiBody(0, col, vis, basePosition=pos, physicsClientId=self.client)
+        self.static_bodies[body] = name
+        return body
+
+    def _build_floor(self) -> None:
+        col = p.createCollisionShape(p.GEOM_PLANE, physicsClientId=self.client)
+        body = p.createMultiBody(0, col, physicsClientId=self.client)
+        self.static_bodies[body] = "floor"
+
+    def _build_robot(self, cfg: RobotConfig) -> None:
+        model = load_robot(cfg.model)
+        base_orn = p.getQuaternionFromEuler([math.radians(a) for a in cfg.base.rpy_deg])
+        base_pos = tuple(cfg.base.xyz)
+        if base_pos[2] > 0.01:
+            self._static_box(f"pedestal_{cfg.name}", (0.14, 0.14, base_pos[2] / 2),
+                             (base_pos[0], base_pos[1], base_pos[2] / 2), (0.35, 0.35, 0.38, 1))
+        body = p.loadURDF(str(model.urdf_path), basePosition=base_pos, baseOrientation=base_orn,
+                          useFixedBase=True, flags=p.URDF_USE_INERTIA_FROM_FILE, physicsClientId=self.client)
+        by_name: dict[str, int] = {}
+        link_by_name: dict[str, int] = {}
+        for j in range(p.getNumJoints(body, physicsClientId=self.client)):
+            info = p.getJointInfo(body, j, physicsClientId=self.client)
+            by_name[info[1].decode()] = j
+            link_by_name[info[12].decode()] = j
+        joint_indices = [by_name[name] for name in model.joint_names]
+        for j, q in zip(joint_indices, model.home, strict=True):
+            p.resetJointState(body, j, float(q), physicsClientId=self.client)
+        # the motors are driven explicitly each step; disable the default velocity motors first
+        p.setJointMotorControlArray(body, joint_indices, p.VELOCITY_CONTROL, forces=[0.0] * len(joint_indices),
+                                    physicsClientId=self.client)
+        self.robots.append(RobotHandle(cfg, model, body, joint_indices, link_by_name[model.tcp_link],
+                                       base_pos, tuple(base_orn)))
+
+    def _build_conveyor(self, config: CellConfig) -> None:
+        base = self.robots[0].base_pos
+        length = config.conveyor.length
+        self.belt_top_z = base[2]
+        self.belt_x = base[0] + BELT_X_M
+        self.belt_y_end = base[1] + STOPPER_Y_M
+        self.belt_y_start = self.belt_y_end - length
+        centre_y = (self.belt_y_start + self.belt_y_end) / 2
+        self._static_box("conveyor", (BELT_WIDTH_M / 2, length / 2, self.belt_top_z / 2),
+                         (self.belt_x, centre_y, self.belt_top_z / 2), (0.15, 0.15, 0.15, 1))
+        for side in (-1, 1):
+            self._static_box("conveyor_rail", (0.005, length / 2, 0.015),
+                             (self.belt_x + side * (BELT_WIDTH_M / 2 + 0.005), centre_y, self.belt_top_z + 0.015),
+                             (0.7, 0.7, 0.7, 1))
+        self._static_box("stopper", (BELT_WIDTH_M / 2 + 0.01, 0.01, 0.02),
+                         (self.belt_x, self.belt_y_end + 0.01, self.belt_top_z + 0.02), (0.8, 0.1, 0.1, 1))
+
+    def _build_bin(self, b: BinConfig) -> None:
+        x, y, z = b.xyz
+        half = BIN_INNER_M / 2
+        wall = 0.005
+        colour = (*PART_CATALOGUE[b.part_type].rgba[:3], 1.0)
+        self._static_box(b.name, (half + wall, half + wall, wall), (x, y, z - wall), (0.6, 0.6, 0.6, 1))
+        h = BIN_WALL_HEIGHT_M / 2
+        for dx, dy, hx, hy in ((half + wall, 0, wall, half + wall), (-half - wall, 0, wall, half + wall),
+                               (0, half + wall, half + wall, wall), (0, -half - wall, half + wall, wall)):
+            self._static_box(b.name, (hx, hy, h), (x + dx, y + dy, z + h), colour)
+        if z - 2 * wall > 0.01:
+            self._static_box(f"{b.name}_stand", (0.03, 0.03, (z - 2 * wall) / 2), (x, y, (z - 2 * wall) / 2),
+                             (0.3, 0.3, 0.3, 1))
+
+    def _build_part_pool(self, arrivals_per_type: dict[str, int]) -> None:
+        for t_index, name in enumerate(PART_TYPES):
+            kind = PART_CATALOGUE[name]
+            for i in range(max(1, arrivals_per_type.get(name, 0))):
+                park = (20.0 + 0.2 * i, 20.0 + 0.2 * t_index, PARK_Z_M)
+                body = create_part_body(self.client, kind, park)
+                self.parts.append(PartSlot(body, kind, park))
+        for slot in self.parts:
+            p.changeDynamics(slot.body, -1, activationState=p.ACTIVATION_STATE_DISABLE_WAKEUP,
+                             physicsClientId=self.client)
+
+    # ---- episodes ---------------------------------------------------------------------------------------
+
+    def reset_episode(self) -> None:
+        """Return the world to its built state: robots at home, parts parked, vacuum off."""
+        for robot in self.robots:
+            if robot.constraint is not None:
+                p.removeConstraint(robot.constraint, physicsClientId=self.client)
+            robot.constraint = None
+            robot.held = None
+            robot.suction_on = False
+        p.restoreState(self._initial_state, physicsClientId=self.client)
+        for slot in self.parts:
+            slot.status = "parked"
+            slot.held_by = -1
+        self.t_s = 0.0
+
+    def spawn(self, arrival: PartArrival) -> bool:
+        """Put a part of the arrival's type on the infeed; False if none is free."""
+        for slot in self.parts:
+            if slot.kind.name == arrival.part_type and slot.status == "parked":
+                break
+        else:
+            return False
+        pos = (self.belt_x, self.belt_y_start + 0.04, self.belt_top_z + slot.kind.half_height_m + 0.001)
+        p.resetBasePositionAndOrientation(slot.body, pos, (0, 0, 0, 1), physicsClientId=self.client)
+        p.resetBaseVelocity(slot.body, (0, 0, 0), (0, 0, 0), physicsClientId=self.client)
+        p.changeDynamics(slot.body, -1, activationState=p.ACTIVATION_STATE_WAKE_UP, physicsClientId=self.client)
+        slot.status = "conveying"
+        slot.order_id = arrival.order_id
+        slot.target_bin = arrival.bin or self.bin_for_type[arrival.part_type]
+        slot.spawn_t = self.t_s
+        return True
+
+    # ---- per-step ----------------------------------------------------------------------------------------
+
+    def read_joint_positions(self) -> np.ndarray:
+        """Measured joint positions, ``(robots, max_joints)``, padding 0 (a view reused across calls)."""
+        for i, robot in enumerate(self.robots):
+            states = p.getJointStates(robot.body, robot.joint_indices, physicsClientId=self.client)
+            self._joint_pos[i, : len(states)] = [s[0] for s in states]
+        return self._joint_pos
+
+    def apply_joint_commands(self, setpoint: np.ndarray, setpoint_vel: np.ndarray | None = None) -> None:
+        """Send position set-points ``(robots, max_joints)`` to the joint motors."""
+        for i, robot in enumerate(self.robots):
+            n = robot.model.n_joints
+            kwargs = {}
+            if setpoint_vel is not None:
+                kwargs["targetVelocities"] = setpoint_vel[i, :n].tolist()
+            p.setJointMotorControlArray(
+                robot.body, robot.joint_indices, p.POSITION_CONTROL, targetPositions=setpoint[i, :n].tolist(),
+                forces=robot.model.max_force.tolist(), positionGains=robot.model.position_gain.tolist(),
+                velocityGains=robot.model.velocity_gain.tolist(), physicsClientId=self.client, **kwargs)
+
+    def set_suction(self, robot_index: int, on: bool) -> None:
+        """Switch a robot's vacuum; releasing drops whatever it holds."""
+        robot = self.robots[robot_index]
+        robot.suction_on = on
+        if not on and robot.constraint is not None:
+            p.removeConstraint(robot.constraint, physicsClientId=self.client)
+            robot.constraint = None
+            slot = robot.held
+            robot.held = None
+            if slot is not None:
+                slot.status = "released"
+                slot.released_t = self.t_s
+                slot.held_by = -1
+
+    def step(self) -> None:
+        """Drive the belt and advance physics by one step."""
+        speed = self.config.conveyor.speed
+        for slot in self.parts:
+            if slot.status == "conveying":
+                pos, _ = p.getBasePositionAndOrientation(slot.body, physicsClientId=self.client)
+                vel, ang = p.getBaseVelocity(slot.body, physicsClientId=self.client)
+                front = pos[1] + slot.kind.size_m[1] / 2
+                vy = speed if front < self.belt_y_end - 0.002 else 0.0
+                p.resetBaseVelocity(slot.body, (0.0, vy, vel[2]), ang, physicsClientId=self.client)
+        p.stepSimulation(physicsClientId=self.client)
+        self.t_s += self.dt_s
+
+    def update_parts(self) -> list[PartEvent]:
+        """Advance part bookkeeping (arrival, suction grip, placement, drops); call at the control rate."""
+        events: list[PartEvent] = []
+        for slot in self.parts:
+            if slot.status in ("parked", "placed", "dropped", "held"):
+                continue
+            pos, _ = p.getBasePositionAndOrientation(slot.body, physicsClientId=self.client)
+            if pos[2] < self.belt_top_z - 0.08 and slot.status in ("conveying", "ready"):
+                events.append(self._finish(slot, "dropped", None, {"reason": "fell off the conveyor"}))
+            elif slot.status == "conveying":
+                vel, _ = p.getBaseVelocity(slot.body, physicsClientId=self.client)
+                at_stop = pos[1] + slot.kind.size_m[1] / 2 >= self.belt_y_end - 0.004
+                if at_stop and abs(vel[1]) < 0.01:
+                    slot.status = "ready"
+                    slot.ready_t = self.t_s
+            elif slot.status == "released":
+                vel, _ = p.getBaseVelocity(slot.body, physicsClientId=self.client)
+                settled = math.sqrt(vel[0] ** 2 + vel[1] ** 2 + vel[2] ** 2) < SETTLE_SPEED_M_S
+                if settled or self.t_s - slot.released_t > SETTLE_TIMEOUT_S:
+                    events.append(self._classify_release(slot, pos))
+        for i, robot in enumerate(self.robots):
+            if robot.suction_on and robot.constraint is None:
+                event = self._try_grip(i, robot)
+                if event is not None:
+                    events.append(event)
+        return events
+
+    def _classify_release(self, slot: PartSlot, pos: Sequence[float]) -> PartEvent:
+        for b in self.bins.values():
+            inside = abs(pos[0] - b.xyz[0]) < BIN_INNER_M / 2 and abs(pos[1] - b.xyz[1]) < BIN_INNER_M / 2
+            if inside and b.xyz[2] - 0.01 < pos[2] < b.xyz[2] + BIN_WALL_HEIGHT_M:
+                correct = b.name == slot.target_bin
+                return self._finish(slot, "placed", None, {"bin": b.name, "correct": correct,
+                                                           "cycle_time_s": round(self.t_s - slot.ready_t, 6)})
+        return self._finish(slot, "dropped", None, {"reason": "released outside any bin",
+                                                    "xyz": [round(float(v), 4) for v in pos]})
+
+    def _finish(self, slot: PartSlot, status: str, robot: int | None, detail: dict) -> PartEvent:
+        slot.status = status
+        kind = "place" if status == "placed" else "drop"
+        return PartEvent(kind, robot, slot.kind.name, slot.order_id, detail)
+
+    def _try_grip(self, index: int, robot: RobotHandle) -> PartEvent | None:
+        tcp = p.getLinkState(robot.body, robot.tcp_link, computeForwardKinematics=True, physicsClientId=self.client)
+        tcp_pos, tcp_orn = tcp[4], tcp[5]
+        for slot in self.parts:
+            if slot.status not in ("ready", "conveying", "released"):
+                continue
+            pos, orn = p.getBasePositionAndOrientation(slot.body, physicsClientId=self.client)
+            top = pos[2] + slot.kind.half_height_m
+            lateral = math.hypot(tcp_pos[0] - pos[0], tcp_pos[1] - pos[1])
+            if lateral < SUCTION_LATERAL_M and -0.004 < tcp_pos[2] - top < SUCTION_REACH_M:
+                inv_pos, inv_orn = p.invertTransform(tcp_pos, tcp_orn)
+                rel_pos, rel_orn = p.multiplyTransforms(inv_pos, inv_orn, pos, orn)
+                robot.constraint = p.createConstraint(
+                    robot.body, robot.tcp_link, slot.body, -1, p.JOINT_FIXED, (0, 0, 0), rel_pos, (0, 0, 0),
+                    parentFrameOrientation=rel_orn, physicsClientId=self.client)
+                p.changeConstraint(robot.constraint, maxForce=60.0, physicsClientId=self.client)
+                robot.held = slot
+                slot.status = "held"
+                slot.held_by = index
+                return PartEvent("pick", index, slot.kind.name, slot.order_id,
+                                 {"wait_s": round(self.t_s - slot.ready_t, 6) if slot.ready_t else None})
+        return None
+
+    # ---- observations ------------------------------------------------------------------------------------
+
+    def robot_contacts(self, robot_index: int) -> set[str]:
+        """Names of things the robot touches other than its pedestal and the part it holds."""
+        robot = self.robots[robot_index]
+        touching: set[str] = set()
+        held_body = robot.held.body if robot.held is not None else None
+        for contact in p.getContactPoints(bodyA=robot.body, physicsClientId=self.client):
+            other = contact[2]
+            if other == held_body or contact[3] == -1:
+                continue
+            name = self.static_bodies.get(other)
+            if name is None:
+                if other == robot.body:
+                    continue
+                slot = next((s for s in self.parts if s.body == other), None)
+                name = f"part:{slot.kind.name}" if slot else f"robot:{other}"
+            if name.startswith("pedestal_"):
+                continue
+            touching.add(name)
+        return touching
+
+    def environment_state(self, robot_index: int) -> np.ndarray:
+        """Privileged state in the robot's base frame, laid out as ``ENV_STATE_NAMES``."""
+        robot = self.robots[robot_index]
+        out = np.zeros(len(ENV_STATE_NAMES), dtype=np.float32)
+        slot = robot.held
+        if slot is None:
+            ready = [s for s in self.parts if s.status == "ready"]
+            slot = min(ready, key=lambda s: (s.ready_t, s.body)) if ready else None
+        if slot is None:
+            return out
+        inv_pos, inv_orn = p.invertTransform(robot.base_pos, robot.base_orn)
+        pos, orn = p.getBasePositionAndOrientation(slot.body, physicsClientId=self.client)
+        local_pos, local_orn = p.multiplyTransforms(inv_pos, inv_orn, pos, orn)
+        yaw = p.getEulerFromQuaternion(local_orn)[2]
+        b = self.bins[slot.target_bin]
+        bin_world = (b.xyz[0], b.xyz[1], b.xyz[2] + BIN_WALL_HEIGHT_M)
+        bin_local, _ = p.multiplyTransforms(inv_pos, inv_orn, bin_world, (0, 0, 0, 1))
+        out[:] = (*local_pos, yaw, local_pos[2] + slot.kind.half_height_m, slot.kind.index, 1.0,
+                  1.0 if robot.held is slot else 0.0, *bin_local)
+        return out
+
+    def render(self, camera_index: int) -> np.ndarray:
+        """Render a camera as uint8 ``(height, width, 3)``; call at the policy rate only (~12 ms at 320×240)."""
+        cam = self.config.cameras[camera_index]
+        view = p.computeViewMatrix(cam.eye, cam.target, (1, 0, 0) if cam.eye[:2] == cam.target[:2] else (0, 0, 1),
+                                   physicsClientId=self.client)
+        proj = p.computeProjectionMatrixFOV(cam.fov_deg, cam.width / cam.height, 0.05, 5.0,
+                                            physicsClientId=self.client)
+        _, _, rgba, _, _ = p.getCameraImage(cam.width, cam.height, view, proj, renderer=p.ER_TINY_RENDERER,
+                                            physicsClientId=self.client)
+        return np.asarray(rgba, dtype=np.uint8).reshape(cam.height, cam.width, 4)[:, :, :3].copy()
+
+    def close(self) -> None:
+        """Disconnect from the physics server."""
+        if self.client >= 0 and p.isConnected(self.client):
+            p.disconnect(self.client)
+        self.client = -1
+
+
+ENV_STATE_NAMES: tuple[str, ...] = (
+    "part_x", "part_y", "part_z", "part_yaw", "part_top_z", "part_type", "part_ready", "holding",
+    "bin_x", "bin_y", "bin_top_z",
+)
+
+
+def build_cell(config: CellConfig, physics_hz: float, arrivals: Sequence[Sequence[PartArrival]]) -> Cell:
+    """Build the cell once, with a part pool large enough for the busiest episode of ``arrivals``."""
+    most: Counter[str] = Counter()
+    for episode in arrivals:
+        for name, count in Counter(a.part_type for a in episode).items():
+            most[name] = max(most[name], count)
+    return Cell(config, physics_hz, dict(most))
