@@ -15,6 +15,7 @@ from testbed import __version__
 from testbed.errors import TestbedError
 
 COMMAND_MODULES = (
+    "testbed.data.commands",
     "testbed.eval.commands",
     "testbed.scenario.commands",
 )
