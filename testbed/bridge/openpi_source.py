@@ -17,6 +17,7 @@ observation wins, as in asynchronous inference).
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import threading
 import time
@@ -38,6 +39,10 @@ from testbed.policies.source import ActionChunk
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 _BACKOFF_FIRST_S = 0.05
 _BACKOFF_MAX_S = 2.0
+# websockets >= 17.1 warns unless a connection kept outside a with-block is marked legacy=True.
+_CONNECT_OPTIONS: dict[str, Any] = (
+    {"legacy": True} if "legacy" in inspect.signature(websockets.sync.client.connect).parameters else {}
+)
 
 
 @dataclass(frozen=True)
@@ -280,6 +285,7 @@ class OpenPiActionSource:
                 open_timeout=self._deadline_s,
                 close_timeout=self._deadline_s,
                 proxy=None,
+                **_CONNECT_OPTIONS,
             )
         except (OSError, TimeoutError, websockets.exceptions.WebSocketException) as exc:
             raise PolicyUnavailable(f"{self._endpoint}: cannot connect to the openpi server: {exc}") from exc
