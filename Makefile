@@ -30,3 +30,20 @@ proto: venv
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
+
+# LeRobot compatibility proof in a separate env (several GB: torch comes with lerobot).
+# lerobot 0.4.4 pins torch<2.11 and torchvision<0.26, so the CPU torch 2.13 wheel does not fit it;
+# torch 2.9.1 + torchvision 0.24.1 are installed first so pip does not pick torch by itself.
+COMPAT_VENV := .compat-venv
+COMPAT_STAMP := $(COMPAT_VENV)/.installed
+
+.PHONY: compat
+
+$(COMPAT_STAMP):
+	test -x $(COMPAT_VENV)/bin/python || $(PYTHON) -m venv $(COMPAT_VENV)
+	$(COMPAT_VENV)/bin/python -m pip install --quiet torch==2.9.1 torchvision==0.24.1
+	$(COMPAT_VENV)/bin/python -m pip install --quiet lerobot==0.4.4
+	touch $(COMPAT_STAMP)
+
+compat: venv $(COMPAT_STAMP)
+	$(BIN)/python compat/check.py --venv $(COMPAT_VENV)

@@ -34,11 +34,15 @@ def main() -> None:
         start = time.perf_counter()
         client.infer(obs)
         samples_ms[i] = (time.perf_counter() - start) * 1000.0
-    print(json.dumps({
-        "p50_ms": float(np.percentile(samples_ms, 50)),
-        "p99_ms": float(np.percentile(samples_ms, 99)),
-        "n": args.n,
-    }))
+    print(
+        json.dumps(
+            {
+                "p50_ms": float(np.percentile(samples_ms, 50)),
+                "p99_ms": float(np.percentile(samples_ms, 99)),
+                "n": args.n,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

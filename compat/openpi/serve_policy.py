@@ -75,8 +75,7 @@ def main() -> None:
     parser.add_argument("--metadata", default="{}", help="JSON object sent as the metadata frame")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    server = WebsocketPolicyServer(TestPolicy(args), host=args.host, port=args.port,
-                                   metadata=json.loads(args.metadata))
+    server = WebsocketPolicyServer(TestPolicy(args), host=args.host, port=args.port, metadata=json.loads(args.metadata))
     server.serve_forever()
 
 
