@@ -43,3 +43,7 @@ class DatasetError(TestbedError):
 
 class ComplianceDenied(TestbedError):
     """A transfer or action is forbidden by the compliance policy."""
+
+
+class BridgeConfigError(TestbedError):
+    """A bridge server or client was configured unsafely or inconsistently (TLS files, token, bind address)."""

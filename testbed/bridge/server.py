@@ -1,0 +1,379 @@
+"""The policy server: serves any ``Policy`` over ``testbed.v1.PolicyService`` (grpc.aio).
+
+Concurrency: the event loop only decodes requests and moves bytes; every policy
+call (construction, ``reset``, ``act``) runs in a thread pool. Each client session
+(metadata header ``testbed-session``) gets its own policy instance, guarded by its
+own lock, so episode state is never shared between clients and a slow request of
+one client never blocks another's (up to ``max_workers`` slow calls at once).
+Calls without the header share one default instance. Sessions beyond
+``max_sessions`` evict the least recently used one.
+
+Safety: observations are checked against the policy's spec before the policy
+sees them (``INVALID_ARGUMENT`` naming the field); answers are checked before
+they are sent (a NaN or misshapen chunk answers ``FAILED_PRECONDITION``, a policy
+exception ``INTERNAL``); message sizes are capped; an optional bearer token is
+checked by an interceptor (``UNAUTHENTICATED``); optional TLS, mutual when a
+client CA is given. The health service needs no token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hmac
+import ipaddress
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from testbed.bridge import codec
+from testbed.bridge.generated import common_pb2, policy_pb2, policy_pb2_grpc
+from testbed.errors import BridgeConfigError, SpecMismatch
+from testbed.policies.protocol import Policy, PolicySpec
+
+SESSION_HEADER = "testbed-session"
+SERVICE_NAME = "testbed.v1.PolicyService"
+DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+_HEALTH_PREFIX = "/grpc.health.v1.Health/"
+
+PolicyFactory = Callable[[], Policy]
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback IP addresses."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """How a policy server listens.
+
+    Args:
+        host: bind address; anything but loopback requires ``token``.
+        port: TCP port, 0 for any free one.
+        token: bearer token every call must carry, or None.
+        tls_cert: PEM server certificate (with ``tls_key``) to serve TLS.
+        tls_key: PEM private key of ``tls_cert``.
+        tls_client_ca: PEM CA that client certificates must chain to (mutual TLS).
+        max_message_bytes: cap on received and sent messages.
+        max_workers: threads running policy calls at once.
+        max_sessions: policy instances kept; the least recently used is dropped beyond it.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    token: str | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    max_workers: int = 8
+    max_sessions: int = 64
+
+    def __post_init__(self) -> None:
+        if not is_loopback(self.host) and not self.token:
+            raise BridgeConfigError(
+                f"serve-policy --host {self.host}: refusing to listen beyond loopback without a token; "
+                "pass --token-env VAR (and preferably --tls-cert/--tls-key), or use --host 127.0.0.1"
+            )
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise BridgeConfigError("serve-policy: --tls-cert and --tls-key must be given together")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise BridgeConfigError("serve-policy: --tls-client-ca needs --tls-cert and --tls-key")
+        for flag, path in (("--tls-cert", self.tls_cert), ("--tls-key", self.tls_key),
+                           ("--tls-client-ca", self.tls_client_ca)):
+            if path is not None and not Path(path).is_file():
+                raise BridgeConfigError(f"serve-policy {flag} {path}: file not found")
+        if self.max_message_bytes <= 0 or self.max_workers <= 0 or self.max_sessions <= 0:
+            raise BridgeConfigError("serve-policy: message size, workers and sessions must be positive")
+
+    def credentials(self) -> grpc.ServerCredentials | None:
+        """TLS server credentials, or None for plaintext."""
+        if self.tls_cert is None or self.tls_key is None:
+            return None
+        pair = (Path(self.tls_key).read_bytes(), Path(self.tls_cert).read_bytes())
+        client_ca = Path(self.tls_client_ca).read_bytes() if self.tls_client_ca else None
+        return grpc.ssl_server_credentials([pair], root_certificates=client_ca,
+                                           require_client_auth=client_ca is not None)
+
+
+class _Session:
+    """One policy instance and the lock that serialises calls to it."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self.lock = threading.Lock()
+
+
+class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
+    """``PolicyService`` over one policy factory, one instance per client session."""
+
+    def __init__(self, factory: PolicyFactory, *, max_workers: int = 8, max_sessions: int = 64) -> None:
+        default = factory()
+        self._factory = factory
+        self._spec: PolicySpec = default.spec()
+        self._spec_msg = codec.encode_spec(self._spec)
+        self._sessions: collections.OrderedDict[str, _Session] = collections.OrderedDict()
+        self._default = _Session(default)
+        self._sessions_lock = threading.Lock()
+        self._max_sessions = max_sessions
+        self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="policy")
+        self.in_flight = 0
+        self.requests_total = 0
+        self.errors_total = 0
+        self.streams_open = 0
+
+    @property
+    def spec(self) -> PolicySpec:
+        """The served policy's spec (of the default instance)."""
+        return self._spec
+
+    def shutdown(self) -> None:
+        """Stop the policy threads (waits for calls running now)."""
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def _session(self, session_id: str) -> _Session:
+        if not session_id:
+            return self._default
+        with self._sessions_lock:
+            session = self._sessions.get(session_id)
+            if session is not None:
+                self._sessions.move_to_end(session_id)
+                return session
+        session = _Session(self._factory())  # may be slow (a model load): outside the dict lock
+        with self._sessions_lock:
+            session = self._sessions.setdefault(session_id, session)
+            while len(self._sessions) > self._max_sessions:
+                self._sessions.popitem(last=False)
+        return session
+
+    @staticmethod
+    def _session_id(context: grpc.aio.ServicerContext) -> str:
+        for key, value in context.invocation_metadata() or ():
+            if key == SESSION_HEADER:
+                return str(value)[:128]
+        return ""
+
+    async def GetSpec(self, request: policy_pb2.GetSpecRequest, context: grpc.aio.ServicerContext
+                      ) -> common_pb2.PolicySpec:
+        return self._spec_msg
+
+    async def GetStats(self, request: policy_pb2.GetStatsRequest, context: grpc.aio.ServicerContext
+                       ) -> policy_pb2.ServerStats:
+        return policy_pb2.ServerStats(
+            in_flight=self.in_flight,
+            requests_total=self.requests_total,
+            errors_total=self.errors_total,
+            sessions=len(self._sessions) + 1,
+            streams_open=self.streams_open,
+        )
+
+    async def Reset(self, request: policy_pb2.ResetRequest, context: grpc.aio.ServicerContext
+                    ) -> policy_pb2.ResetResponse:
+        session_id = self._session_id(context)
+
+        def reset() -> None:
+            session = self._session(session_id)
+            with session.lock:
+                session.policy.reset(int(request.episode))
+
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, reset)
+        except Exception as exc:
+            await context.abort(grpc.StatusCode.INTERNAL, f"policy reset raised {type(exc).__name__}: {exc}")
+        return policy_pb2.ResetResponse()
+
+    async def Act(self, request: common_pb2.Observation, context: grpc.aio.ServicerContext
+                  ) -> common_pb2.ActionChunk:
+        result = await self._act(self._session_id(context), request)
+        if result.HasField("error"):
+            await context.abort(grpc.StatusCode(_CODES[result.error.code]), result.error.message)
+        return result.chunk
+
+    async def StreamAct(self, request_iterator: AsyncIterator[common_pb2.Observation],
+                        context: grpc.aio.ServicerContext) -> AsyncIterator[policy_pb2.ActResult]:
+        session_id = self._session_id(context)
+        self.streams_open += 1
+        try:
+            async for request in request_iterator:
+                yield await self._act(session_id, request)
+        finally:
+            self.streams_open -= 1
+
+    async def _act(self, session_id: str, request: common_pb2.Observation) -> policy_pb2.ActResult:
+        self.in_flight += 1
+        self.requests_total += 1
+        try:
+            try:
+                obs = codec.decode_observation(request, self._spec)
+            except SpecMismatch as exc:
+                result = _error(grpc.StatusCode.INVALID_ARGUMENT, str(exc), request.step)
+            else:
+                loop = asyncio.get_running_loop()
+                act = self._act_blocking
+                result = await loop.run_in_executor(self._executor, act, session_id, obs, request)
+            if result.HasField("error"):
+                self.errors_total += 1
+            return result
+        finally:
+            self.in_flight -= 1
+
+    def _act_blocking(self, session_id: str, obs: dict[str, np.ndarray],
+                      request: common_pb2.Observation) -> policy_pb2.ActResult:
+        try:
+            session = self._session(session_id)
+            with session.lock:
+                start = time.perf_counter()
+                actions = session.policy.act(obs)
+                compute_ms = (time.perf_counter() - start) * 1e3
+        except Exception as exc:
+            message = f"policy act raised {type(exc).__name__}: {exc}"
+            return _error(grpc.StatusCode.INTERNAL, message, request.step)
+        try:
+            self._spec.validate_action(np.asarray(actions))
+        except SpecMismatch as exc:
+            message = f"policy {self._spec.model_name!r} returned a bad chunk for step {request.step}: {exc}"
+            return _error(grpc.StatusCode.FAILED_PRECONDITION, message, request.step)
+        chunk = codec.encode_chunk(np.asarray(actions), step=request.step, episode=request.episode,
+                                   compute_ms=compute_ms)
+        return policy_pb2.ActResult(chunk=chunk)
+
+
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def _error(code: grpc.StatusCode, message: str, step: int) -> policy_pb2.ActResult:
+    return policy_pb2.ActResult(error=policy_pb2.ActError(code=code.value[0], message=message, step=step))
+
+
+class _TokenInterceptor(grpc.aio.ServerInterceptor):
+    """Refuses calls without ``authorization: Bearer <token>`` (health checks excepted)."""
+
+    def __init__(self, token: str) -> None:
+        self._expected = f"Bearer {token}".encode()
+
+    async def intercept_service(self, continuation: Callable, details: grpc.HandlerCallDetails
+                                ) -> grpc.RpcMethodHandler | None:
+        if details.method.startswith(_HEALTH_PREFIX):
+            return await continuation(details)
+        presented = b""
+        for key, value in details.invocation_metadata or ():
+            if key == "authorization":
+                presented = value.encode() if isinstance(value, str) else bytes(value)
+        if hmac.compare_digest(presented, self._expected):
+            return await continuation(details)
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        return _deny_handler(handler, "missing authorization" if not presented else "wrong token")
+
+
+def _deny_handler(handler: grpc.RpcMethodHandler, why: str) -> grpc.RpcMethodHandler:
+    message = f"{why}: send metadata 'authorization: Bearer <token>' with the server's token"
+
+    async def deny(request_or_iterator: object, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
+    kwargs = {"request_deserializer": handler.request_deserializer,
+              "response_serializer": handler.response_serializer}
+    if handler.request_streaming and handler.response_streaming:
+        return grpc.stream_stream_rpc_method_handler(deny, **kwargs)
+    if handler.request_streaming:
+        return grpc.stream_unary_rpc_method_handler(deny, **kwargs)
+    if handler.response_streaming:
+        return grpc.unary_stream_rpc_method_handler(deny, **kwargs)
+    return grpc.unary_unary_rpc_method_handler(deny, **kwargs)
+
+
+def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
+    """gRPC options shared by servers and clients: size caps and keepalive."""
+    return [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.keepalive_time_ms", 10_000),
+        ("grpc.keepalive_timeout_ms", 5_000),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.keepalive_permit_without_calls", 1),
+    ]
+
+
+class RunningServer:
+    """A started ``grpc.aio`` server with its bound port; stop it with ``await stop()``."""
+
+    def __init__(self, server: grpc.aio.Server, servicer: PolicyServicer, host: str, port: int) -> None:
+        self.server = server
+        self.servicer = servicer
+        self.host = host
+        self.port = port
+
+    async def stop(self, grace_s: float = 1.0) -> None:
+        """Stop accepting calls, let running ones finish for ``grace_s``, release threads."""
+        await self.server.stop(grace_s)
+        self.servicer.shutdown()
+
+
+async def start_policy_server(factory: PolicyFactory, options: ServerOptions) -> RunningServer:
+    """Build the policy, start serving it, and return once the port is bound.
+
+    Must run inside an asyncio event loop (the server lives on it).
+
+    Raises:
+        BridgeConfigError: the port could not be bound.
+    """
+    servicer = PolicyServicer(factory, max_workers=options.max_workers, max_sessions=options.max_sessions)
+    interceptors = [_TokenInterceptor(options.token)] if options.token else []
+    server = grpc.aio.server(interceptors=interceptors, options=channel_options(options.max_message_bytes))
+    policy_pb2_grpc.add_PolicyServiceServicer_to_server(servicer, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    address = f"{options.host}:{options.port}"
+    credentials = options.credentials()
+    try:
+        if credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, credentials)
+    except RuntimeError as exc:
+        raise BridgeConfigError(f"serve-policy: cannot listen on {address}: {exc}") from exc
+    if port == 0:
+        raise BridgeConfigError(f"serve-policy: cannot listen on {address} (address in use or not local?)")
+    await server.start()
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return RunningServer(server, servicer, options.host, port)
+
+
+def format_address(host: str, port: int) -> str:
+    """``host:port`` with IPv6 hosts in brackets."""
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
+def serve(factory: PolicyFactory, options: ServerOptions) -> None:
+    """Serve until SIGINT/SIGTERM, printing exactly one ``listening on HOST:PORT`` line once bound."""
+    import signal
+    import sys
+
+    async def main() -> None:
+        running = await start_policy_server(factory, options)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        sys.stdout.write(f"listening on {format_address(running.host, running.port)}\n")
+        sys.stdout.flush()
+        await stop.wait()
+        await running.stop()
+
+    asyncio.run(main())

@@ -1,0 +1,164 @@
+"""GrpcActionSource against an in-process server: streaming, unary, faults, alignment."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+
+import numpy as np
+import pytest
+from bridge_helpers import running_policy_server
+
+from testbed.bridge.client import GrpcActionSource, parse_endpoint
+from testbed.bridge.reference import HoldPolicy
+from testbed.errors import BridgeConfigError, PolicyUnavailable, SpecMismatch
+
+
+def _obs(value: float) -> dict[str, np.ndarray]:
+    return {"observation.state": np.full(7, value, np.float32)}
+
+
+def _endpoint(running: object) -> str:
+    return f"grpc://127.0.0.1:{running.port}"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("mode", ["stream", "unary"])
+def test_chunks_come_back_for_the_step_they_were_computed_for(mode: str) -> None:
+    with running_policy_server(HoldPolicy) as server, GrpcActionSource(_endpoint(server), mode=mode) as source:
+        assert source.spec().action_dim == 7
+        source.reset(0)
+        for step in range(20):
+            source.submit(_obs(step / 10), step)
+            chunk = source.result(5.0)
+            assert chunk is not None and chunk.step == step
+            assert chunk.actions.shape == (10, 7)
+            np.testing.assert_allclose(chunk.actions[:, 0], step / 10, rtol=1e-6)
+            assert chunk.latency_ms > 0
+
+
+def test_result_returns_none_when_nothing_arrives_in_time() -> None:
+    with running_policy_server(lambda: HoldPolicy(sleep_s=0.5)) as server, \
+            GrpcActionSource(_endpoint(server), deadline_s=0.2) as source:
+        source.reset(0)
+        source.submit(_obs(0.0), 0)
+        assert source.result(0.05) is None
+        late = source.result(5.0)
+        assert late is not None and late.step == 0
+
+
+def test_unary_deadline_exceeded_gives_none_not_an_error() -> None:
+    with running_policy_server(lambda: HoldPolicy(sleep_s=0.4)) as server, \
+            GrpcActionSource(_endpoint(server), deadline_s=0.1, mode="unary") as source:
+        source.reset(0)
+        source.submit(_obs(0.0), 0)
+        assert source.result(1.0) is None
+
+
+def test_newer_submit_replaces_an_unsent_observation() -> None:
+    with running_policy_server(lambda: HoldPolicy(sleep_s=0.2)) as server, \
+            GrpcActionSource(_endpoint(server)) as source:
+        source.reset(0)
+        source.submit(_obs(0.0), 0)
+        time.sleep(0.05)  # step 0 is in flight now
+        for step in (1, 2, 3):
+            source.submit(_obs(float(step)), step)
+        steps = []
+        while not steps or steps[-1] != 3:
+            chunk = source.result(5.0)
+            assert chunk is not None
+            steps.append(chunk.step)
+        assert steps == [0, 3]
+
+
+@pytest.mark.parametrize(("fault", "error"), [("nan", SpecMismatch), ("shape", SpecMismatch),
+                                              ("raise", PolicyUnavailable)])
+def test_faulty_policy_answers_are_refused_and_the_stream_survives(fault: str, error: type) -> None:
+    with running_policy_server(lambda: HoldPolicy(fault=fault)) as server, \
+            GrpcActionSource(_endpoint(server)) as source:
+        source.reset(0)
+        for step in range(2):  # the stream stays usable after an error result
+            source.submit(_obs(0.0), step)
+            with pytest.raises(error, match=f"step {step}"):
+                source.result(5.0)
+
+
+def test_observation_that_does_not_fit_the_spec_is_refused_naming_the_field() -> None:
+    with running_policy_server(HoldPolicy) as server, GrpcActionSource(_endpoint(server)) as source:
+        source.reset(0)
+        source.submit({"observation.state": np.zeros(6, np.float32)}, 0)
+        with pytest.raises(SpecMismatch, match=r"INVALID_ARGUMENT.*observation\['observation.state'\]"):
+            source.result(5.0)
+
+
+def test_wrong_token_is_refused_with_unauthenticated() -> None:
+    with running_policy_server(HoldPolicy, token="s3cret") as server:
+        with GrpcActionSource(_endpoint(server), token="wrong") as source, \
+                pytest.raises(PolicyUnavailable, match="UNAUTHENTICATED"):
+            source.spec()
+        with GrpcActionSource(_endpoint(server), token="s3cret") as source:
+            assert source.spec().model_name == "hold"
+
+
+def test_unreachable_server_raises_policy_unavailable() -> None:
+    with running_policy_server(HoldPolicy) as server:
+        endpoint = _endpoint(server)
+    with GrpcActionSource(endpoint, deadline_s=0.3) as source:
+        with pytest.raises(PolicyUnavailable, match=endpoint):
+            source.spec()
+        source.submit(_obs(0.0), 0)
+        with pytest.raises(PolicyUnavailable):
+            source.result(0.5)
+
+
+class _BlockingPolicy(HoldPolicy):
+    """Blocks in act until released when the state's first entry is negative."""
+
+    release = threading.Event()
+
+    def act(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
+        if obs["observation.state"][0] < 0:
+            self.release.wait(10)
+        return super().act(obs)
+
+
+def test_a_slow_client_does_not_block_another() -> None:
+    _BlockingPolicy.release.clear()
+    with running_policy_server(_BlockingPolicy) as server, \
+            GrpcActionSource(_endpoint(server)) as slow, GrpcActionSource(_endpoint(server)) as fast:
+        slow.reset(0)
+        fast.reset(0)
+        slow.submit(_obs(-1.0), 0)
+        time.sleep(0.1)
+        assert server.servicer.in_flight == 1
+        for step in range(5):
+            fast.submit(_obs(1.0), step)
+            chunk = fast.result(5.0)
+            assert chunk is not None and chunk.step == step
+        assert slow.result(0.0) is None
+        _BlockingPolicy.release.set()
+        chunk = slow.result(5.0)
+        assert chunk is not None and chunk.actions[0, 0] == -1.0
+
+
+def test_reset_drops_chunks_of_the_previous_episode() -> None:
+    with running_policy_server(lambda: HoldPolicy(sleep_s=0.2)) as server, \
+            GrpcActionSource(_endpoint(server)) as source:
+        source.reset(0)
+        source.submit(_obs(0.0), 5)
+        source.reset(1)  # the step-5 answer of episode 0 must not surface
+        source.submit(_obs(1.0), 0)
+        chunk = source.result(5.0)
+        assert chunk is not None and chunk.step == 0 and chunk.actions[0, 0] == 1.0
+
+
+@pytest.mark.parametrize("endpoint", ["http://h:1", "grpc://host", "grpc://h:notaport"])
+def test_bad_endpoints_are_refused(endpoint: str) -> None:
+    with pytest.raises(BridgeConfigError, match="policy endpoint"):
+        parse_endpoint(endpoint)
+
+
+def test_endpoint_forms() -> None:
+    assert parse_endpoint("grpc://127.0.0.1:5") == ("127.0.0.1:5", False)
+    assert parse_endpoint("grpcs://example:443") == ("example:443", True)
+    assert parse_endpoint("[::1]:7") == ("[::1]:7", False)
