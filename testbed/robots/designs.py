@@ -271,7 +271,8 @@ def scara_t6() -> RobotDesign:
         LinkDesign(
             "link_3",
             1.0,
-            (Shape("cylinder", (0.01, shaft_len), (0.0, 0.0, flange_z + shaft_len / 2)),),
+            # ends 4 mm above the flange face, like the flange disc, so the cup never touches it
+            (Shape("cylinder", (0.01, shaft_len), (0.0, 0.0, flange_z + 0.004 + shaft_len / 2)),),
             grey,
         ),
         # the flange disc is drawn 4 mm above the face so the cup below never touches it

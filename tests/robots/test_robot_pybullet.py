@@ -125,6 +125,18 @@ def test_no_self_collision(loaded: Loaded, pose: str) -> None:
     assert touching == []
 
 
+@pytest.mark.parametrize("pose", ["zero", "home"])
+def test_pybullet_self_collision_reports_no_contact(loaded: Loaded, pose: str) -> None:
+    flags = p.URDF_USE_INERTIA_FROM_FILE | p.URDF_USE_SELF_COLLISION | p.URDF_USE_SELF_COLLISION_EXCLUDE_PARENT
+    body = p.loadURDF(str(loaded.model.urdf_path), useFixedBase=True, flags=flags, physicsClientId=loaded.client)
+    q = np.zeros(loaded.model.n_joints) if pose == "zero" else loaded.model.home
+    for index, value in zip(loaded.movable, q, strict=True):
+        p.resetJointState(body, index, float(value), physicsClientId=loaded.client)
+    p.performCollisionDetection(physicsClientId=loaded.client)
+    contacts = p.getContactPoints(body, body, physicsClientId=loaded.client)
+    assert [(c[3], c[4]) for c in contacts] == []
+
+
 def test_home_points_tool_down_above_work_area(loaded: Loaded) -> None:
     loaded.set_joints(loaded.model.home)
     pos, rot = loaded.tcp_pose()
@@ -176,9 +188,7 @@ def solve_ik(loaded: Loaded, target: tuple[float, float, float], orientation: tu
         )
         loaded.set_joints(q)
         # the null-space solver trades accuracy for limits: polish from where it landed
-        q = np.array(
-            p.calculateInverseKinematics(loaded.body, loaded.link_index["tcp"], target, orientation, **kwargs)
-        )
+        q = np.array(p.calculateInverseKinematics(loaded.body, loaded.link_index["tcp"], target, orientation, **kwargs))
         loaded.set_joints(q)
         if np.linalg.norm(loaded.tcp_pose()[0] - target) < 1e-4:
             break
