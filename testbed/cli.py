@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -17,6 +18,7 @@ from testbed.errors import TestbedError
 COMMAND_MODULES = (
     "testbed.data.commands",
     "testbed.eval.commands",
+    "testbed.policies.commands",
     "testbed.scenario.commands",
 )
 
@@ -31,8 +33,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _import_pybullet_quietly() -> None:
+    # pybullet's C module prints its build time when first imported; keep the terminal for results and errors
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 1)
+            os.dup2(devnull.fileno(), 2)
+            importlib.import_module("pybullet")
+    finally:
+        for fd, copy in zip((1, 2), saved, strict=True):
+            os.dup2(copy, fd)
+            os.close(copy)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; user mistakes print one line and return 2."""
+    _import_pybullet_quietly()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "func"):

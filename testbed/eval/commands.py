@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from testbed.eval.runner import run_scenario
 from testbed.scenario.loader import load
 
 
@@ -22,6 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _launch(args: argparse.Namespace) -> int:
+    from testbed.eval.runner import run_scenario
+
     loaded = load(args.file, args.overrides)
     scenario = loaded.scenario
     print(f"launching {scenario.name!r}: {scenario.episodes} episode(s), seed {scenario.seed}", flush=True)

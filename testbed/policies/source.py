@@ -93,3 +93,6 @@ class LocalActionSource:
 
     def close(self) -> None:
         self._pending = None
+        close = getattr(self._policy, "close", None)
+        if callable(close):
+            close()

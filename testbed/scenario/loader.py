@@ -109,7 +109,8 @@ def _describe(exc: ValidationError, path: Path, source: SourceMap, overrides: Se
         message = "required but missing"
     else:
         message = f"{_expected(err['msg'])}, got {err.get('input')!r}"
-    more = len(exc.errors()) - 1
+    # an invalid list item also makes its list too short: that is one mistake, not two
+    more = sum(1 for e in exc.errors()[1:] if tuple(e["loc"]) != loc[: len(e["loc"])])
     suffix = f" (+{more} more error{'s' if more > 1 else ''})" if more else ""
     origin = _from_override(loc, overrides)
     where = f"override {origin!r} ->" if origin else _where(path, source, loc)

@@ -27,7 +27,7 @@ BIN_INNER_M = 0.18
 BIN_WALL_HEIGHT_M = 0.10
 SUCTION_REACH_M = 0.012  # cup tip to part top for the vacuum to seize it
 SUCTION_LATERAL_M = 0.02
-PARK_Z_M = -5.0
+PARK_Z_M = 5.0
 SETTLE_SPEED_M_S = 0.03
 SETTLE_TIMEOUT_S = 2.0
 
@@ -186,8 +186,16 @@ class Cell:
                 body = create_part_body(self.client, kind, park)
                 self.parts.append(PartSlot(body, kind, park))
         for slot in self.parts:
-            p.changeDynamics(slot.body, -1, activationState=p.ACTIVATION_STATE_DISABLE_WAKEUP,
-                             physicsClientId=self.client)
+            self._park(slot)
+
+    def _park(self, slot: PartSlot) -> None:
+        # a parked part collides with nothing and sleeps: it costs the solver nothing
+        p.resetBasePositionAndOrientation(slot.body, slot.park_xyz, (0, 0, 0, 1), physicsClientId=self.client)
+        p.resetBaseVelocity(slot.body, (0, 0, 0), (0, 0, 0), physicsClientId=self.client)
+        p.setCollisionFilterGroupMask(slot.body, -1, 0, 0, physicsClientId=self.client)
+        p.changeDynamics(slot.body, -1, activationState=p.ACTIVATION_STATE_SLEEP, physicsClientId=self.client)
+        slot.status = "parked"
+        slot.held_by = -1
 
     # ---- episodes ---------------------------------------------------------------------------------------
 
@@ -201,8 +209,7 @@ class Cell:
             robot.suction_on = False
         p.restoreState(self._initial_state, physicsClientId=self.client)
         for slot in self.parts:
-            slot.status = "parked"
-            slot.held_by = -1
+            self._park(slot)
         self.t_s = 0.0
 
     def spawn(self, arrival: PartArrival) -> bool:
@@ -215,6 +222,7 @@ class Cell:
         pos = (self.belt_x, self.belt_y_start + 0.04, self.belt_top_z + slot.kind.half_height_m + 0.001)
         p.resetBasePositionAndOrientation(slot.body, pos, (0, 0, 0, 1), physicsClientId=self.client)
         p.resetBaseVelocity(slot.body, (0, 0, 0), (0, 0, 0), physicsClientId=self.client)
+        p.setCollisionFilterGroupMask(slot.body, -1, 1, -1, physicsClientId=self.client)
         p.changeDynamics(slot.body, -1, activationState=p.ACTIVATION_STATE_WAKE_UP, physicsClientId=self.client)
         slot.status = "conveying"
         slot.order_id = arrival.order_id

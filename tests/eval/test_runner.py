@@ -1,0 +1,85 @@
+import json
+
+import pytest
+
+from testbed.errors import SpecMismatch
+from testbed.eval.runner import run_scenario
+from testbed.scenario import load
+
+FIELDS = ("run_id", "scenario", "episodes", "success_rate", "parts_placed", "cycle_time_s", "collisions",
+          "safety_stops", "policy_latency_ms", "sim_rtf", "control")
+TIMINGS = ("run_id", "sim_rtf", "policy_latency_ms")
+
+
+def one_of_each(tmp_path, *extra):
+    parts = "[{t: 0.0, type: capacitor}, {t: 3.0, type: connector}, {t: 6.0, type: module}]"
+    return load("launch/factory_cell.yaml", ["episodes:=1", "workload.random:=null", f"workload.parts:={parts}",
+                                              *extra])
+
+
+def read_events(run_dir):
+    return [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+
+
+def test_expert_puts_each_part_in_the_bin_for_its_type(tmp_path):
+    result = run_scenario(one_of_each(tmp_path), runs_dir=tmp_path)
+    places = [e for e in read_events(result.run_dir) if e["kind"] == "place"]
+    assert sorted((e["part_type"], e["bin"]) for e in places) == [
+        ("capacitor", "bin_capacitor"), ("connector", "bin_connector"), ("module", "bin_module")]
+    assert all(e["correct"] for e in places)
+    assert result.metrics["success_rate"] == 1.0 and result.metrics["parts_placed"] == 3
+
+
+def test_run_record_has_the_promised_files_and_fields(tmp_path):
+    result = run_scenario(one_of_each(tmp_path), runs_dir=tmp_path)
+    files = {f.name for f in result.run_dir.iterdir()}
+    assert {"scenario.yaml", "events.jsonl", "metrics.json", "joint_states.parquet"} <= files
+    metrics = json.loads((result.run_dir / "metrics.json").read_text())
+    assert all(field in metrics for field in FIELDS)
+    assert set(metrics["cycle_time_s"]) == {"mean", "p50", "p95"}
+    assert set(metrics["policy_latency_ms"]) == {"p50", "p99"}
+    assert {"cycle_ms", "robots", "jitter_us_p99", "missed_cycles"} <= set(metrics["control"])
+    kinds = [e["kind"] for e in read_events(result.run_dir)]
+    assert kinds[0] == "run_start" and kinds[-1] == "run_end"
+    assert {"episode_start", "pick", "place", "episode_end"} <= set(kinds)
+    for event in read_events(result.run_dir):
+        assert {"t", "wall", "episode", "kind", "robot"} <= set(event)
+
+
+def test_same_seed_gives_identical_metrics(tmp_path):
+    runs = [run_scenario(load("launch/factory_cell.yaml", ["episodes:=2", "seed:=3"]), runs_dir=tmp_path / str(i))
+            for i in range(2)]
+    first, second = ({k: v for k, v in r.metrics.items() if k not in TIMINGS} for r in runs)
+    assert first == second
+    assert runs[0].run_id != runs[1].run_id
+
+
+def test_restored_episode_equals_a_fresh_world(tmp_path):
+    both = run_scenario(load("launch/factory_cell.yaml", ["episodes:=2", "seed:=5"]), runs_dir=tmp_path / "a")
+    again = run_scenario(load("launch/factory_cell.yaml", ["episodes:=1", "seed:=5"]), runs_dir=tmp_path / "b")
+    assert both.metrics["episode_results"][0] == again.metrics["episode_results"][0]
+
+
+def test_different_seeds_give_different_workloads(tmp_path):
+    a = run_scenario(load("launch/factory_cell.yaml", ["episodes:=1", "seed:=1"]), runs_dir=tmp_path / "a")
+    b = run_scenario(load("launch/factory_cell.yaml", ["episodes:=1", "seed:=2"]), runs_dir=tmp_path / "b")
+    arrivals = [[(e["t"], e["part_type"]) for e in read_events(r.run_dir) if e["kind"] == "part_arrival"]
+                for r in (a, b)]
+    assert arrivals[0] != arrivals[1]
+
+
+def test_policy_spec_mismatch_fails_before_any_episode(tmp_path):
+    scenario = load("launch/factory_cell.yaml", ["episodes:=1", "policy.args:={robot: sia10f}"])
+    with pytest.raises(SpecMismatch, match=r"policy 'expert-sia10f' for robot 'arm1' \(gp7, 6 joints\): "
+                       r"observation 'observation.state' declared float32\[8\], the cell provides float32\[7\]"):
+        run_scenario(scenario, runs_dir=tmp_path)
+    (run_dir,) = tmp_path.iterdir()
+    assert not (run_dir / "metrics.json").exists()
+    assert [json.loads(line)["kind"] for line in (run_dir / "events.jsonl").read_text().splitlines()] == []
+
+
+def test_episode_is_cut_at_max_episode_s(tmp_path):
+    result = run_scenario(one_of_each(tmp_path, "sim.max_episode_s:=4"), runs_dir=tmp_path)
+    episode = result.metrics["episode_results"][0]
+    assert episode["end_reason"] == "max_episode_s reached" and not episode["success"]
+    assert episode["duration_s"] == pytest.approx(4.0, abs=0.01)
