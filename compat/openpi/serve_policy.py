@@ -19,7 +19,7 @@ import numpy as np
 from openpi_client import base_policy
 from openpi_server import WebsocketPolicyServer
 
-POLICIES = ("echo", "zeros", "nan", "wrong_shape", "raise")
+POLICIES = ("echo", "hold", "zeros", "nan", "wrong_shape", "raise")
 
 
 class TestPolicy(base_policy.BasePolicy):
@@ -46,6 +46,10 @@ class TestPolicy(base_policy.BasePolicy):
             state = np.asarray(obs[self._args.state_key], dtype=np.float64)
             # float64 on purpose: many openpi policies answer in float64.
             actions = np.tile(state[:dim], (chunk, 1)) + np.arange(chunk, dtype=np.float64)[:, None]
+        elif kind == "hold":
+            # the observed state repeated: absolute joint targets that keep the robot where it is
+            state = np.asarray(obs[self._args.state_key], dtype=np.float32)
+            actions = np.tile(state[:dim], (chunk, 1))
         elif kind == "zeros":
             actions = np.zeros((chunk, dim), dtype=np.float32)
         elif kind == "nan":

@@ -101,7 +101,8 @@ class OpenPiServer:
     """openpi's ``WebsocketPolicyServer`` with a test policy, in a child process on loopback.
 
     Args:
-        policy: ``echo`` (state row + row index, as float64), ``zeros``,
+        policy: ``echo`` (state row + row index, as float64), ``hold`` (the
+            state row repeated, float32), ``zeros``,
             ``nan``, ``wrong_shape`` (one column too many) or ``raise``.
         chunk: rows per reply.
         action_dim: columns per reply.

@@ -32,7 +32,7 @@ import websockets.sync.client
 
 from testbed.bridge import openpi_codec
 from testbed.errors import PolicyUnavailable, ScenarioError, SpecMismatch, TestbedError
-from testbed.policies.protocol import PolicySpec
+from testbed.policies.protocol import ActionKind, PolicySpec, TensorSpec
 from testbed.policies.source import ActionChunk
 
 # Frames larger than this are refused: a 4-camera 224x224 observation is ~0.6 MB.
@@ -89,6 +89,50 @@ def parse_ws_endpoint(endpoint: str) -> str:
         )
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     return f"{parts.scheme}://{host}:{port}{parts.path}"
+
+
+def openpi_spec(
+    *,
+    available: Mapping[str, TensorSpec],
+    obs_keys: Mapping[str, str],
+    action_dim: int,
+    chunk_size: int,
+    control_hz: float,
+    action_kind: ActionKind = ActionKind.JOINT_POSITIONS,
+    model_name: str = "openpi",
+) -> PolicySpec:
+    """The spec of an openpi peer, built from what the scenario provides and the launch file says.
+
+    openpi servers do not describe their inputs and outputs, so the spec is
+    the observations named in ``obs_keys`` (with the dtype and shape the cell
+    provides) and the action shape the launch file declares.
+
+    Args:
+        available: every observation the cell provides, key -> spec.
+        obs_keys: our key -> the server's key (``policy.obs_keys``).
+        action_dim: numbers per action row.
+        chunk_size: the longest chunk accepted.
+        control_hz: rate at which the server is asked.
+        action_kind: meaning of the action rows.
+        model_name: free text for records.
+
+    Raises:
+        SpecMismatch: ``obs_keys`` names an observation the cell does not provide.
+    """
+    missing = sorted(set(obs_keys) - set(available))
+    if missing:
+        raise SpecMismatch(
+            f"policy.obs_keys: {missing} are not observations the cell provides "
+            f"(provides: {', '.join(sorted(available))})"
+        )
+    return PolicySpec(
+        observation={key: available[key] for key in obs_keys},
+        action_kind=action_kind,
+        action_dim=action_dim,
+        chunk_size=chunk_size,
+        control_hz=control_hz,
+        model_name=model_name,
+    )
 
 
 def _jsonable(value: Any) -> Any:
