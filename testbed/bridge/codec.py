@@ -45,8 +45,13 @@ def _dtype_name(value: np.ndarray, name: str) -> str:
     return dtype_name
 
 
-def encode_tensor(value: np.ndarray, name: str = "tensor") -> pb.Tensor:
+def encode_tensor(value: np.ndarray, name: str = "tensor", out: pb.Tensor | None = None) -> pb.Tensor:
     """Encode an array as a ``Tensor`` message (little-endian, C order).
+
+    Args:
+        value: the array.
+        name: field name used in error messages.
+        out: a message to fill in place (e.g. a map entry, saving a copy of the bytes).
 
     Raises:
         SpecMismatch: the dtype is not one of the supported ones.
@@ -56,7 +61,11 @@ def encode_tensor(value: np.ndarray, name: str = "tensor") -> pb.Tensor:
     code, wire_dtype = _DTYPES[dtype_name]
     # astype(copy=False) and ascontiguousarray are no-ops for the common native, contiguous case
     data = np.ascontiguousarray(value.astype(wire_dtype, copy=False)).tobytes()
-    return pb.Tensor(dtype=code, shape=value.shape, data=data)
+    msg = pb.Tensor() if out is None else out
+    msg.dtype = code
+    msg.shape[:] = value.shape
+    msg.data = data
+    return msg
 
 
 def decode_tensor(msg: pb.Tensor, name: str = "tensor", spec: TensorSpec | None = None) -> np.ndarray:
@@ -144,7 +153,7 @@ def encode_observation(
     """Encode an observation dict taken at policy step ``step`` of ``episode``."""
     msg = pb.Observation(episode=episode, step=step, sim_time_s=sim_time_s)
     for key, value in obs.items():
-        msg.tensors[key].CopyFrom(encode_tensor(value, f"observation[{key!r}]"))
+        encode_tensor(value, f"observation[{key!r}]", out=msg.tensors[key])
     return msg
 
 
