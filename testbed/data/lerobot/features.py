@@ -77,13 +77,10 @@ class FeatureSpec:
             raise DatasetError(f"features[{key!r}].shape: expected positive dimensions, got {self.shape}")
         if self.is_visual:
             if len(self.shape) != 3 or self.shape[2] != 3:
-                raise DatasetError(
-                    f"features[{key!r}].shape: a camera feature is (height, width, 3), got {self.shape}"
-                )
+                raise DatasetError(f"features[{key!r}].shape: a camera feature is (height, width, 3), got {self.shape}")
             if self.names is None or tuple(self.names) != IMAGE_NAMES:
                 raise DatasetError(
-                    f"features[{key!r}].names: camera features need names {list(IMAGE_NAMES)}, "
-                    f"got {self.names!r}"
+                    f"features[{key!r}].names: camera features need names {list(IMAGE_NAMES)}, got {self.names!r}"
                 )
             return
         if len(self.shape) != 1:
@@ -92,14 +89,11 @@ class FeatureSpec:
                 "flatten the array and give names for its entries"
             )
         if self.names is None:
-            raise DatasetError(
-                f"features[{key!r}].names: give a name for each of the {self.shape[0]} entries"
-            )
+            raise DatasetError(f"features[{key!r}].names: give a name for each of the {self.shape[0]} entries")
         flat = _flat_names(self.names)
         if len(flat) != self.shape[0]:
             raise DatasetError(
-                f"features[{key!r}].names: expected {self.shape[0]} names for shape {self.shape}, "
-                f"got {len(flat)}"
+                f"features[{key!r}].names: expected {self.shape[0]} names for shape {self.shape}, got {len(flat)}"
             )
 
     def arrow_type(self) -> pa.DataType:
@@ -186,9 +180,7 @@ def features_from_policy_spec(
             features[key] = FeatureSpec(tensor.dtype, tensor.shape, tuple(state_names))
         else:
             if len(tensor.shape) > 1:
-                raise DatasetError(
-                    f"{key}: observation shape {tensor.shape} is not 1-D; flatten it in the policy spec"
-                )
+                raise DatasetError(f"{key}: observation shape {tensor.shape} is not 1-D; flatten it in the policy spec")
             size = tensor.shape[0] if tensor.shape else 1
             stem = key.rsplit(".", 1)[-1]
             features[key] = FeatureSpec(tensor.dtype, (size,), tuple(f"{stem}_{i}" for i in range(size)))

@@ -19,9 +19,7 @@ def _pil() -> ModuleType:
     try:
         from PIL import Image
     except ImportError as exc:
-        raise DatasetError(
-            "camera features need Pillow to encode PNG frames: pip install 'testbed[video]'"
-        ) from exc
+        raise DatasetError("camera features need Pillow to encode PNG frames: pip install 'testbed[video]'") from exc
     return Image
 
 

@@ -81,11 +81,7 @@ def load_jsonl(path: Path) -> list[dict[str, Any]]:
 def column_to_numpy(column: pa.ChunkedArray | pa.Array, spec: FeatureSpec) -> np.ndarray:
     """Convert a numeric parquet column to ``(frames,)`` for scalars or ``(frames, n)`` for vectors."""
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    if (
-        pa.types.is_list(array.type)
-        or pa.types.is_fixed_size_list(array.type)
-        or pa.types.is_large_list(array.type)
-    ):
+    if pa.types.is_list(array.type) or pa.types.is_fixed_size_list(array.type) or pa.types.is_large_list(array.type):
         values = array.flatten().to_numpy(zero_copy_only=False)
         if spec.shape == (1,):
             return values
@@ -254,9 +250,7 @@ def _read_v30(root: Path, info: dict[str, Any]) -> LeRobotDataset:
     tasks = read_tasks_parquet(root / layout.TASKS_PATH)
     files = sorted((root / layout.EPISODES_DIR).glob("chunk-*/file-*.parquet"))
     if not files:
-        raise DatasetError(
-            f"{root / layout.EPISODES_DIR}: no episode metadata files (chunk-XXX/file-XXX.parquet)"
-        )
+        raise DatasetError(f"{root / layout.EPISODES_DIR}: no episode metadata files (chunk-XXX/file-XXX.parquet)")
     rows = [row for path in files for row in pq.read_table(path).to_pylist()]
     rows.sort(key=lambda r: r.get("episode_index", -1))
     video_keys = [k for k, f in info["features"].items() if f.get("dtype") == "video"]
@@ -266,9 +260,7 @@ def _read_v30(root: Path, info: dict[str, Any]) -> LeRobotDataset:
         for key in ("episode_index", "length", "data/chunk_index", "data/file_index", "dataset_from_index"):
             if row.get(key) is None:
                 raise DatasetError(f"{where}: column {key!r} is missing")
-        data_path = info["data_path"].format(
-            chunk_index=row["data/chunk_index"], file_index=row["data/file_index"]
-        )
+        data_path = info["data_path"].format(chunk_index=row["data/chunk_index"], file_index=row["data/file_index"])
         videos = {}
         for key in video_keys:
             prefix = f"videos/{key}/"
@@ -317,9 +309,7 @@ def _read_v21(root: Path, info: dict[str, Any]) -> LeRobotDataset:
     tasks = {int(r["task_index"]): str(r["task"]) for r in task_rows}
     stats_path = root / layout.V21_EPISODES_STATS_PATH
     episode_stats = (
-        {int(r["episode_index"]): r.get("stats", {}) for r in load_jsonl(stats_path)}
-        if stats_path.exists()
-        else {}
+        {int(r["episode_index"]): r.get("stats", {}) for r in load_jsonl(stats_path)} if stats_path.exists() else {}
     )
     rows = sorted(load_jsonl(root / layout.V21_EPISODES_PATH), key=lambda r: int(r["episode_index"]))
     video_keys = [k for k, f in info["features"].items() if f.get("dtype") == "video"]

@@ -55,9 +55,7 @@ def tasks_table(tasks: list[str]) -> pa.Table:
         [("task_index", pa.int64()), (_INDEX_COLUMN, pa.string())],
         metadata={b"pandas": json.dumps(pandas_meta).encode()},
     )
-    return pa.Table.from_arrays(
-        [pa.array(range(len(tasks)), pa.int64()), pa.array(tasks, pa.string())], schema=schema
-    )
+    return pa.Table.from_arrays([pa.array(range(len(tasks)), pa.int64()), pa.array(tasks, pa.string())], schema=schema)
 
 
 def read_tasks_parquet(path: Path) -> dict[int, str]:

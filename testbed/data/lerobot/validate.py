@@ -53,9 +53,7 @@ def validate_dataset(root: Path) -> list[str]:
         return [str(exc)]
     if not isinstance(info, dict):
         return [f"{layout.INFO_PATH}: expected a JSON object"]
-    problems += [
-        f"{layout.INFO_PATH}: key {key!r} is missing" for key in REQUIRED_INFO_KEYS if key not in info
-    ]
+    problems += [f"{layout.INFO_PATH}: key {key!r} is missing" for key in REQUIRED_INFO_KEYS if key not in info]
     if info.get("codebase_version") not in layout.SUPPORTED_VERSIONS:
         problems.append(
             f"{layout.INFO_PATH} codebase_version: expected one of {', '.join(layout.SUPPORTED_VERSIONS)}, "
@@ -94,9 +92,7 @@ def _check_features(features: object) -> list[str]:
                 f"got {spec.names!r}"
             )
         if spec.dtype == "video" and not entry.get("info"):
-            problems.append(
-                f"{where}[{key!r}].info: video features describe their encoding (video.codec, ...)"
-            )
+            problems.append(f"{where}[{key!r}].info: video features describe their encoding (video.codec, ...)")
     return problems
 
 
@@ -105,9 +101,7 @@ def _check_counts(ds: LeRobotDataset) -> list[str]:
     info = ds.info
     indices = [ep.episode_index for ep in ds.episodes]
     if indices != list(range(len(indices))):
-        problems.append(
-            f"episode metadata: episode indices are not 0..{len(indices) - 1} in order: {indices[:10]}"
-        )
+        problems.append(f"episode metadata: episode indices are not 0..{len(indices) - 1} in order: {indices[:10]}")
     if info.get("total_episodes") != ds.num_episodes:
         problems.append(
             f"{layout.INFO_PATH} total_episodes: says {info.get('total_episodes')}, "
@@ -120,8 +114,7 @@ def _check_counts(ds: LeRobotDataset) -> list[str]:
         )
     if info.get("total_tasks") != len(ds.tasks):
         problems.append(
-            f"{layout.INFO_PATH} total_tasks: says {info.get('total_tasks')}, "
-            f"tasks file lists {len(ds.tasks)}"
+            f"{layout.INFO_PATH} total_tasks: says {info.get('total_tasks')}, tasks file lists {len(ds.tasks)}"
         )
     expected_from = 0
     known_tasks = set(ds.tasks.values())
@@ -140,9 +133,7 @@ def _check_counts(ds: LeRobotDataset) -> list[str]:
             if not (ds.root / path).exists():
                 problems.append(f"{path}: video file for {key} of {where} is missing")
             if to_s <= from_s:
-                problems.append(
-                    f"{where} videos/{key}: to_timestamp {to_s} is not after from_timestamp {from_s}"
-                )
+                problems.append(f"{where} videos/{key}: to_timestamp {to_s} is not after from_timestamp {from_s}")
     return problems
 
 
@@ -243,12 +234,9 @@ def _check_stats(ds: LeRobotDataset, numeric: dict[str, np.ndarray]) -> list[str
             value = feature.get(name)
             if value is None:
                 problems.append(f"{layout.STATS_PATH} {key}.{name}: missing")
-            elif name != "count" and (
-                value.shape != (3, 1, 1) or np.any(value < -1e-9) or np.any(value > 1 + 1e-9)
-            ):
+            elif name != "count" and (value.shape != (3, 1, 1) or np.any(value < -1e-9) or np.any(value > 1 + 1e-9)):
                 problems.append(
-                    f"{layout.STATS_PATH} {key}.{name}: expected (3, 1, 1) values in [0, 1], "
-                    f"got {value.tolist()}"
+                    f"{layout.STATS_PATH} {key}.{name}: expected (3, 1, 1) values in [0, 1], got {value.tolist()}"
                 )
     recomputed = {key: vector_stats(values) for key, values in numeric.items()}
     return problems + _compare_stats(layout.STATS_PATH, stored, recomputed, require=True)
@@ -279,9 +267,7 @@ def _compare_stats(
             if value.shape != want.shape:
                 problems.append(f"{where} {key}.{name}: expected shape {want.shape}, got {value.shape}")
             elif not np.allclose(value, want, rtol=_RTOL, atol=_ATOL):
-                problems.append(
-                    f"{where} {key}.{name}: stored {_short(value)} differs from recomputed {_short(want)}"
-                )
+                problems.append(f"{where} {key}.{name}: stored {_short(value)} differs from recomputed {_short(want)}")
     return problems
 
 

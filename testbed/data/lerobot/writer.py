@@ -66,9 +66,7 @@ class LeRobotWriter:
         if chunks_size <= 0:
             raise DatasetError(f"{self.root}: chunks_size must be positive, got {chunks_size}")
         if (self.root / layout.INFO_PATH).exists():
-            raise DatasetError(
-                f"{self.root}: already holds a dataset ({layout.INFO_PATH}); choose a new directory"
-            )
+            raise DatasetError(f"{self.root}: already holds a dataset ({layout.INFO_PATH}); choose a new directory")
         self.fps = fps
         self.robot_type = robot_type
         self.chunks_size = chunks_size
@@ -119,9 +117,7 @@ class LeRobotWriter:
         """Open a new episode for ``task`` (natural language) and return its index."""
         self._check_open()
         if self._episode_index is not None:
-            raise DatasetError(
-                f"{self.root}: episode {self._episode_index} is still open; call end_episode()"
-            )
+            raise DatasetError(f"{self.root}: episode {self._episode_index} is still open; call end_episode()")
         if not task:
             raise DatasetError(f"{self.root}: an episode needs a non-empty task description")
         self._task_index = self._tasks.setdefault(task, len(self._tasks))
@@ -178,9 +174,7 @@ class LeRobotWriter:
         extra = dict(extra or {})
         for key, value in extra.items():
             if key in _RESERVED_EPISODE_COLUMNS or key.startswith(("data/", "videos/", "stats/", "meta/")):
-                raise DatasetError(
-                    f"episode {self._episode_index} extra[{key!r}]: name is reserved by the format"
-                )
+                raise DatasetError(f"episode {self._episode_index} extra[{key!r}]: name is reserved by the format")
             if not isinstance(value, str | int | float | bool | np.generic):
                 raise DatasetError(
                     f"episode {self._episode_index} extra[{key!r}]: expected a number, string or bool, "
@@ -231,9 +225,7 @@ class LeRobotWriter:
         if self._closed:
             return
         if self._episode_index is not None:
-            raise DatasetError(
-                f"{self.root}: episode {self._episode_index} is still open; call end_episode()"
-            )
+            raise DatasetError(f"{self.root}: episode {self._episode_index} is still open; call end_episode()")
         if self._parquet is not None:
             self._parquet.close()
             self._parquet = None
@@ -286,9 +278,7 @@ class LeRobotWriter:
     def _task_name(self, index: int) -> str:
         return next(task for task, i in self._tasks.items() if i == index)
 
-    def _write_data(
-        self, columns: Mapping[str, np.ndarray], images: Mapping[str, pa.Array]
-    ) -> dict[str, int]:
+    def _write_data(self, columns: Mapping[str, np.ndarray], images: Mapping[str, pa.Array]) -> dict[str, int]:
         arrays = []
         for field in self._schema:
             if field.name in images:
@@ -296,9 +286,7 @@ class LeRobotWriter:
                 continue
             values = columns[field.name]
             if pa.types.is_fixed_size_list(field.type):
-                arrays.append(
-                    pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), field.type.list_size)
-                )
+                arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), field.type.list_size))
             else:
                 arrays.append(pa.array(values.reshape(-1), field.type))
         table = pa.Table.from_arrays(arrays, schema=self._schema)
@@ -309,9 +297,7 @@ class LeRobotWriter:
                 self._chunk_index, self._file_index, self.chunks_size
             )
         if self._parquet is None:
-            path = self.root / layout.DATA_PATH.format(
-                chunk_index=self._chunk_index, file_index=self._file_index
-            )
+            path = self.root / layout.DATA_PATH.format(chunk_index=self._chunk_index, file_index=self._file_index)
             path.parent.mkdir(parents=True, exist_ok=True)
             self._parquet = pq.ParquetWriter(path, self._schema, compression="snappy")
             self._file_bytes = 0
@@ -322,9 +308,7 @@ class LeRobotWriter:
     def _write_video(self, key: str, frames: np.ndarray) -> dict[str, Any]:
         # one file per episode: chunk/file advance together for every camera
         chunk_index, file_index = divmod(self._episode_index or 0, self.chunks_size)
-        path = self.root / layout.VIDEO_PATH.format(
-            video_key=key, chunk_index=chunk_index, file_index=file_index
-        )
+        path = self.root / layout.VIDEO_PATH.format(video_key=key, chunk_index=chunk_index, file_index=file_index)
         duration_s = encode_video(path, frames, self.fps)
         return {
             f"videos/{key}/chunk_index": chunk_index,
