@@ -39,10 +39,12 @@ from testbed.policies.source import ActionChunk
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 _BACKOFF_FIRST_S = 0.05
 _BACKOFF_MAX_S = 2.0
-# websockets >= 17.1 warns unless a connection kept outside a with-block is marked legacy=True.
-_CONNECT_OPTIONS: dict[str, Any] = (
-    {"legacy": True} if "legacy" in inspect.signature(websockets.sync.client.connect).parameters else {}
-)
+_CONNECT_PARAMETERS = inspect.signature(websockets.sync.client.connect).parameters
+# Options newer websockets releases take: never route loopback traffic through an HTTP proxy from
+# the environment (>= 15), and keep a connection outside a with-block without a warning (>= 17.1).
+_CONNECT_OPTIONS: dict[str, Any] = {
+    key: value for key, value in (("proxy", None), ("legacy", True)) if key in _CONNECT_PARAMETERS
+}
 
 
 @dataclass(frozen=True)
@@ -328,7 +330,6 @@ class OpenPiActionSource:
                 max_size=MAX_FRAME_BYTES,
                 open_timeout=self._deadline_s,
                 close_timeout=self._deadline_s,
-                proxy=None,
                 **_CONNECT_OPTIONS,
             )
         except (OSError, TimeoutError, websockets.exceptions.WebSocketException) as exc:

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from testbed.bridge.openpi_peer import free_port
-from testbed.bridge.openpi_source import OpenPiActionSource, parse_ws_endpoint
+from testbed.bridge.openpi_source import OpenPiActionSource, openpi_spec, parse_ws_endpoint
 from testbed.errors import PolicyUnavailable, ScenarioError, SpecMismatch
 from testbed.policies.protocol import ActionKind, PolicySpec, TensorSpec
 
@@ -82,3 +82,28 @@ def test_nothing_listening_is_policy_unavailable() -> None:
     endpoint = f"ws://127.0.0.1:{free_port()}"
     with pytest.raises(PolicyUnavailable, match=f"{endpoint}: cannot connect to the openpi server"):
         OpenPiActionSource(endpoint, spec=SPEC, obs_keys={"observation.state": "state"}, deadline_s=0.5)
+
+
+def test_openpi_spec_takes_cell_specs_for_mapped_keys() -> None:
+    state = TensorSpec("float32", (7,))
+    spec = openpi_spec(
+        available={"observation.state": state, "observation.environment_state": TensorSpec("float32", (11,))},
+        obs_keys={"observation.state": "observation/state"},
+        action_dim=7,
+        chunk_size=10,
+        control_hz=10.0,
+    )
+    assert dict(spec.observation) == {"observation.state": state}
+    assert spec.action_spec() == TensorSpec("float32", (10, 7))
+
+
+def test_openpi_spec_refuses_observation_the_cell_lacks() -> None:
+    message = "policy.obs_keys: ['observation.images.top'] are not observations the cell provides"
+    with pytest.raises(SpecMismatch, match=re.escape(message)):
+        openpi_spec(
+            available={"observation.state": TensorSpec("float32", (7,))},
+            obs_keys={"observation.images.top": "observation/image"},
+            action_dim=7,
+            chunk_size=10,
+            control_hz=10.0,
+        )

@@ -230,3 +230,15 @@ def test_codec_is_byte_identical_to_openpi_msgpack_numpy() -> None:
         np.testing.assert_array_equal(back[key], obj[key])
         assert back[key].dtype == obj[key].dtype
     assert back["t"] == obj["t"] and back["prompt"] == obj["prompt"]
+
+
+def test_proxy_settings_in_the_environment_are_ignored(
+    echo_server: OpenPiServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for var in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")  # discard port: nothing listens there
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    with _source(echo_server.endpoint) as source:
+        source.submit(_obs(0), 0)
+        assert source.result(timeout_s=5.0) is not None
