@@ -166,7 +166,8 @@ class OpenPiActionSource:
     Raises:
         SpecMismatch: ``obs_keys`` names a key the spec does not have, or maps
             two keys to one.
-        ScenarioError: ``endpoint`` is not ``ws://host:port``.
+        ScenarioError: ``endpoint`` is not ``ws://host:port``, or ``static_obs``
+            holds a value msgpack cannot carry.
         PolicyUnavailable: the server cannot be reached or sends no metadata.
     """
 
@@ -189,6 +190,10 @@ class OpenPiActionSource:
         clash = sorted(set(self._static_obs) & set(self._obs_keys.values()))
         if clash:
             raise SpecMismatch(f"policy.static_obs: keys {clash} are also targets of policy.obs_keys")
+        try:
+            openpi_codec.pack(self._static_obs)
+        except (TypeError, SpecMismatch) as exc:
+            raise ScenarioError(f"policy.static_obs: cannot be sent as msgpack: {exc}") from exc
         self._action_key = action_key
         self._deadline_s = float(deadline_s)
         self._action_spec = spec.action_spec()

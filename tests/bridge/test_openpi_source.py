@@ -107,3 +107,8 @@ def test_openpi_spec_refuses_observation_the_cell_lacks() -> None:
             chunk_size=10,
             control_hz=10.0,
         )
+
+
+def test_static_obs_that_msgpack_cannot_carry_is_refused() -> None:
+    with pytest.raises(ScenarioError, match=re.escape("policy.static_obs: cannot be sent as msgpack")):
+        OpenPiActionSource("ws://127.0.0.1:1", spec=SPEC, obs_keys={}, static_obs={"prompt": object()})
