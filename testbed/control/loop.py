@@ -1,0 +1,579 @@
+"""The vectorized control loop: every robot of a scenario in one numpy update per cycle.
+
+State and commands are ``(robots, max_joints)`` float64 arrays, padded where models have
+fewer joints. One ``tick`` interpolates the streamed targets, limits the set-point's
+position, velocity and acceleration, and runs the safety checks for all robots at once,
+without allocating and without a Python loop over robots. Rare events (stops, faults,
+timeouts) leave the vectorized path through a cheap ``any()`` test.
+
+Limiting law, per joint, with a the acceleration limit and dt the cycle: the desired
+velocity points at the target with magnitude ``min(v_max, vb(|e|))`` where
+``vb(d) = (sqrt(9 a^2 dt^2 + 8 a d) - 3 a dt) / 2`` is the largest velocity from which
+braking at ``a`` (semi-implicit Euler, the integrator used here) still stops within
+``d``. The velocity change per cycle is clipped to ``a dt``. Targets are clamped into
+the joint range when they arrive, so the braking invariant keeps the set-point inside
+the range without ever needing more than ``a`` of deceleration.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from testbed.control.events import ControlEvent
+from testbed.control.lifecycle import Component, LifecycleState
+from testbed.control.model import RobotLimits, stack_limits
+from testbed.errors import ControllerError
+
+_RUNNING = (LifecycleState.ACTIVE, LifecycleState.PROTECTIVE_STOP)
+_ALIVE = (
+    LifecycleState.INACTIVE,
+    LifecycleState.ACTIVE,
+    LifecycleState.PROTECTIVE_STOP,
+    LifecycleState.EMERGENCY_STOP,
+)
+_MAX_ROWS = 100_000
+_RESET_TOLERANCE = 1e-6
+
+
+class ControllerComponent(Component):
+    """The lifecycle of one robot's controller inside a ``ControlLoop``.
+
+    Its state drives the loop's vectorized masks: only ACTIVE robots follow commands,
+    PROTECTIVE_STOP robots decelerate on path and hold, all other states hold still.
+    """
+
+    def __init__(self, loop: ControlLoop, robot: int, name: str) -> None:
+        super().__init__(name, listener=loop._on_transition)
+        self._loop = loop
+        self.robot = robot
+
+    def on_activated(self) -> None:
+        """Start from rest at the current set-point, with nothing streamed."""
+        self._loop._hold_robot(self.robot, stop=True)
+
+
+class ControlLoop:
+    """Vectorized set-point generator and safety supervisor for several robots.
+
+    Args:
+        models: robot descriptions (``testbed.robots.RobotModel`` or anything with the
+            fields of ``RobotLimits``); robot ``i`` of the loop is ``models[i]``.
+        dt_s: control cycle in seconds (the time between two ``tick`` calls).
+        stream_timeout_s: a streaming robot whose queued targets ran out this long ago
+            enters PROTECTIVE_STOP (reason ``stream_timeout``).
+        speed_scale: reduced-speed factor in (0, 1] applied to velocity and acceleration limits.
+        following_error: largest allowed |measured - set-point| per joint before a protective
+            stop; a scalar or ``(robots, max_joints)``; default 0.5 rad (revolute), 0.1 m (prismatic).
+        chunk_capacity: rows preallocated per robot for streamed targets (grows on demand).
+
+    Raises:
+        ControllerError: bad cycle, timeout, scale or robot limits.
+    """
+
+    def __init__(
+        self,
+        models: Sequence[RobotLimits],
+        dt_s: float,
+        *,
+        stream_timeout_s: float = 0.5,
+        speed_scale: float = 1.0,
+        following_error: float | np.ndarray | None = None,
+        chunk_capacity: int = 64,
+    ) -> None:
+        if not (math.isfinite(dt_s) and dt_s > 0):
+            raise ControllerError(f"ControlLoop: dt_s must be a finite number > 0, got {dt_s!r}")
+        if not (math.isfinite(stream_timeout_s) and stream_timeout_s > 0):
+            raise ControllerError(
+                f"ControlLoop: stream_timeout_s must be a finite number > 0, got {stream_timeout_s!r}"
+            )
+        lim = stack_limits(models)
+        self._lim = lim
+        self.models = tuple(models)
+        self.dt_s = float(dt_s)
+        self.stream_timeout_s = float(stream_timeout_s)
+        r, j = lim.mask.shape
+        self.n_robots = r
+        self.max_joints = j
+        self.joint_mask = lim.mask.copy()
+        self.joint_mask.flags.writeable = False
+        self._mask = lim.mask
+        self._mask_f = lim.mask.astype(np.float64)
+
+        if following_error is None:
+            ferr = np.where(lim.prismatic, 0.1, 0.5)
+        else:
+            ferr = np.broadcast_to(np.asarray(following_error, dtype=np.float64), (r, j)).copy()
+            if np.any(~(ferr > 0)):
+                raise ControllerError(
+                    f"ControlLoop: following_error must be > 0 everywhere, got {following_error}"
+                )
+        self._ferr = np.where(lim.mask, ferr, np.inf)
+        # per state: ACTIVE robots check following error, alive robots check for invalid readings
+        self._ferr_eff = np.full((r, j), np.inf)
+        self._meas_mask = np.zeros((r, j), dtype=bool)
+
+        # set-point state
+        self._p = np.zeros((r, j))
+        self._step = np.zeros((r, j))  # set-point change per cycle (velocity * dt_s)
+        self._v = np.zeros((r, j))
+        self._target = np.zeros((r, j))
+        self._p_view = self._p.view()
+        self._p_view.flags.writeable = False
+        self._v_view = self._v.view()
+        self._v_view.flags.writeable = False
+
+        # streamed targets: rows on a uniform grid t0 + k/inv_dt, one duplicate row after the last
+        self._cap = max(2, int(chunk_capacity))
+        self._alloc_stream(self._cap)
+        self._t0 = np.zeros(r)
+        self._inv_dt = np.ones(r)
+        self._ff_col = np.zeros((r, 1))  # dt_s / row spacing: row slope -> step per cycle
+        self._last_row = np.zeros(r)
+        self._row_base = np.arange(r, dtype=np.float64) * self._cap
+        self._deadline = np.full(r, np.inf)
+        self._streaming = np.zeros(r, dtype=bool)
+
+        # scratch buffers: the tick allocates nothing
+        self._u = np.zeros(r)
+        self._u_col = self._u[:, None]
+        self._fl = np.zeros(r)
+        self._idx0 = np.zeros(r, dtype=np.intp)
+        self._row0 = np.zeros((r, j))
+        self._row1 = np.zeros((r, j))
+        self._e = np.zeros((r, j))
+        self._w = np.zeros((r, j))
+        self._w2 = np.zeros((r, j))
+        self._vdes = np.zeros((r, j))
+        self._ok = np.ones((r, j), dtype=bool)
+        self._late = np.zeros(r, dtype=bool)
+        self._ratio = np.zeros(r)
+        self._ratio_col = self._ratio[:, None]
+
+        # lifecycle: one component per robot, mirrored into vectorized masks
+        self._components = [ControllerComponent(self, i, lim.names[i]) for i in range(r)]
+        self._codes = np.zeros(r, dtype=np.int8)
+        self._run = np.zeros((r, 1))  # 1.0 where the set-point may move
+        self._pstop = np.zeros((r, 1), dtype=bool)
+        self._n_pstop = 0
+        self._n_frozen = r
+        self._rejected_while_stopped = np.zeros(r, dtype=bool)
+
+        self._events: list[ControlEvent] = []
+        self._t = 0.0
+        self._t_last: float | None = None
+        self.speed_scale = speed_scale
+
+    # ------------------------------------------------------------------ configuration
+    @property
+    def speed_scale(self) -> float:
+        """Reduced-speed factor in (0, 1] on velocity and acceleration limits."""
+        return self._speed_scale
+
+    @speed_scale.setter
+    def speed_scale(self, value: float) -> None:
+        if not (math.isfinite(value) and 0 < value <= 1):
+            raise ControllerError(f"ControlLoop: speed_scale must be in (0, 1], got {value!r}")
+        self._speed_scale = float(value)
+        lim = self._lim
+        # everything in per-cycle units: steps in rad/cycle, accelerations in rad/cycle^2
+        dt = self.dt_s
+        self._vmax_c = lim.velocity * value * dt
+        self._acc_c = lim.acceleration * value * dt * dt
+        self._neg_acc_c = -self._acc_c
+        # largest step that still stops within d: sqrt(9 A^2 / 4 + 2 A d) - 3 A / 2
+        self._k3 = 1.5 * self._acc_c
+        self._k9 = self._k3 * self._k3
+        self._k2a = 2.0 * self._acc_c
+        self._lower = lim.lower
+        self._upper = lim.upper
+        self._mid_range = 0.5 * (lim.lower + lim.upper)
+        self._half_range = 0.5 * (lim.upper - lim.lower)
+
+    @property
+    def setpoint(self) -> np.ndarray:
+        """Read-only ``(robots, max_joints)`` view of the current joint position set-points."""
+        return self._p_view
+
+    @property
+    def setpoint_vel(self) -> np.ndarray:
+        """Read-only ``(robots, max_joints)`` set-point velocities (rad/s or m/s) of the last tick."""
+        np.multiply(self._step, 1.0 / self.dt_s, out=self._v)
+        return self._v_view
+
+    @property
+    def limits(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Padded ``(lower, upper, velocity, acceleration)`` hard limits, ``(robots, max_joints)`` each."""
+        lim = self._lim
+        return lim.lower, lim.upper, lim.velocity, lim.acceleration
+
+    def component(self, robot: int) -> ControllerComponent:
+        """The lifecycle component of robot ``robot`` (initialize/activate/deactivate/reset/finalize)."""
+        return self._components[self._check_robot(robot)]
+
+    def state(self, robot: int) -> LifecycleState:
+        """Lifecycle state of robot ``robot``."""
+        return self._components[self._check_robot(robot)].state
+
+    def drain_events(self) -> list[ControlEvent]:
+        """Events recorded since the last call, oldest first."""
+        events, self._events = self._events, []
+        return events
+
+    # ------------------------------------------------------------------ commands
+    def reset(self, joint_pos: np.ndarray) -> None:
+        """Start (or restart) every robot at rest at ``joint_pos``, ACTIVE and holding.
+
+        Initializes and activates controllers as needed, clears faults and stops (an
+        explicit reset) and drops streamed targets.
+
+        Args:
+            joint_pos: ``(robots, max_joints)`` float64; padding entries are ignored.
+
+        Raises:
+            ControllerError: wrong shape, non-finite or out-of-range positions, or a finalized controller.
+        """
+        pos = np.asarray(joint_pos, dtype=np.float64)
+        if pos.shape != self._p.shape:
+            raise ControllerError(
+                f"ControlLoop.reset: joint_pos must have shape {self._p.shape} (robots, max_joints), "
+                f"got {pos.shape}"
+            )
+        pos = np.where(self._mask, pos, 0.0)
+        if not np.all(np.isfinite(pos)):
+            bad = np.argwhere(~np.isfinite(pos)).tolist()
+            raise ControllerError(
+                f"ControlLoop.reset: joint_pos has non-finite values at (robot, joint) {bad}"
+            )
+        lo, hi = self._lim.lower, self._lim.upper
+        outside = (pos < lo - _RESET_TOLERANCE) | (pos > hi + _RESET_TOLERANCE)
+        if outside.any():
+            r, jt = (int(x) for x in np.argwhere(outside)[0])
+            raise ControllerError(
+                f"ControlLoop.reset: robot {r} ({self._lim.names[r]}) joint {jt} position {pos[r, jt]:.6g} "
+                f"is outside its range [{lo[r, jt]:.6g}, {hi[r, jt]:.6g}]"
+            )
+        for comp in self._components:
+            if comp.state is LifecycleState.FINALIZED:
+                raise ControllerError(
+                    f"ControlLoop.reset: controller {comp.name!r} is FINALIZED and cannot restart"
+                )
+        np.clip(pos, lo, hi, out=self._p)
+        self._step.fill(0.0)
+        for i, comp in enumerate(self._components):
+            if comp.state is LifecycleState.CREATED:
+                comp.initialize()
+            elif comp.state in (
+                LifecycleState.ERROR,
+                LifecycleState.PROTECTIVE_STOP,
+                LifecycleState.EMERGENCY_STOP,
+            ):
+                comp.reset()
+            elif comp.state is LifecycleState.ACTIVE:
+                self._hold_robot(i, stop=True)
+            if comp.state is LifecycleState.INACTIVE:
+                comp.activate()
+        self._rejected_while_stopped.fill(False)
+        self._t_last = None
+
+    def submit_chunk(
+        self, robot: int, targets: np.ndarray, t0_s: float, dt_s: float, *, hold_after: bool = False
+    ) -> None:
+        """Queue joint targets for ``robot``: row k applies at ``t0_s + k * dt_s``.
+
+        Replaces whatever was queued from ``t0_s`` on (earlier queued rows that are still
+        ahead of the loop's time are kept). A chunk with NaN/inf is refused (event
+        ``command_rejected``); values outside the joint range are clamped into it (event
+        ``limit_clamped``). A robot that is not ACTIVE ignores chunks until an explicit reset.
+
+        Args:
+            robot: robot index.
+            targets: ``(steps, n_joints)`` of that robot (no padding).
+            t0_s: time of row 0, on the clock given to ``tick``.
+            dt_s: time between rows, > 0.
+            hold_after: the stream ends with this chunk: hold the last row instead of raising
+                a ``stream_timeout`` protective stop when it runs out.
+
+        Raises:
+            ControllerError: unknown robot, wrong shape, empty chunk, bad ``t0_s``/``dt_s``.
+        """
+        r = self._check_robot(robot)
+        n_j = int(self._lim.n_joints[r])
+        arr = np.asarray(targets, dtype=np.float64)
+        if arr.ndim != 2 or arr.shape[1] != n_j or arr.shape[0] < 1:
+            raise ControllerError(
+                f"ControlLoop.submit_chunk: robot {r} ({self._lim.names[r]}) targets must have shape "
+                f"(steps >= 1, {n_j}), got {arr.shape}"
+            )
+        if not (math.isfinite(t0_s) and math.isfinite(dt_s) and dt_s > 0):
+            raise ControllerError(
+                f"ControlLoop.submit_chunk: t0_s must be finite and dt_s finite > 0, "
+                f"got t0_s={t0_s!r} dt_s={dt_s!r}"
+            )
+        comp = self._components[r]
+        if comp.state is not LifecycleState.ACTIVE:
+            if not self._rejected_while_stopped[r]:
+                self._rejected_while_stopped[r] = True
+                self._emit(r, "command_rejected", reason="not_active", state=comp.state.name)
+            return
+        finite = np.isfinite(arr)
+        if not finite.all():
+            rows = np.flatnonzero(~finite.all(axis=1)).tolist()
+            self._emit(r, "command_rejected", reason="non_finite", rows=rows[:20])
+            return
+        lo, hi = self._lim.lower[r, :n_j], self._lim.upper[r, :n_j]
+        over = (arr < lo) | (arr > hi)
+        if over.any():
+            excess = float(np.max(np.maximum(lo - arr, arr - hi)))
+            self._emit(
+                r, "limit_clamped", joints=np.flatnonzero(over.any(axis=0)).tolist(), max_excess=excess
+            )
+            arr = np.clip(arr, lo, hi)
+
+        # keep the part of the current queue between now and t0_s, resampled on the new grid
+        n_prefix = 0
+        if self._t_last is not None and t0_s > self._t_last:
+            n_prefix = math.ceil((t0_s - self._t_last) / dt_s - 1e-9)
+        steps = arr.shape[0]
+        n_rows = n_prefix + steps
+        if n_rows > _MAX_ROWS:
+            raise ControllerError(
+                f"ControlLoop.submit_chunk: robot {r}: chunk starts {t0_s - (self._t_last or 0):.3g} s ahead "
+                f"of the loop at dt_s={dt_s}: {n_rows} rows exceed {_MAX_ROWS}; "
+                "send chunks that start near the current time"
+            )
+        rows = np.zeros((n_rows, self.max_joints))
+        for k in range(n_prefix):
+            rows[k] = self._sample_stream(r, t0_s - (n_prefix - k) * dt_s)
+        rows[n_prefix:, :n_j] = arr
+        if n_rows + 1 > self._cap:
+            self._alloc_stream(max(n_rows + 1, 2 * self._cap))
+        self._buf[r, :n_rows] = rows
+        self._buf[r, n_rows] = rows[-1]
+        self._slope[r, : n_rows - 1] = np.diff(rows, axis=0)
+        self._slope[r, n_rows - 1 : n_rows + 1] = 0.0
+        self._t0[r] = t0_s - n_prefix * dt_s
+        self._inv_dt[r] = 1.0 / dt_s
+        self._ff_col[r, 0] = self.dt_s / dt_s
+        self._last_row[r] = n_rows - 1
+        self._streaming[r] = not hold_after
+        end_t = t0_s + (steps - 1) * dt_s
+        self._deadline[r] = np.inf if hold_after else end_t + self.stream_timeout_s
+
+    def hold(self, robot: int) -> None:
+        """Drop ``robot``'s queued targets and hold its current set-point (no stream timeout)."""
+        self._hold_robot(self._check_robot(robot), stop=False)
+
+    def protective_stop(self, robot: int, reason: str) -> None:
+        """Category-2 stop: decelerate on path within acceleration limits, then hold until reset."""
+        self._components[self._check_robot(robot)].protective_stop(reason)
+
+    def emergency_stop(self, robot: int, reason: str) -> None:
+        """Hold the current set-point immediately until an explicit reset."""
+        self._components[self._check_robot(robot)].emergency_stop(reason)
+
+    def fault(self, robot: int, reason: str) -> None:
+        """Send ``robot``'s controller to ERROR; it holds still until reset."""
+        self._components[self._check_robot(robot)].fault(reason)
+
+    # ------------------------------------------------------------------ the cycle
+    def tick(self, t_s: float, measured_pos: np.ndarray | None = None) -> np.ndarray:
+        """One control cycle for all robots.
+
+        Args:
+            t_s: time of this cycle on the clock used by ``submit_chunk``.
+            measured_pos: ``(robots, max_joints)`` measured joint positions, checked against
+                the previous set-point; padding entries should be finite (0 is fine).
+                ``None`` skips the following-error and measurement checks.
+
+        Returns:
+            Read-only ``(robots, max_joints)`` view of the new set-points (padding 0); it is
+            overwritten by the next tick, copy it to keep it.
+        """
+        self._t = t_s
+        self._t_last = t_s
+        w = self._w
+        if measured_pos is not None:
+            np.subtract(measured_pos, self._p, out=w)
+            np.abs(w, out=w)
+            np.less_equal(w, self._ferr_eff, out=self._ok)
+            if not self._ok.all():
+                self._check_measurement(measured_pos)
+        np.greater(t_s, self._deadline, out=self._late)
+        if self._late.any():
+            self._stream_timeouts()
+
+        # interpolate the streamed targets at t_s: row + slope * fraction
+        u, fl = self._u, self._fl
+        np.subtract(t_s, self._t0, out=u)
+        u *= self._inv_dt
+        np.maximum(u, 0.0, out=u)
+        np.minimum(u, self._last_row, out=u)
+        np.floor(u, out=fl)
+        u -= fl
+        fl += self._row_base
+        np.copyto(self._idx0, fl, casting="unsafe")
+        e, vdes, ff = self._e, self._vdes, self._row1
+        np.take(self._slope2d, self._idx0, axis=0, out=ff)
+        np.multiply(ff, self._u_col, out=e)
+        np.take(self._buf2d, self._idx0, axis=0, out=self._target)
+        e += self._target
+        e -= self._p  # e: target - set-point
+        ff *= self._ff_col  # the target's own step per cycle (velocity feed-forward)
+        e -= ff  # what is left to correct after the feed-forward step
+
+        # desired step (rad per cycle): the target's step plus a correction towards it that
+        # still brakes in time, exactly onto it when one cycle suffices (no creeping)
+        np.abs(e, out=vdes)
+        np.multiply(vdes, self._k2a, out=w)
+        w += self._k9
+        np.sqrt(w, out=w)
+        w -= self._k3
+        np.minimum(vdes, self._acc_c, out=vdes)
+        np.maximum(w, vdes, out=w)
+        np.copysign(w, e, out=w)
+        w += ff
+        # ... but never faster than v_max, nor than what still stops before the joint limit ahead
+        lim = self._row0
+        np.copysign(self._half_range, w, out=vdes)
+        vdes += self._mid_range
+        vdes -= self._p
+        np.abs(vdes, out=vdes)
+        np.multiply(vdes, self._k2a, out=lim)
+        lim += self._k9
+        np.sqrt(lim, out=lim)
+        lim -= self._k3
+        np.minimum(vdes, self._acc_c, out=vdes)
+        np.maximum(lim, vdes, out=lim)
+        np.minimum(lim, self._vmax_c, out=lim)
+        np.abs(w, out=vdes)
+        np.minimum(vdes, lim, out=vdes)
+        np.copysign(vdes, w, out=vdes)
+        if self._n_pstop:
+            self._stopping_step()
+
+        # acceleration limit on the step change, then integrate; stopped robots hold
+        step = self._step
+        np.subtract(vdes, step, out=e)
+        np.minimum(e, self._acc_c, out=e)
+        np.maximum(e, self._neg_acc_c, out=e)
+        step += e
+        if self._n_frozen:
+            step *= self._run
+        self._p += step
+        np.minimum(self._p, self._upper, out=self._p)
+        np.maximum(self._p, self._lower, out=self._p)
+        return self._p_view
+
+    # ------------------------------------------------------------------ slow paths (rare)
+    def _check_measurement(self, measured_pos: np.ndarray) -> None:
+        meas = np.asarray(measured_pos, dtype=np.float64)
+        bad_meas = ~np.isfinite(meas) & self._meas_mask
+        over = ~self._ok & self._meas_mask
+        for r in np.flatnonzero(bad_meas.any(axis=1) | over.any(axis=1)).tolist():
+            comp = self._components[r]
+            if bad_meas[r].any():
+                joints = np.flatnonzero(bad_meas[r]).tolist()
+                comp.fault(f"measurement_invalid: non-finite measured position at joints {joints}")
+            elif comp.state is LifecycleState.ACTIVE:
+                joints = np.flatnonzero(over[r]).tolist()
+                worst = float(np.max(np.abs(meas[r, joints] - self._p[r, joints])))
+                comp.protective_stop(f"following_error: joints {joints} off by up to {worst:.4g}")
+
+    def _stream_timeouts(self) -> None:
+        for r in np.flatnonzero(self._late).tolist():
+            self._deadline[r] = np.inf
+            if self._components[r].state is LifecycleState.ACTIVE:
+                self._components[r].protective_stop("stream_timeout")
+
+    def _stopping_step(self) -> None:
+        """Step for PROTECTIVE_STOP robots: shrink all joint velocities together (stop on path)."""
+        w2, ratio = self._w2, self._ratio
+        np.abs(self._step, out=w2)
+        w2 /= self._acc_c
+        np.max(w2, axis=1, out=ratio)
+        np.maximum(ratio, 1.0, out=ratio)
+        np.reciprocal(ratio, out=ratio)
+        np.subtract(1.0, ratio, out=ratio)
+        np.multiply(self._step, self._ratio_col, out=w2)
+        # never brake later than the joint range allows (keeps the braking invariant)
+        up, lo = self._row0, self._row1
+        np.subtract(self._upper, self._p, out=up)
+        np.subtract(self._p, self._lower, out=lo)
+        for d in (up, lo):
+            np.maximum(d, 0.0, out=d)
+            d *= self._k2a
+            d += self._k9
+            np.sqrt(d, out=d)
+            d -= self._k3
+        np.negative(lo, out=lo)
+        np.minimum(w2, up, out=w2)
+        np.maximum(w2, lo, out=w2)
+        np.copyto(self._vdes, w2, where=self._pstop)
+
+    # ------------------------------------------------------------------ internals
+    def _alloc_stream(self, capacity: int) -> None:
+        r, j = self._mask.shape
+        new = np.zeros((r, capacity + 1, j))
+        old = getattr(self, "_buf", None)
+        if old is not None:
+            new[:, : old.shape[1]] = old
+        self._cap = capacity + 1
+        self._buf = new
+        self._buf2d = new.reshape(r * (capacity + 1), j)
+        slope = np.zeros_like(new)
+        if old is not None:
+            slope[:, : old.shape[1]] = self._slope
+        self._slope = slope
+        self._slope2d = slope.reshape(r * (capacity + 1), j)
+        if hasattr(self, "_row_base"):
+            self._row_base[:] = np.arange(r) * (capacity + 1)
+
+    def _sample_stream(self, r: int, t_s: float) -> np.ndarray:
+        u = min(max((t_s - self._t0[r]) * self._inv_dt[r], 0.0), self._last_row[r])
+        i = math.floor(u)
+        f = u - i
+        return self._buf[r, i] * (1.0 - f) + self._buf[r, i + 1] * f
+
+    def _hold_robot(self, r: int, *, stop: bool) -> None:
+        if stop:
+            self._step[r] = 0.0
+        self._buf[r, 0] = self._p[r]
+        self._buf[r, 1] = self._p[r]
+        self._slope[r, :2] = 0.0
+        self._t0[r] = 0.0
+        self._inv_dt[r] = 1.0
+        self._last_row[r] = 0.0
+        self._deadline[r] = np.inf
+        self._streaming[r] = False
+
+    def _check_robot(self, robot: int) -> int:
+        if not (isinstance(robot, int | np.integer) and 0 <= robot < self.n_robots):
+            raise ControllerError(
+                f"ControlLoop: robot index must be in 0..{self.n_robots - 1}, got {robot!r}"
+            )
+        return int(robot)
+
+    def _on_transition(
+        self, comp: Component, old: LifecycleState, new: LifecycleState, transition: str, reason: str
+    ) -> None:
+        r = comp.robot if isinstance(comp, ControllerComponent) else -1
+        self._codes[r] = int(new)
+        self._run[r, 0] = 1.0 if new in _RUNNING else 0.0
+        self._pstop[r, 0] = new is LifecycleState.PROTECTIVE_STOP
+        self._n_pstop = int(self._pstop.sum())
+        self._n_frozen = int((self._run == 0.0).sum())
+        if new is not LifecycleState.ACTIVE:
+            self._deadline[r] = np.inf
+        self._ferr_eff[r] = self._ferr[r] if new is LifecycleState.ACTIVE else np.inf
+        self._meas_mask[r] = self._mask[r] & (new in _ALIVE)
+        kind = transition if transition in ("protective_stop", "emergency_stop", "fault") else "state_change"
+        detail: dict[str, object] = {"transition": transition, "from": old.name, "to": new.name}
+        if reason:
+            detail["reason"] = reason
+        self._emit(r, kind, **detail)
+
+    def _emit(self, r: int, kind: str, **detail: object) -> None:
+        self._events.append(ControlEvent(t_s=self._t, robot=r, kind=kind, detail=dict(detail)))
