@@ -1,0 +1,158 @@
+"""Execution contexts: stepped by the simulator, or paced by the wall clock (sleep then spin).
+
+The periodic context sleeps until shortly before each deadline and spins the rest of
+the way, recording how late every wake-up was. A wake-up a whole period or more late
+counts the cycles it skipped as missed: an overrun is counted, never absorbed.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from testbed.control.lifecycle import Component
+from testbed.errors import ControllerError
+
+
+@dataclass(frozen=True)
+class PacingStats:
+    """Wake-up error and missed cycles of a periodic context.
+
+    Args:
+        cycles: cycles run.
+        missed_cycles: cycles skipped because a wake-up came a period or more late.
+        wake_error_us_p50, wake_error_us_p99, wake_error_us_max: lateness of wake-ups (µs).
+    """
+
+    cycles: int
+    missed_cycles: int
+    wake_error_us_p50: float
+    wake_error_us_p99: float
+    wake_error_us_max: float
+
+    @property
+    def missed_cycles_pct(self) -> float:
+        """Missed cycles as a percentage of all scheduled cycles."""
+        total = self.cycles + self.missed_cycles
+        return 100.0 * self.missed_cycles / total if total else 0.0
+
+    def metrics(self) -> dict[str, float | int]:
+        """The figures ``metrics.json`` carries under ``control``: ``jitter_us_p99`` and ``missed_cycles``."""
+        return {"jitter_us_p99": self.wake_error_us_p99, "missed_cycles": self.missed_cycles}
+
+
+class Pacer:
+    """Wall-clock pacing at a fixed period with a sleep-then-spin wait.
+
+    Args:
+        period_s: cycle period (default 1 ms).
+        spin_s: the last part of each wait is spent spinning instead of sleeping, since
+            ``time.sleep`` wakes up late by tens of µs.
+        max_samples: wake errors kept for percentiles (a ring buffer beyond that).
+        clock: monotonic clock in seconds.
+        sleep: how to sleep (injectable for tests).
+    """
+
+    def __init__(
+        self,
+        period_s: float = 0.001,
+        *,
+        spin_s: float = 0.0002,
+        max_samples: int = 1 << 20,
+        clock: Callable[[], float] = time.perf_counter,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if not (math.isfinite(period_s) and period_s > 0):
+            raise ControllerError(f"Pacer: period_s must be a finite number > 0, got {period_s!r}")
+        if not (math.isfinite(spin_s) and spin_s >= 0):
+            raise ControllerError(f"Pacer: spin_s must be a finite number >= 0, got {spin_s!r}")
+        self.period_s = float(period_s)
+        self.spin_s = float(spin_s)
+        self._clock = clock
+        self._sleep = sleep
+        self._errors = np.zeros(int(max_samples))
+        self._n = 0
+        self._missed = 0
+        self._next: float | None = None
+
+    def start(self) -> float:
+        """Start the schedule now; the first deadline is one period away. Returns the start time."""
+        now = self._clock()
+        self._next = now + self.period_s
+        self._n = 0
+        self._missed = 0
+        return now
+
+    def wait(self) -> float:
+        """Wait for the next deadline and return it (clock seconds); counts late wake-ups."""
+        deadline = self._next if self._next is not None else self.start() + self.period_s
+        clock = self._clock
+        now = clock()
+        sleep_s = deadline - now - self.spin_s
+        if sleep_s > 0:
+            self._sleep(sleep_s)
+        now = clock()
+        while now < deadline:
+            now = clock()
+        late = now - deadline
+        self._errors[self._n % len(self._errors)] = late
+        self._n += 1
+        skipped = int(late // self.period_s)
+        if skipped:
+            # the cycles whose deadlines already passed are lost: count them, keep the grid
+            self._missed += skipped
+            deadline += skipped * self.period_s
+        self._next = deadline + self.period_s
+        return deadline
+
+    def stats(self) -> PacingStats:
+        """Percentiles of wake-up error (µs) and missed cycles so far."""
+        kept = self._errors[: min(self._n, len(self._errors))] * 1e6
+        if kept.size == 0:
+            return PacingStats(0, self._missed, 0.0, 0.0, 0.0)
+        p50, p99 = np.percentile(kept, [50, 99])
+        return PacingStats(self._n, self._missed, float(p50), float(p99), float(kept.max()))
+
+
+class ExecutionContext:
+    """Drives attached components: ``execute()`` on each per cycle, plus an optional step function.
+
+    Stepped use: the simulator calls ``step(t_s)`` once per control cycle. Periodic use:
+    ``run_periodic`` paces the same steps by the wall clock with a ``Pacer``.
+
+    Args:
+        period_s: the control cycle.
+        on_step: called as ``on_step(t_s)`` each cycle after the components (e.g. ``ControlLoop.tick``
+            wrapped by the caller); return False to stop a periodic run.
+    """
+
+    def __init__(self, period_s: float = 0.001, on_step: Callable[[float], bool | None] | None = None) -> None:
+        self.pacer = Pacer(period_s)
+        self.period_s = self.pacer.period_s
+        self._components: list[Component] = []
+        self._on_step = on_step
+
+    def attach(self, component: Component) -> None:
+        """Add a component; it is executed every cycle while ACTIVE."""
+        self._components.append(component)
+
+    def step(self, t_s: float) -> bool:
+        """One cycle at control time ``t_s``; False when ``on_step`` asked to stop."""
+        for comp in self._components:
+            comp.execute()
+        if self._on_step is not None:
+            return self._on_step(t_s) is not False
+        return True
+
+    def run_periodic(self, n_cycles: int) -> PacingStats:
+        """Run ``n_cycles`` cycles paced by the wall clock; ``t_s`` counts from 0 in periods."""
+        self.pacer.start()
+        for k in range(n_cycles):
+            self.pacer.wait()
+            if not self.step(k * self.period_s):
+                break
+        return self.pacer.stats()
