@@ -53,7 +53,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; user mistakes print one line and return 2."""
     _import_pybullet_quietly()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # overrides may stand before or after options: `launch FILE --quiet episodes:=3`
+    if extra and hasattr(args, "overrides") and all(":=" in item for item in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not hasattr(args, "func"):
         parser.print_help()
         return 2

@@ -67,6 +67,7 @@ class _RobotDriver:
         self.suction_plan = np.zeros(0, dtype=np.float32)
         self.plan_t0 = 0.0
         self.step = 0
+        self.in_flight: tuple[int, dict[str, np.ndarray], float] | None = None
         self.cameras = [(i, f"observation.images.{c.name}") for i, c in enumerate(cell.config.cameras)
                         if f"observation.images.{c.name}" in spec.observation]
 
@@ -119,7 +120,8 @@ def run_scenario(loaded: LoadedScenario, *, runs_dir: Path = Path("runs"), recor
         stack.callback(cell.close)
         drivers = []
         for i, robot_cfg in enumerate(scenario.cell.robots):
-            source = open_action_source(scenario.policy, robot_cfg, stack)
+            source = open_action_source(scenario.policy, robot_cfg, stack, n_joints=cell.robots[i].model.n_joints,
+                                        cameras=scenario.cell.cameras)
             spec = source.spec()
             check_spec(spec, robot=robot_cfg, n_joints=cell.robots[i].model.n_joints,
                        cameras=scenario.cell.cameras, describe=lambda s=spec: repr(s.model_name))
@@ -169,6 +171,7 @@ def _run_episode(episode: int, scenario: Any, cell: Cell, control: ControlLoop, 
         d.source.reset(episode)
         d.suction_plan = np.zeros(0, dtype=np.float32)
         d.step = 0
+        d.in_flight = None
     if recorder is not None:
         recorder.start_episode("sort each arriving part into the bin for its type")
     events.emit("episode_start", 0.0, episode, parts=len(arrivals))
@@ -251,40 +254,58 @@ def _run_episode(episode: int, scenario: Any, cell: Cell, control: ControlLoop, 
 
 def _policy_step(d: _RobotDriver, t: float, episode: int, measured: np.ndarray, control: ControlLoop,
                  events: EventStream, tally: EpisodeTally, latencies: list[float], recorder: Recorder | None,
-                 trace: Any) -> None:
+                 trace: JointTrace) -> None:
+    """Collect the chunk asked for one policy step ago, then ask for the next one.
+
+    The request for step k overlaps the physics of step k -> k+1 and its chunk is
+    applied from step k+1 on: a fixed one-step pipeline, so the round trip does not
+    stall the loop and the run stays deterministic whatever the network does.
+    """
+    if d.in_flight is not None:
+        _collect(d, t, episode, measured, control, events, tally, latencies, recorder)
+    trace.add(t, episode, d.index, measured, control.setpoint)
     obs = d.observe(measured)
-    started = time.perf_counter()
     try:
         d.source.submit(obs, d.step)
+    except (PolicyUnavailable, SpecMismatch) as exc:
+        tally.policy_timeouts += 1
+        events.emit("policy_timeout", t, episode, d.name, reason=str(exc))
+    else:
+        d.in_flight = (d.step, obs, time.perf_counter())
+    d.step += 1
+
+
+def _collect(d: _RobotDriver, t: float, episode: int, measured: np.ndarray, control: ControlLoop,
+             events: EventStream, tally: EpisodeTally, latencies: list[float], recorder: Recorder | None) -> None:
+    assert d.in_flight is not None
+    asked_step, asked_obs, _ = d.in_flight
+    try:
         chunk = d.source.result(d.deadline_s)
     except (PolicyUnavailable, SpecMismatch) as exc:
-        chunk = None
-        reason = str(exc)
+        chunk, reason = None, str(exc)
     else:
-        reason = "no answer before the deadline"
-    d.step += 1
-    trace.add(t, episode, d.index, measured, control.setpoint)
+        reason = f"no answer within {d.deadline_s} s"
+    d.in_flight = None
     if chunk is None:
         tally.policy_timeouts += 1
-        events.emit("policy_timeout", t, episode, d.name, reason=reason)
+        events.emit("policy_timeout", t, episode, d.name, reason=reason, step=asked_step)
         return
-    latencies.append((time.perf_counter() - started) * 1000.0)
-    actions = chunk.actions
-    # rows already in the past when the chunk arrives (computed for an earlier step) are skipped
-    skip = max(0, d.step - 1 - chunk.step)
-    if skip >= actions.shape[0]:
+    if chunk.step == asked_step:
+        # the source's own round-trip figure: the wall time until collection includes the overlapped physics
+        latencies.append(chunk.latency_ms)
+        if recorder is not None:
+            recorder.add_frame({**asked_obs, "action": chunk.actions[0].astype(np.float32)}, t - d.period_s)
+    # row k of a chunk computed for step s applies at step s + k; rows already past are skipped
+    skip = d.step - chunk.step
+    if skip >= chunk.actions.shape[0]:
         return
-    actions = actions[skip:]
+    actions = chunk.actions[skip:]
     joints = actions[:, : d.n].astype(np.float64)
     if d.spec.action_kind is ActionKind.JOINT_DELTAS:
         joints = joints + measured[d.index, : d.n]
     control.submit_chunk(d.index, joints, t, d.period_s)
     d.suction_plan = actions[:, d.n].copy()
     d.plan_t0 = t
-    if recorder is not None:
-        frame = dict(obs)
-        frame["action"] = actions[0].astype(np.float32)
-        recorder.add_frame(frame, t)
 
 
 __all__ = ["Recorder", "RunResult", "TestbedError", "new_run_id", "run_scenario"]

@@ -7,9 +7,10 @@ from collections.abc import Callable
 from contextlib import ExitStack
 
 from testbed.errors import ScenarioError, SpecMismatch
-from testbed.policies.protocol import ActionKind, PolicySpec
+from testbed.policies.protocol import ActionKind, PolicySpec, TensorSpec
 from testbed.policies.source import ActionSource, LocalActionSource
 from testbed.scenario.schema import CameraConfig, PolicyConfig, RobotConfig
+from testbed.sim.observations import ENV_STATE_DIM
 
 
 def _args_for(cfg: PolicyConfig, target: str, robot: RobotConfig) -> dict[str, str]:
@@ -28,7 +29,17 @@ def _token(cfg: PolicyConfig) -> str | None:
     return token
 
 
-def open_action_source(cfg: PolicyConfig, robot: RobotConfig, stack: ExitStack) -> ActionSource:
+def cell_observations(n_joints: int, cameras: tuple[CameraConfig, ...]) -> dict[str, TensorSpec]:
+    """Every observation the cell provides to a robot with ``n_joints`` joints."""
+    return {
+        "observation.state": TensorSpec("float32", (n_joints + 1,)),
+        "observation.environment_state": TensorSpec("float32", (ENV_STATE_DIM,)),
+        **{f"observation.images.{c.name}": TensorSpec("uint8", (c.height, c.width, 3)) for c in cameras},
+    }
+
+
+def open_action_source(cfg: PolicyConfig, robot: RobotConfig, stack: ExitStack, *, n_joints: int,
+                       cameras: tuple[CameraConfig, ...]) -> ActionSource:
     """Open the source for one robot; everything it starts is closed by ``stack``."""
     if cfg.builtin is not None:
         from testbed.bridge.targets import resolve_policy_target
@@ -41,7 +52,16 @@ def open_action_source(cfg: PolicyConfig, robot: RobotConfig, stack: ExitStack) 
         server = stack.enter_context(spawn_policy_server(cfg.serve, _args_for(cfg, cfg.serve, robot)))
         source = GrpcActionSource(server.endpoint, deadline_s=cfg.deadline_s)
     elif cfg.endpoint is not None and cfg.protocol == "openpi":
-        raise ScenarioError("policy.protocol: openpi endpoints need spec settings; see issue 5 notes")
+        try:
+            from testbed.bridge.openpi_source import OpenPiActionSource, openpi_spec
+        except ImportError as exc:
+            raise ScenarioError(f"policy.protocol openpi needs the openpi extra: pip install 'testbed[openpi]' "
+                                f"({exc})") from exc
+        spec = openpi_spec(available=cell_observations(n_joints, cameras), obs_keys=cfg.obs_keys,
+                           action_dim=n_joints + 1, chunk_size=cfg.chunk_size, control_hz=cfg.control_hz,
+                           action_kind=ActionKind(cfg.action_kind), model_name=f"openpi@{cfg.endpoint}")
+        source = OpenPiActionSource(cfg.endpoint, spec=spec, obs_keys=cfg.obs_keys, action_key=cfg.action_key,
+                                    deadline_s=cfg.deadline_s, static_obs=cfg.static_obs)
     else:
         from testbed.bridge import GrpcActionSource
 
@@ -59,19 +79,15 @@ def check_spec(spec: PolicySpec, *, robot: RobotConfig, n_joints: int, cameras: 
         SpecMismatch: naming the policy, the robot and the first disagreement.
     """
     where = f"policy {describe()} for robot {robot.name!r} ({robot.model}, {n_joints} joints)"
-    available = {
-        "observation.state": ("float32", (n_joints + 1,)),
-        "observation.environment_state": ("float32", (11,)),
-        **{f"observation.images.{c.name}": ("uint8", (c.height, c.width, 3)) for c in cameras},
-    }
+    available = cell_observations(n_joints, cameras)
     for key, tspec in spec.observation.items():
         if key not in available:
             raise SpecMismatch(f"{where}: asks for observation {key!r}, the cell provides "
                                f"{', '.join(sorted(available))}")
-        dtype, shape = available[key]
-        if tspec.dtype != dtype or tuple(tspec.shape) != shape:
+        have = available[key]
+        if tspec.dtype != have.dtype or tuple(tspec.shape) != have.shape:
             raise SpecMismatch(f"{where}: observation {key!r} declared {tspec.dtype}{list(tspec.shape)}, "
-                               f"the cell provides {dtype}{list(shape)}")
+                               f"the cell provides {have.dtype}{list(have.shape)}")
     if spec.action_kind not in (ActionKind.JOINT_POSITIONS, ActionKind.JOINT_DELTAS):
         raise SpecMismatch(f"{where}: action kind {spec.action_kind.value!r} is not supported by this cell "
                            "(supported: joint_positions, joint_deltas)")

@@ -19,9 +19,7 @@ import pybullet as p
 from testbed.errors import SpecMismatch
 from testbed.policies.protocol import ActionKind, PolicySpec, TensorSpec
 from testbed.robots import RobotModel, load_robot
-
-ENV_STATE_DIM = 11  # see testbed.sim.cell.ENV_STATE_NAMES
-TOOL_DOWN = (1.0, 0.0, 0.0, 0.0)  # tcp z axis pointing to world -z
+from testbed.sim.observations import ENV_STATE_DIM
 
 
 class Phase(enum.Enum):
@@ -87,6 +85,10 @@ class ExpertPolicy:
         self._movable = [j for j in range(p.getNumJoints(self._body, physicsClientId=self._client))
                          if p.getJointInfo(self._body, j, physicsClientId=self._client)[2] != p.JOINT_FIXED]
         self._position_only = self.model.kind == "scara"
+        # keep the tool orientation of the home pose (tool down, wrist untwisted) for every target
+        self._set(self.model.home)
+        self._tool_down = p.getLinkState(self._body, self._tcp, computeForwardKinematics=True,
+                                         physicsClientId=self._client)[5]
         self.reset(0)
 
     def spec(self) -> PolicySpec:
@@ -156,7 +158,7 @@ class ExpertPolicy:
                 self._go(Phase.APPROACH, q, [(*part[:2], top_z + 0.08)], suction=False)  # retry the grip
         elif phase is Phase.LIFT and done:
             if not holding:
-                self._go(Phase.RETREAT, q, [self._home_point()], suction=False)
+                self._go(Phase.RETREAT, q, [], suction=False, joint_goal=self.model.home)
             else:
                 start = self._fk(self._segment.goal)
                 goal = np.array([bin_top[0], bin_top[1], bin_top[2] + 0.10])
@@ -167,12 +169,9 @@ class ExpertPolicy:
         elif phase is Phase.TRANSFER and done:
             self._hold(Phase.RELEASE, suction=False)
         elif phase is Phase.RELEASE and in_phase >= self.control_hz * 0.3:
-            self._go(Phase.RETREAT, q, [self._home_point()], suction=False)
+            self._go(Phase.RETREAT, q, [], suction=False, joint_goal=self.model.home)
         elif phase is Phase.RETREAT and (done or ready):
             self._hold(Phase.WAIT, suction=False)
-
-    def _home_point(self) -> tuple[float, float, float]:
-        return (0.40, 0.10, 0.20) if not self._position_only else (0.40, 0.10, self._fk(self.model.home)[2])
 
     def _hold(self, phase: Phase, *, suction: bool) -> None:
         assert self._segment is not None
@@ -180,7 +179,8 @@ class ExpertPolicy:
         self._segment = Segment(goal[None, :].repeat(2, axis=0), self._step, 1, suction)
         self._phase, self._phase_start = phase, self._step
 
-    def _go(self, phase: Phase, q: np.ndarray, points: list, *, suction: bool, speed: float = 1.0) -> None:
+    def _go(self, phase: Phase, q: np.ndarray, points: list, *, suction: bool, speed: float = 1.0,
+            joint_goal: np.ndarray | None = None) -> None:
         assert self._segment is not None
         start = self._segment.goal.copy()
         waypoints = [start]
@@ -188,6 +188,8 @@ class ExpertPolicy:
         for point in points:
             seed = self._ik(np.asarray(point, dtype=np.float64), seed)
             waypoints.append(seed)
+        if joint_goal is not None:
+            waypoints.append(np.asarray(joint_goal, dtype=np.float64))
         path = np.asarray(waypoints)
         travel = np.sum(np.abs(np.diff(path, axis=0)), axis=0)
         vmax = self.model.velocity * self.speed_fraction * speed
@@ -218,7 +220,7 @@ class ExpertPolicy:
             if self._position_only:
                 sol = p.calculateInverseKinematics(self._body, self._tcp, target.tolist(), **kwargs)
             else:
-                sol = p.calculateInverseKinematics(self._body, self._tcp, target.tolist(), TOOL_DOWN, **kwargs)
+                sol = p.calculateInverseKinematics(self._body, self._tcp, target.tolist(), self._tool_down, **kwargs)
             index = {j: i for i, j in enumerate(self._movable)}
             q = np.clip(np.array([sol[index[j]] for j in self._joints]), lower, upper)
             if float(np.linalg.norm(self._fk(q) - target)) < 1e-3:

@@ -8,6 +8,7 @@ an openpi websocket peer.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -80,12 +81,14 @@ class LocalActionSource:
         self._policy.reset(episode)
 
     def submit(self, obs: Mapping[str, np.ndarray], step: int) -> None:
+        started = time.perf_counter()
         actions = np.asarray(self._policy.act(obs))
+        elapsed_ms = (time.perf_counter() - started) * 1000.0
         try:
             self._spec.validate_action(actions)
         except SpecMismatch as exc:
             raise SpecMismatch(f"policy {self._spec.model_name!r} returned a bad chunk: {exc}") from exc
-        self._pending = ActionChunk(actions=actions, step=step)
+        self._pending = ActionChunk(actions=actions, step=step, compute_ms=elapsed_ms, latency_ms=elapsed_ms)
 
     def result(self, timeout_s: float | None) -> ActionChunk | None:
         chunk, self._pending = self._pending, None

@@ -46,7 +46,7 @@ class RobotConfig(Strict):
 
     name: str = Field("arm", min_length=1)
     model: str = Field("gp7", min_length=1, description="a directory name under robots/")
-    base: Pose = Pose(xyz=(0.0, 0.0, 0.40))
+    base: Pose = Pose(xyz=(0.0, 0.0, 0.30))
     controller: ControllerSettings = ControllerSettings()
 
 
@@ -55,6 +55,7 @@ class ConveyorConfig(Strict):
 
     speed: float = Field(0.2, gt=0, le=1.0, description="belt speed in m/s")
     length: float = Field(0.9, gt=0.2, le=3.0, description="belt length in m, ending at the pick station")
+    top_z: float = Field(0.40, gt=0.05, le=1.5, description="height of the belt surface above the floor in m")
 
 
 class BinConfig(Strict):
@@ -146,7 +147,11 @@ class PolicyConfig(Strict):
     token_env: str | None = Field(None, description="environment variable holding the bearer token")
     deadline_s: float = Field(1.0, gt=0, description="per-request deadline")
     obs_keys: dict[str, str] = Field(default_factory=dict, description="openpi: our key -> their key")
-    action_key: str = "actions"
+    action_key: str = Field("actions", description="openpi: key of the action array in the server's answer")
+    chunk_size: int = Field(10, ge=1, le=1000, description="openpi: the longest chunk accepted")
+    control_hz: float = Field(20.0, gt=0, le=1000, description="openpi: rate at which the server is asked")
+    action_kind: Literal["joint_positions", "joint_deltas"] = "joint_positions"
+    static_obs: dict[str, str] = Field(default_factory=dict, description="openpi: constant fields, e.g. prompt")
     merge: Literal["latest", "average", "weighted"] = "latest"
     merge_weight: float = Field(0.7, ge=0, le=1)
 
@@ -155,8 +160,13 @@ class PolicyConfig(Strict):
         given = [k for k in ("builtin", "serve", "endpoint") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError(f"give exactly one of builtin, serve, endpoint (got {', '.join(given) or 'none'})")
-        if self.endpoint is not None and not self.endpoint.startswith(("grpc://", "ws://", "wss://")):
-            raise ValueError(f"endpoint must start with grpc:// or ws://, got {self.endpoint!r}")
+        if self.endpoint is not None and not self.endpoint.startswith(("grpc://", "grpcs://", "ws://", "wss://")):
+            raise ValueError(f"endpoint must start with grpc://, grpcs:// or ws://, got {self.endpoint!r}")
+        websocket = self.endpoint is not None and self.endpoint.startswith(("ws://", "wss://"))
+        if websocket != (self.protocol == "openpi"):
+            raise ValueError("ws:// endpoints speak protocol: openpi, grpc:// endpoints protocol: testbed")
+        if self.protocol == "openpi" and not self.obs_keys:
+            raise ValueError("protocol openpi needs obs_keys (our observation key -> the server's key)")
         return self
 
 

@@ -18,6 +18,7 @@ import pybullet as p
 from testbed.robots import RobotModel, load_robot
 from testbed.scenario.schema import BinConfig, CellConfig, RobotConfig
 from testbed.scenario.workload import PART_TYPES, PartArrival
+from testbed.sim.observations import ENV_STATE_NAMES
 from testbed.sim.parts import PART_CATALOGUE, PartType, create_part_body
 
 BELT_WIDTH_M = 0.12
@@ -150,7 +151,7 @@ class Cell:
     def _build_conveyor(self, config: CellConfig) -> None:
         base = self.robots[0].base_pos
         length = config.conveyor.length
-        self.belt_top_z = base[2]
+        self.belt_top_z = config.conveyor.top_z
         self.belt_x = base[0] + BELT_X_M
         self.belt_y_end = base[1] + STOPPER_Y_M
         self.belt_y_start = self.belt_y_end - length
@@ -404,10 +405,6 @@ class Cell:
         self.client = -1
 
 
-ENV_STATE_NAMES: tuple[str, ...] = (
-    "part_x", "part_y", "part_z", "part_yaw", "part_top_z", "part_type", "part_ready", "holding",
-    "bin_x", "bin_y", "bin_top_z",
-)
 
 
 def build_cell(config: CellConfig, physics_hz: float, arrivals: Sequence[Sequence[PartArrival]]) -> Cell:

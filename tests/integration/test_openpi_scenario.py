@@ -1,7 +1,7 @@
 """The default factory cell driven by openpi's own WebsocketPolicyServer through OpenPiActionSource.
 
-Until the launch file's ``policy: {endpoint: ws://..., protocol: openpi}`` is wired
-in ``testbed.eval.sources``, these tests hand the run loop the source directly.
+The first test goes through the launch file (``policy: {endpoint: ws://..., protocol: openpi}``);
+the fault test wraps the source the run loop opens so it can kill the server mid-episode.
 The server's ``hold`` policy answers the observed joint state as absolute targets.
 """
 
@@ -35,7 +35,7 @@ def _events(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def _open_source(endpoint: str, opened: list[OpenPiActionSource]) -> Any:
-    def open_action_source(cfg: Any, robot: Any, stack: ExitStack) -> OpenPiActionSource:
+    def open_action_source(cfg: Any, robot: Any, stack: ExitStack, **_: Any) -> OpenPiActionSource:
         assert robot.model == "gp7"
         spec = openpi_spec(
             available={"observation.state": STATE, "observation.environment_state": TensorSpec("float32", (11,))},
@@ -52,19 +52,20 @@ def _open_source(endpoint: str, opened: list[OpenPiActionSource]) -> Any:
     return open_action_source
 
 
-def test_factory_cell_episode_runs_from_openpi_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    opened: list[OpenPiActionSource] = []
+def test_factory_cell_episode_runs_from_openpi_server(tmp_path: Path) -> None:
     expect = {"observation/state": ("float32", (GP7_JOINTS + 1,))}
     with OpenPiServer("hold", chunk=10, action_dim=GP7_JOINTS + 1, expect=expect) as srv:
-        monkeypatch.setattr(runner, "open_action_source", _open_source(srv.endpoint, opened))
-        loaded = load(LAUNCH, ["episodes:=1", "sim.max_episode_s:=3"])
+        policy = (f"policy:={{endpoint: '{srv.endpoint}', protocol: openpi, control_hz: 10, chunk_size: 10, "
+                  "obs_keys: {observation.state: observation/state}}")
+        loaded = load(LAUNCH, ["episodes:=1", "sim.max_episode_s:=3", policy])
         result = runner.run_scenario(loaded, runs_dir=tmp_path)
-    kinds = [e["kind"] for e in _events(result.run_dir)]
+    events = _events(result.run_dir)
+    kinds = [e["kind"] for e in events]
     assert "policy_timeout" not in kinds
     assert kinds[0] == "run_start" and kinds[-1] == "run_end"
+    assert events[0]["policy"] == f"openpi@{srv.endpoint}"
     assert result.metrics["safety_stops"] == 0
     assert result.metrics["policy_latency_ms"]["p50"] > 0
-    assert opened[0].stats().received == 30  # 3 s at 10 Hz, every chunk answered in time
 
 
 class _KillAfter:
@@ -103,8 +104,8 @@ def test_killed_openpi_server_stops_the_episode_and_the_next_one_reconnects(
     try:
         open_plain = _open_source(srv.endpoint, opened)
 
-        def open_killing(cfg: Any, robot: Any, stack: ExitStack) -> Any:
-            return _KillAfter(open_plain(cfg, robot, stack), srv, n=10)
+        def open_killing(cfg: Any, robot: Any, stack: ExitStack, **kw: Any) -> Any:
+            return _KillAfter(open_plain(cfg, robot, stack, **kw), srv, n=10)
 
         monkeypatch.setattr(runner, "open_action_source", open_killing)
         loaded = load(LAUNCH, ["episodes:=2", "sim.max_episode_s:=3"])

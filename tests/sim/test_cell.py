@@ -78,7 +78,7 @@ def test_camera_renders_rgb_at_the_configured_size():
 def test_expert_reaches_every_bin_with_the_tool_down():
     expert = ExpertPolicy("gp7")
     try:
-        for bin_xyz in ((0.05, 0.45, -0.05), (0.30, 0.40, -0.05), (-0.20, 0.42, -0.05)):
+        for bin_xyz in ((0.05, 0.45, 0.05), (0.30, 0.40, 0.05), (-0.20, 0.42, 0.05)):  # rims, base frame
             target = np.array([bin_xyz[0], bin_xyz[1], bin_xyz[2] + 0.10])
             q = expert._ik(target, expert.model.home)
             assert np.linalg.norm(expert._fk(q) - target) < 0.005
