@@ -25,35 +25,35 @@ _sym_db = _symbol_database.Default()
 from testbed.bridge.generated import common_pb2 as testbed_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btestbed/v1/controller.proto\x12\ntestbed.v1\x1a\x17testbed/v1/common.proto\"\x13\n\x11ListRobotsRequest\"h\n\tRobotInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x13\n\x0bjoint_names\x18\x03 \x03(\t\x12\x17\n\x0flifecycle_state\x18\x04 \x01(\t\x12\x10\n\x08\x63ycle_ms\x18\x05 \x01(\x01\";\n\x12ListRobotsResponse\x12%\n\x06robots\x18\x01 \x03(\x0b\x32\x15.testbed.v1.RobotInfo\" \n\x0fGetStateRequest\x12\r\n\x05robot\x18\x01 \x01(\t\"\xd3\x01\n\nRobotState\x12\r\n\x05robot\x18\x01 \x01(\t\x12\x17\n\x0flifecycle_state\x18\x02 \x01(\t\x12)\n\rjoint_pos_rad\x18\x03 \x01(\x0b\x32\x12.testbed.v1.Tensor\x12+\n\x0fjoint_vel_rad_s\x18\x04 \x01(\x0b\x32\x12.testbed.v1.Tensor\x12\x12\n\ngripper_on\x18\x05 \x01(\x08\x12\x0b\n\x03t_s\x18\x06 \x01(\x01\x12\x17\n\x0fprotective_stop\x18\x07 \x01(\x08\x12\x0b\n\x03job\x18\x08 \x01(\t\"O\n\x12\x43hangeStateRequest\x12\r\n\x05robot\x18\x01 \x01(\t\x12*\n\ntransition\x18\x02 \x01(\x0e\x32\x16.testbed.v1.Transition\".\n\x13\x43hangeStateResponse\x12\x17\n\x0flifecycle_state\x18\x01 \x01(\t\"1\n\x0eSendJobRequest\x12\r\n\x05robot\x18\x01 \x01(\t\x12\x10\n\x08job_yaml\x18\x02 \x01(\t\"\x1e\n\x0fSendJobResponse\x12\x0b\n\x03job\x18\x01 \x01(\t\"X\n\x08Setpoint\x12\r\n\x05robot\x18\x01 \x01(\t\x12)\n\rjoint_pos_rad\x18\x02 \x01(\x0b\x32\x12.testbed.v1.Tensor\x12\x12\n\ngripper_on\x18\x03 \x01(\x08*\x87\x01\n\nTransition\x12\x1a\n\x16TRANSITION_UNSPECIFIED\x10\x00\x12\x17\n\x13TRANSITION_ACTIVATE\x10\x01\x12\x19\n\x15TRANSITION_DEACTIVATE\x10\x02\x12\x14\n\x10TRANSITION_RESET\x10\x03\x12\x13\n\x0fTRANSITION_STOP\x10\x04\x32\xfa\x02\n\x11\x43ontrollerService\x12K\n\nListRobots\x12\x1d.testbed.v1.ListRobotsRequest\x1a\x1e.testbed.v1.ListRobotsResponse\x12?\n\x08GetState\x12\x1b.testbed.v1.GetStateRequest\x1a\x16.testbed.v1.RobotState\x12N\n\x0b\x43hangeState\x12\x1e.testbed.v1.ChangeStateRequest\x1a\x1f.testbed.v1.ChangeStateResponse\x12\x42\n\x07SendJob\x12\x1a.testbed.v1.SendJobRequest\x1a\x1b.testbed.v1.SendJobResponse\x12\x43\n\x0fStreamSetpoints\x12\x14.testbed.v1.Setpoint\x1a\x16.testbed.v1.RobotState(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btestbed/v1/controller.proto\x12\ntestbed.v1\x1a\x17testbed/v1/common.proto\"\x13\n\x11ListRobotsRequest\"\xe0\x01\n\tRobotInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x13\n\x0bjoint_names\x18\x03 \x03(\t\x12\x17\n\x0flifecycle_state\x18\x04 \x01(\t\x12\x10\n\x08\x63ycle_ms\x18\x05 \x01(\x01\x12\x13\n\x0bjoint_types\x18\x06 \x03(\t\x12\r\n\x05lower\x18\x07 \x03(\x01\x12\r\n\x05upper\x18\x08 \x03(\x01\x12\x14\n\x0cvelocity_max\x18\t \x03(\x01\x12\x18\n\x10\x61\x63\x63\x65leration_max\x18\n \x03(\x01\x12\x13\n\x0bspeed_scale\x18\x0b \x01(\x01\";\n\x12ListRobotsResponse\x12%\n\x06robots\x18\x01 \x03(\x0b\x32\x15.testbed.v1.RobotInfo\" \n\x0fGetStateRequest\x12\r\n\x05robot\x18\x01 \x01(\t\"\xb5\x02\n\nRobotState\x12\r\n\x05robot\x18\x01 \x01(\t\x12\x17\n\x0flifecycle_state\x18\x02 \x01(\t\x12)\n\rjoint_pos_rad\x18\x03 \x01(\x0b\x32\x12.testbed.v1.Tensor\x12+\n\x0fjoint_vel_rad_s\x18\x04 \x01(\x0b\x32\x12.testbed.v1.Tensor\x12\x12\n\ngripper_on\x18\x05 \x01(\x08\x12\x0b\n\x03t_s\x18\x06 \x01(\x01\x12\x17\n\x0fprotective_stop\x18\x07 \x01(\x08\x12\x0b\n\x03job\x18\x08 \x01(\t\x12(\n\x0csetpoint_rad\x18\t \x01(\x0b\x32\x12.testbed.v1.Tensor\x12\x13\n\x0bspeed_scale\x18\n \x01(\x01\x12\x12\n\nlast_error\x18\x0b \x01(\t\x12\r\n\x05\x63ycle\x18\x0c \x01(\x04\"O\n\x12\x43hangeStateRequest\x12\r\n\x05robot\x18\x01 \x01(\t\x12*\n\ntransition\x18\x02 \x01(\x0e\x32\x16.testbed.v1.Transition\".\n\x13\x43hangeStateResponse\x12\x17\n\x0flifecycle_state\x18\x01 \x01(\t\"1\n\x0eSendJobRequest\x12\r\n\x05robot\x18\x01 \x01(\t\x12\x10\n\x08job_yaml\x18\x02 \x01(\t\"\x1e\n\x0fSendJobResponse\x12\x0b\n\x03job\x18\x01 \x01(\t\"f\n\x08Setpoint\x12\r\n\x05robot\x18\x01 \x01(\t\x12)\n\rjoint_pos_rad\x18\x02 \x01(\x0b\x32\x12.testbed.v1.Tensor\x12\x12\n\ngripper_on\x18\x03 \x01(\x08\x12\x0c\n\x04\x64t_s\x18\x04 \x01(\x01*\xb1\x01\n\nTransition\x12\x1a\n\x16TRANSITION_UNSPECIFIED\x10\x00\x12\x17\n\x13TRANSITION_ACTIVATE\x10\x01\x12\x19\n\x15TRANSITION_DEACTIVATE\x10\x02\x12\x14\n\x10TRANSITION_RESET\x10\x03\x12\x1e\n\x1aTRANSITION_PROTECTIVE_STOP\x10\x04\x12\x1d\n\x19TRANSITION_EMERGENCY_STOP\x10\x05\x32\xfa\x02\n\x11\x43ontrollerService\x12K\n\nListRobots\x12\x1d.testbed.v1.ListRobotsRequest\x1a\x1e.testbed.v1.ListRobotsResponse\x12?\n\x08GetState\x12\x1b.testbed.v1.GetStateRequest\x1a\x16.testbed.v1.RobotState\x12N\n\x0b\x43hangeState\x12\x1e.testbed.v1.ChangeStateRequest\x1a\x1f.testbed.v1.ChangeStateResponse\x12\x42\n\x07SendJob\x12\x1a.testbed.v1.SendJobRequest\x1a\x1b.testbed.v1.SendJobResponse\x12\x43\n\x0fStreamSetpoints\x12\x14.testbed.v1.Setpoint\x1a\x16.testbed.v1.RobotState(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'testbed.v1.controller_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TRANSITION']._serialized_start=807
-  _globals['_TRANSITION']._serialized_end=942
+  _globals['_TRANSITION']._serialized_start=1040
+  _globals['_TRANSITION']._serialized_end=1217
   _globals['_LISTROBOTSREQUEST']._serialized_start=68
   _globals['_LISTROBOTSREQUEST']._serialized_end=87
-  _globals['_ROBOTINFO']._serialized_start=89
-  _globals['_ROBOTINFO']._serialized_end=193
-  _globals['_LISTROBOTSRESPONSE']._serialized_start=195
-  _globals['_LISTROBOTSRESPONSE']._serialized_end=254
-  _globals['_GETSTATEREQUEST']._serialized_start=256
-  _globals['_GETSTATEREQUEST']._serialized_end=288
-  _globals['_ROBOTSTATE']._serialized_start=291
-  _globals['_ROBOTSTATE']._serialized_end=502
-  _globals['_CHANGESTATEREQUEST']._serialized_start=504
-  _globals['_CHANGESTATEREQUEST']._serialized_end=583
-  _globals['_CHANGESTATERESPONSE']._serialized_start=585
-  _globals['_CHANGESTATERESPONSE']._serialized_end=631
-  _globals['_SENDJOBREQUEST']._serialized_start=633
-  _globals['_SENDJOBREQUEST']._serialized_end=682
-  _globals['_SENDJOBRESPONSE']._serialized_start=684
-  _globals['_SENDJOBRESPONSE']._serialized_end=714
-  _globals['_SETPOINT']._serialized_start=716
-  _globals['_SETPOINT']._serialized_end=804
-  _globals['_CONTROLLERSERVICE']._serialized_start=945
-  _globals['_CONTROLLERSERVICE']._serialized_end=1323
+  _globals['_ROBOTINFO']._serialized_start=90
+  _globals['_ROBOTINFO']._serialized_end=314
+  _globals['_LISTROBOTSRESPONSE']._serialized_start=316
+  _globals['_LISTROBOTSRESPONSE']._serialized_end=375
+  _globals['_GETSTATEREQUEST']._serialized_start=377
+  _globals['_GETSTATEREQUEST']._serialized_end=409
+  _globals['_ROBOTSTATE']._serialized_start=412
+  _globals['_ROBOTSTATE']._serialized_end=721
+  _globals['_CHANGESTATEREQUEST']._serialized_start=723
+  _globals['_CHANGESTATEREQUEST']._serialized_end=802
+  _globals['_CHANGESTATERESPONSE']._serialized_start=804
+  _globals['_CHANGESTATERESPONSE']._serialized_end=850
+  _globals['_SENDJOBREQUEST']._serialized_start=852
+  _globals['_SENDJOBREQUEST']._serialized_end=901
+  _globals['_SENDJOBRESPONSE']._serialized_start=903
+  _globals['_SENDJOBRESPONSE']._serialized_end=933
+  _globals['_SETPOINT']._serialized_start=935
+  _globals['_SETPOINT']._serialized_end=1037
+  _globals['_CONTROLLERSERVICE']._serialized_start=1220
+  _globals['_CONTROLLERSERVICE']._serialized_end=1598
 # @@protoc_insertion_point(module_scope)

@@ -14,30 +14,44 @@ class Transition(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TRANSITION_ACTIVATE: _ClassVar[Transition]
     TRANSITION_DEACTIVATE: _ClassVar[Transition]
     TRANSITION_RESET: _ClassVar[Transition]
-    TRANSITION_STOP: _ClassVar[Transition]
+    TRANSITION_PROTECTIVE_STOP: _ClassVar[Transition]
+    TRANSITION_EMERGENCY_STOP: _ClassVar[Transition]
 TRANSITION_UNSPECIFIED: Transition
 TRANSITION_ACTIVATE: Transition
 TRANSITION_DEACTIVATE: Transition
 TRANSITION_RESET: Transition
-TRANSITION_STOP: Transition
+TRANSITION_PROTECTIVE_STOP: Transition
+TRANSITION_EMERGENCY_STOP: Transition
 
 class ListRobotsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class RobotInfo(_message.Message):
-    __slots__ = ("name", "model", "joint_names", "lifecycle_state", "cycle_ms")
+    __slots__ = ("name", "model", "joint_names", "lifecycle_state", "cycle_ms", "joint_types", "lower", "upper", "velocity_max", "acceleration_max", "speed_scale")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     JOINT_NAMES_FIELD_NUMBER: _ClassVar[int]
     LIFECYCLE_STATE_FIELD_NUMBER: _ClassVar[int]
     CYCLE_MS_FIELD_NUMBER: _ClassVar[int]
+    JOINT_TYPES_FIELD_NUMBER: _ClassVar[int]
+    LOWER_FIELD_NUMBER: _ClassVar[int]
+    UPPER_FIELD_NUMBER: _ClassVar[int]
+    VELOCITY_MAX_FIELD_NUMBER: _ClassVar[int]
+    ACCELERATION_MAX_FIELD_NUMBER: _ClassVar[int]
+    SPEED_SCALE_FIELD_NUMBER: _ClassVar[int]
     name: str
     model: str
     joint_names: _containers.RepeatedScalarFieldContainer[str]
     lifecycle_state: str
     cycle_ms: float
-    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., joint_names: _Optional[_Iterable[str]] = ..., lifecycle_state: _Optional[str] = ..., cycle_ms: _Optional[float] = ...) -> None: ...
+    joint_types: _containers.RepeatedScalarFieldContainer[str]
+    lower: _containers.RepeatedScalarFieldContainer[float]
+    upper: _containers.RepeatedScalarFieldContainer[float]
+    velocity_max: _containers.RepeatedScalarFieldContainer[float]
+    acceleration_max: _containers.RepeatedScalarFieldContainer[float]
+    speed_scale: float
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., joint_names: _Optional[_Iterable[str]] = ..., lifecycle_state: _Optional[str] = ..., cycle_ms: _Optional[float] = ..., joint_types: _Optional[_Iterable[str]] = ..., lower: _Optional[_Iterable[float]] = ..., upper: _Optional[_Iterable[float]] = ..., velocity_max: _Optional[_Iterable[float]] = ..., acceleration_max: _Optional[_Iterable[float]] = ..., speed_scale: _Optional[float] = ...) -> None: ...
 
 class ListRobotsResponse(_message.Message):
     __slots__ = ("robots",)
@@ -52,7 +66,7 @@ class GetStateRequest(_message.Message):
     def __init__(self, robot: _Optional[str] = ...) -> None: ...
 
 class RobotState(_message.Message):
-    __slots__ = ("robot", "lifecycle_state", "joint_pos_rad", "joint_vel_rad_s", "gripper_on", "t_s", "protective_stop", "job")
+    __slots__ = ("robot", "lifecycle_state", "joint_pos_rad", "joint_vel_rad_s", "gripper_on", "t_s", "protective_stop", "job", "setpoint_rad", "speed_scale", "last_error", "cycle")
     ROBOT_FIELD_NUMBER: _ClassVar[int]
     LIFECYCLE_STATE_FIELD_NUMBER: _ClassVar[int]
     JOINT_POS_RAD_FIELD_NUMBER: _ClassVar[int]
@@ -61,6 +75,10 @@ class RobotState(_message.Message):
     T_S_FIELD_NUMBER: _ClassVar[int]
     PROTECTIVE_STOP_FIELD_NUMBER: _ClassVar[int]
     JOB_FIELD_NUMBER: _ClassVar[int]
+    SETPOINT_RAD_FIELD_NUMBER: _ClassVar[int]
+    SPEED_SCALE_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    CYCLE_FIELD_NUMBER: _ClassVar[int]
     robot: str
     lifecycle_state: str
     joint_pos_rad: _common_pb2.Tensor
@@ -69,7 +87,11 @@ class RobotState(_message.Message):
     t_s: float
     protective_stop: bool
     job: str
-    def __init__(self, robot: _Optional[str] = ..., lifecycle_state: _Optional[str] = ..., joint_pos_rad: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., joint_vel_rad_s: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., gripper_on: _Optional[bool] = ..., t_s: _Optional[float] = ..., protective_stop: _Optional[bool] = ..., job: _Optional[str] = ...) -> None: ...
+    setpoint_rad: _common_pb2.Tensor
+    speed_scale: float
+    last_error: str
+    cycle: int
+    def __init__(self, robot: _Optional[str] = ..., lifecycle_state: _Optional[str] = ..., joint_pos_rad: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., joint_vel_rad_s: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., gripper_on: _Optional[bool] = ..., t_s: _Optional[float] = ..., protective_stop: _Optional[bool] = ..., job: _Optional[str] = ..., setpoint_rad: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., speed_scale: _Optional[float] = ..., last_error: _Optional[str] = ..., cycle: _Optional[int] = ...) -> None: ...
 
 class ChangeStateRequest(_message.Message):
     __slots__ = ("robot", "transition")
@@ -100,11 +122,13 @@ class SendJobResponse(_message.Message):
     def __init__(self, job: _Optional[str] = ...) -> None: ...
 
 class Setpoint(_message.Message):
-    __slots__ = ("robot", "joint_pos_rad", "gripper_on")
+    __slots__ = ("robot", "joint_pos_rad", "gripper_on", "dt_s")
     ROBOT_FIELD_NUMBER: _ClassVar[int]
     JOINT_POS_RAD_FIELD_NUMBER: _ClassVar[int]
     GRIPPER_ON_FIELD_NUMBER: _ClassVar[int]
+    DT_S_FIELD_NUMBER: _ClassVar[int]
     robot: str
     joint_pos_rad: _common_pb2.Tensor
     gripper_on: bool
-    def __init__(self, robot: _Optional[str] = ..., joint_pos_rad: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., gripper_on: _Optional[bool] = ...) -> None: ...
+    dt_s: float
+    def __init__(self, robot: _Optional[str] = ..., joint_pos_rad: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., gripper_on: _Optional[bool] = ..., dt_s: _Optional[float] = ...) -> None: ...

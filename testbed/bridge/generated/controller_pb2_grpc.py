@@ -72,14 +72,14 @@ class ControllerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetState(self, request, context):
-        """Latest state of one robot.
+        """Latest state of one robot (copied after the last control cycle).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ChangeState(self, request, context):
-        """Lifecycle transition (activate, deactivate, reset, stop).
+        """Lifecycle transition (activate, deactivate, reset, protective or emergency stop).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -93,7 +93,10 @@ class ControllerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def StreamSetpoints(self, request_iterator, context):
-        """Stream joint set-points in, robot state out (one state per accepted set-point).
+        """Stream joint set-points in, robot state out: one state per accepted set-point, taken
+        after the control cycle that applied it. Closing the stream normally lets the robot
+        reach the last set-point and hold; a stream that stops arriving (or a client that
+        vanishes) leads to a protective stop after the controller's stream timeout.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
