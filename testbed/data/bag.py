@@ -71,18 +71,14 @@ class _Event:
 
 def _read_joint_states(path: Path) -> pa.Table:
     if not path.is_file():
-        raise DatasetError(
-            f"{path}: not found; a run directory needs {JOINT_STATES_FILENAME} to export a bag"
-        )
+        raise DatasetError(f"{path}: not found; a run directory needs {JOINT_STATES_FILENAME} to export a bag")
     try:
         table = pq.read_table(path)
     except (OSError, pa.ArrowException) as exc:
         raise DatasetError(f"{path}: not a readable parquet file: {exc}") from exc
     missing = [c for c in JOINT_COLUMNS if c not in table.column_names]
     if missing:
-        raise DatasetError(
-            f"{path}: missing column(s) {', '.join(missing)} (expected: {', '.join(JOINT_COLUMNS)})"
-        )
+        raise DatasetError(f"{path}: missing column(s) {', '.join(missing)} (expected: {', '.join(JOINT_COLUMNS)})")
     return table.sort_by([("episode", "ascending"), ("t_s", "ascending")])
 
 
@@ -105,9 +101,7 @@ def _read_events(path: Path) -> list[_Event]:
                 raise DatasetError(f"{path}:{number} field t: expected sim seconds as a number, got {t!r}")
             episode = obj.get("episode")
             if episode is not None and (not isinstance(episode, int) or isinstance(episode, bool)):
-                raise DatasetError(
-                    f"{path}:{number} field episode: expected an integer or null, got {episode!r}"
-                )
+                raise DatasetError(f"{path}:{number} field episode: expected an integer or null, got {episode!r}")
             events.append(_Event(number, float(t), episode, json.dumps(obj, ensure_ascii=False)))
     return events
 
@@ -236,9 +230,7 @@ def _joint_rows(table: pa.Table, source: Path) -> Iterator[_JointRow]:
                 f"({len(row.names)}, {row.position.size}, {row.command.size})"
             )
         if row.pose.size != 7:
-            raise DatasetError(
-                f"{source} row {i} column tcp_pose_world: expected 7 numbers (x y z qx qy qz qw)"
-            )
+            raise DatasetError(f"{source} row {i} column tcp_pose_world: expected 7 numbers (x y z qx qy qz qw)")
         yield row
 
 
@@ -279,9 +271,7 @@ def export_bag(run_dir: Path, out: Path | None = None) -> BagExport:
     offsets = _episode_offsets(_spans(table, events))
     robots = sorted(set(table.column("robot").to_pylist()))
     prefix: Callable[[str, list[str]], list[str]] = (
-        (lambda robot, names: [f"{robot}/{n}" for n in names])
-        if len(robots) > 1
-        else (lambda _r, names: names)
+        (lambda robot, names: [f"{robot}/{n}" for n in names]) if len(robots) > 1 else (lambda _r, names: names)
     )
 
     msgs = _Messages()
@@ -293,8 +283,7 @@ def export_bag(run_dir: Path, out: Path | None = None) -> BagExport:
             writer.set_custom_data(f"testbed.{name}", (run_dir / name).read_text(encoding="utf-8"))
     with writer:
         conns = {
-            topic: writer.add_connection(topic, msgtype, typestore=msgs.store)
-            for topic, msgtype in TOPICS.items()
+            topic: writer.add_connection(topic, msgtype, typestore=msgs.store) for topic, msgtype in TOPICS.items()
         }
 
         def write(topic: str, ns: int, msg: Any) -> None:
@@ -307,9 +296,7 @@ def export_bag(run_dir: Path, out: Path | None = None) -> BagExport:
         # merge both streams in time order so players and live tools see one timeline
         timed_rows = ((_ns(r.t_s + offsets[r.episode]), 0, r) for r in _joint_rows(table, states_path))
         last_clock = -1
-        for ns, _, item in heapq.merge(
-            timed_rows, _timed_events(events, offsets), key=lambda x: (x[0], x[1])
-        ):
+        for ns, _, item in heapq.merge(timed_rows, _timed_events(events, offsets), key=lambda x: (x[0], x[1])):
             if isinstance(item, _Event):
                 write("/events", ns, msgs.string(item.text))
                 continue

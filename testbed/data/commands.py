@@ -30,6 +30,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     val.add_argument("dir", type=Path)
     val.set_defaults(func=_validate)
 
+    rec = sub.add_parser("record", help="run a scenario and record its episodes as a LeRobot dataset")
+    rec.add_argument("file", type=Path, help="launch file (YAML); its policy acts (the expert by default)")
+    rec.add_argument("overrides", nargs="*", metavar="key:=value", help="overrides, e.g. seed:=7")
+    rec.add_argument("--episodes", type=int, required=True)
+    rec.add_argument("--out", type=Path, required=True, help="dataset directory to create")
+    rec.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where the run record goes")
+    rec.add_argument("--card", type=Path, default=None, help="card.yaml template (default: simulated, public)")
+    rec.set_defaults(func=_record)
+
+    train = subparsers.add_parser("train", help="train a policy from a demonstration dataset")
+    train_sub = train.add_subparsers(dest="train_command", metavar="MODEL", required=True)
+    bc = train_sub.add_parser("bc", help="behaviour cloning: nearest-neighbour action chunks (numpy)")
+    bc.add_argument("--dataset", type=Path, required=True, help="LeRobot dataset directory")
+    bc.add_argument("--out", type=Path, required=True, help="model file to write (.npz)")
+    bc.add_argument("--chunk-size", type=int, default=10, help="actions per chunk (default 10)")
+    bc.add_argument("--k", type=int, default=4, help="neighbours averaged per query (default 4)")
+    bc.add_argument("--replan-every", type=int, default=None, help="steps between queries (default chunk/2)")
+    bc.add_argument("--max-samples", type=int, default=None, help="subsample to this many frames")
+    bc.add_argument("--seed", type=int, default=0, help="seed for subsampling")
+    bc.set_defaults(func=_train_bc)
+
     bag = sub.add_parser("export-bag", help="export a run directory to a ROS 2 bag (MCAP)")
     bag.add_argument("run_dir", type=Path)
     bag.add_argument("--out", type=Path, default=None, help="bag directory to create (default RUN_DIR/bag)")
@@ -108,6 +129,45 @@ def _validate(args: argparse.Namespace) -> int:
         print(f"{args.dir}: {len(problems)} problem(s)", file=sys.stderr)
         return 2
     print(f"{args.dir}: ok")
+    return 0
+
+
+def _record(args: argparse.Namespace) -> int:
+    from testbed.data.card import load_card
+    from testbed.data.record import record_dataset
+
+    card = load_card(args.card) if args.card is not None else None
+    result = record_dataset(
+        args.file,
+        args.out,
+        episodes=args.episodes,
+        overrides=args.overrides,
+        runs_dir=args.runs_dir,
+        card=card,
+        progress=lambda line: print(f"  {line}", flush=True),
+    )
+    print(
+        f"{result.dataset_dir}: {result.metrics['episodes']} episode(s), "
+        f"success rate {result.metrics['success_rate']:.2f}; run record in {result.run_dir}"
+    )
+    return 0
+
+
+def _train_bc(args: argparse.Namespace) -> int:
+    from testbed.policies.bc import train_bc
+
+    report = train_bc(
+        args.dataset,
+        args.out,
+        chunk_size=args.chunk_size,
+        k=args.k,
+        replan_every=args.replan_every,
+        max_samples=args.max_samples,
+        seed=args.seed,
+    )
+    skipped = f", {report.skipped_episodes} failed episode(s) left out" if report.skipped_episodes else ""
+    print(f"{report.model_path}: {report.frames} frames from {report.episodes} episode(s){skipped}")
+    print(f"serve it with: testbed serve-policy bc:{report.model_path}")
     return 0
 
 

@@ -99,8 +99,7 @@ def _part_type(value: str) -> str:
     if key in PART_TYPE_ALIASES:
         return PART_TYPE_ALIASES[key]
     raise _CellError(
-        f"unknown part type {value!r} (known: {', '.join(PART_TYPES)}; "
-        f"aliases: {', '.join(sorted(PART_TYPE_ALIASES))})"
+        f"unknown part type {value!r} (known: {', '.join(PART_TYPES)}; aliases: {', '.join(sorted(PART_TYPE_ALIASES))})"
     )
 
 
@@ -227,8 +226,7 @@ def _resolve_card(csv_path: Path, card: DatasetCard | Path | None) -> DatasetCar
     card_path = Path(card) if card is not None else csv_path.parent / "card.yaml"
     if not card_path.exists():
         raise DatasetError(
-            f"{csv_path}: no dataset card at {card_path}; "
-            "put card.yaml beside the CSV or pass one with --card"
+            f"{csv_path}: no dataset card at {card_path}; put card.yaml beside the CSV or pass one with --card"
         )
     return load_card(card_path)
 
@@ -388,9 +386,7 @@ def source_columns(table: pa.Table) -> list[str]:
     return list(json.loads(raw)) if raw else [c for c in COLUMNS if c in table.column_names]
 
 
-def load_order_workload(
-    dataset_dir: Path, *, time_scale: float = 1.0, limit: int | None = None
-) -> list[PartArrival]:
+def load_order_workload(dataset_dir: Path, *, time_scale: float = 1.0, limit: int | None = None) -> list[PartArrival]:
     """Part arrivals from an imported order dataset, in time order.
 
     Args:
@@ -426,7 +422,4 @@ def load_order_workload(
             f"(known: {', '.join(PART_TYPES)})"
         )
     orders = table.column("work_order").to_pylist()
-    return [
-        PartArrival(t_s=float(t), part_type=p, order_id=o)
-        for t, p, o in zip(t_s, part_types, orders, strict=True)
-    ]
+    return [PartArrival(t_s=float(t), part_type=p, order_id=o) for t, p, o in zip(t_s, part_types, orders, strict=True)]
