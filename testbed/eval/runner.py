@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from testbed.control import ControlLoop
+from testbed.control.pacing import Pacer
 from testbed.errors import PolicyUnavailable, SpecMismatch, TestbedError
 from testbed.eval.events import EventStream
 from testbed.eval.metrics import EpisodeTally, build_metrics
@@ -130,6 +131,7 @@ def run_scenario(loaded: LoadedScenario, *, runs_dir: Path = Path("runs"), recor
         control = ControlLoop([r.model for r in cell.robots], cell.dt_s,
                               stream_timeout_s=robot0.stream_timeout_s, speed_scale=robot0.speed_scale)
         trace = JointTrace(run_dir / "joint_states.parquet", cell)
+        pacer = Pacer(cell.dt_s) if scenario.sim.realtime else None
         events.emit("run_start", 0.0, None, run_id=run_id, scenario=scenario.name, seed=scenario.seed,
                     episodes=scenario.episodes, robots=[r.name for r in scenario.cell.robots],
                     policy=drivers[0].spec.model_name)
@@ -140,7 +142,7 @@ def run_scenario(loaded: LoadedScenario, *, runs_dir: Path = Path("runs"), recor
         for episode in range(scenario.episodes):
             started = time.perf_counter()
             tally = _run_episode(episode, scenario, cell, control, drivers, arrivals[episode], events, trace,
-                                 latencies, recorder)
+                                 latencies, recorder, pacer)
             wall_s += time.perf_counter() - started
             sim_s += tally.duration_s
             tallies.append(tally)
@@ -151,8 +153,7 @@ def run_scenario(loaded: LoadedScenario, *, runs_dir: Path = Path("runs"), recor
         trace.close()
         metrics = build_metrics(
             run_id=run_id, scenario=scenario.name, tallies=tallies, policy_latency_ms=latencies, sim_s=sim_s,
-            wall_s=wall_s, control={"cycle_ms": round(cell.dt_s * 1000, 6), "robots": len(cell.robots),
-                                    "jitter_us_p99": None, "missed_cycles": 0, "mode": "lockstep"})
+            wall_s=wall_s, control=_control_metrics(cell.dt_s, len(cell.robots), pacer))
         events.emit("run_end", sim_s, None, success_rate=metrics["success_rate"])
         if recorder is not None:
             recorder.close()
@@ -160,9 +161,20 @@ def run_scenario(loaded: LoadedScenario, *, runs_dir: Path = Path("runs"), recor
     return RunResult(run_id, run_dir, metrics)
 
 
+def _control_metrics(dt_s: float, robots: int, pacer: Pacer | None) -> dict[str, Any]:
+    figures: dict[str, Any] = {"cycle_ms": round(dt_s * 1000, 6), "robots": robots}
+    if pacer is None:
+        # lockstep: the loop runs as fast as it can on simulated time; there is no wall-clock deadline to miss
+        return {**figures, "mode": "lockstep", "jitter_us_p99": None, "missed_cycles": 0}
+    stats = pacer.stats()
+    return {**figures, "mode": "realtime", "jitter_us_p99": round(stats.wake_error_us_p99, 3),
+            "jitter_us_p50": round(stats.wake_error_us_p50, 3), "jitter_us_max": round(stats.wake_error_us_max, 3),
+            "missed_cycles": stats.missed_cycles, "missed_cycles_pct": round(stats.missed_cycles_pct, 5)}
+
+
 def _run_episode(episode: int, scenario: Any, cell: Cell, control: ControlLoop, drivers: list[_RobotDriver],
-                 arrivals: list, events: EventStream, trace: Any, latencies: list[float],
-                 recorder: Recorder | None) -> EpisodeTally:
+                 arrivals: list, events: EventStream, trace: JointTrace, latencies: list[float],
+                 recorder: Recorder | None, pacer: Pacer | None) -> EpisodeTally:
     tally = EpisodeTally(episode=episode, parts=len(arrivals))
     cell.reset_episode()
     control.reset(cell.read_joint_positions().copy())
@@ -184,8 +196,12 @@ def _run_episode(episode: int, scenario: Any, cell: Cell, control: ControlLoop, 
     stopped = False
     step = 0
     t = 0.0
+    if pacer is not None:
+        pacer.start()
     for step in range(max_steps):
         t = step * dt
+        if pacer is not None:
+            pacer.wait()
         while pending and pending[0].t_s <= t + 1e-9:
             arrival = pending.pop(0)
             if cell.spawn(arrival):
@@ -197,8 +213,11 @@ def _run_episode(episode: int, scenario: Any, cell: Cell, control: ControlLoop, 
                             reason="no free part in the pool")
         measured = cell.read_joint_positions()
         for d, spp in zip(drivers, steps_per_policy, strict=True):
+            if pacer is not None and d.in_flight is not None:
+                _poll(d, t, episode, measured, control, events, tally, latencies, recorder, timeout_s=0.0)
             if step % spp == 0:
-                _policy_step(d, t, episode, measured, control, events, tally, latencies, recorder, trace)
+                _policy_step(d, t, episode, measured, control, events, tally, latencies, recorder, trace,
+                             realtime=pacer is not None)
                 touching = cell.robot_contacts(d.index)
                 for name in sorted(touching - contacts[d.index]):
                     tally.collisions += 1
@@ -254,47 +273,58 @@ def _run_episode(episode: int, scenario: Any, cell: Cell, control: ControlLoop, 
 
 def _policy_step(d: _RobotDriver, t: float, episode: int, measured: np.ndarray, control: ControlLoop,
                  events: EventStream, tally: EpisodeTally, latencies: list[float], recorder: Recorder | None,
-                 trace: JointTrace) -> None:
+                 trace: JointTrace, *, realtime: bool) -> None:
     """Collect the chunk asked for one policy step ago, then ask for the next one.
 
-    The request for step k overlaps the physics of step k -> k+1 and its chunk is
-    applied from step k+1 on: a fixed one-step pipeline, so the round trip does not
-    stall the loop and the run stays deterministic whatever the network does.
+    Lockstep: the request for step k overlaps the physics of step k -> k+1 and its
+    chunk is applied from step k+1 on, waiting for it at most the deadline: a fixed
+    one-step pipeline, so the round trip does not stall the loop and the run stays
+    deterministic whatever the network does. Real time: nothing waits; chunks are
+    applied whenever they arrive (``_poll`` every cycle), aligned by the step they
+    were computed for.
     """
-    if d.in_flight is not None:
-        _collect(d, t, episode, measured, control, events, tally, latencies, recorder)
+    if d.in_flight is not None and not realtime:
+        _poll(d, t, episode, measured, control, events, tally, latencies, recorder, timeout_s=d.deadline_s)
     trace.add(t, episode, d.index, measured, control.setpoint)
     obs = d.observe(measured)
     try:
         d.source.submit(obs, d.step)
     except (PolicyUnavailable, SpecMismatch) as exc:
         tally.policy_timeouts += 1
-        events.emit("policy_timeout", t, episode, d.name, reason=str(exc))
+        events.emit("policy_timeout", t, episode, d.name, reason=str(exc), step=d.step)
     else:
-        d.in_flight = (d.step, obs, time.perf_counter())
+        asked_at = d.in_flight[2] if d.in_flight is not None else time.perf_counter()
+        d.in_flight = (d.step, obs, asked_at)
     d.step += 1
 
 
-def _collect(d: _RobotDriver, t: float, episode: int, measured: np.ndarray, control: ControlLoop,
-             events: EventStream, tally: EpisodeTally, latencies: list[float], recorder: Recorder | None) -> None:
+def _poll(d: _RobotDriver, t: float, episode: int, measured: np.ndarray, control: ControlLoop,
+          events: EventStream, tally: EpisodeTally, latencies: list[float], recorder: Recorder | None,
+          *, timeout_s: float) -> None:
+    """Apply the chunk that arrived for the request in flight, if any; a request past its deadline times out."""
     assert d.in_flight is not None
-    asked_step, asked_obs, _ = d.in_flight
+    asked_step, asked_obs, asked_at = d.in_flight
     try:
-        chunk = d.source.result(d.deadline_s)
+        chunk = d.source.result(timeout_s)
     except (PolicyUnavailable, SpecMismatch) as exc:
         chunk, reason = None, str(exc)
     else:
         reason = f"no answer within {d.deadline_s} s"
-    d.in_flight = None
+        if chunk is None and time.perf_counter() - asked_at < d.deadline_s:
+            return  # still in time (real-time polling)
     if chunk is None:
+        d.in_flight = None
         tally.policy_timeouts += 1
         events.emit("policy_timeout", t, episode, d.name, reason=reason, step=asked_step)
         return
+    if chunk.step >= asked_step:
+        d.in_flight = None
     if chunk.step == asked_step:
         # the source's own round-trip figure: the wall time until collection includes the overlapped physics
         latencies.append(chunk.latency_ms)
         if recorder is not None:
-            recorder.add_frame({**asked_obs, "action": chunk.actions[0].astype(np.float32)}, t - d.period_s)
+            recorder.add_frame({**asked_obs, "action": chunk.actions[0].astype(np.float32)},
+                               asked_step * d.period_s)
     # row k of a chunk computed for step s applies at step s + k; rows already past are skipped
     skip = d.step - chunk.step
     if skip >= chunk.actions.shape[0]:

@@ -83,3 +83,23 @@ def test_episode_is_cut_at_max_episode_s(tmp_path):
     episode = result.metrics["episode_results"][0]
     assert episode["end_reason"] == "max_episode_s reached" and not episode["success"]
     assert episode["duration_s"] == pytest.approx(4.0, abs=0.01)
+
+
+def test_realtime_mode_reports_wake_up_error_and_missed_cycles(tmp_path):
+    parts = "[{t: 0.0, type: module}]"
+    scenario = load("launch/factory_cell.yaml", ["episodes:=1", "sim.realtime:=true", "sim.max_episode_s:=1.5",
+                                                  "workload.random:=null", f"workload.parts:={parts}"])
+    result = run_scenario(scenario, runs_dir=tmp_path)
+    control = result.metrics["control"]
+    assert control["mode"] == "realtime"
+    assert control["jitter_us_p99"] is not None and control["jitter_us_p99"] >= 0
+    assert control["jitter_us_max"] >= control["jitter_us_p99"] >= control["jitter_us_p50"]
+    assert isinstance(control["missed_cycles"], int)
+    assert result.metrics["episode_results"][0]["duration_s"] == pytest.approx(1.5, abs=0.01)
+
+
+def test_lockstep_mode_has_no_wall_clock_deadlines(tmp_path):
+    result = run_scenario(load("launch/factory_cell.yaml", ["episodes:=1", "sim.max_episode_s:=0.5"]),
+                          runs_dir=tmp_path)
+    assert result.metrics["control"]["mode"] == "lockstep"
+    assert result.metrics["control"]["missed_cycles"] == 0
