@@ -47,3 +47,11 @@ class ComplianceDenied(TestbedError):
 
 class BridgeConfigError(TestbedError):
     """A bridge server or client was configured unsafely or inconsistently (TLS files, token, bind address)."""
+
+
+class InvalidCommand(ControllerError):
+    """A command sent to a controller is malformed (unknown robot, wrong joint count, NaN/inf)."""
+
+
+class FeatureUnavailable(TestbedError):
+    """A requested feature is not available in this build or configuration (the message names what is missing)."""

@@ -1,0 +1,582 @@
+"""What the controller service drives: the ``ControllerBackend`` seam and its ``ControlLoop`` implementation.
+
+The gRPC servicer (``controller_service.py``) runs on its own thread; the control loop
+ticks on another (the run loop, or a ``TickerThread``). ``ControlLoopBackend`` keeps
+them apart: commands are checked on the caller's thread, queued, and applied by the
+ticking thread at the start of its next cycle (``apply_pending``); after the cycle the
+loop's state is copied into preallocated buffers (``publish``) that readers turn into
+snapshots under a lock. Callers get a ``concurrent.futures.Future`` that resolves once
+their command took effect. Streamed set-points go through ``ControlLoop.submit_chunk``,
+so every position, velocity and acceleration limit of the loop applies to them.
+
+A run loop attaches a backend in one line::
+
+    setpoint = backend.tick(t_s, measured)   # instead of control.tick(t_s, measured)
+
+or, keeping its own call, ``backend.apply_pending(t_s)`` before ``control.tick`` and
+``backend.publish(t_s, measured)`` after it.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import yaml
+
+from testbed.control import ControlLoop, LifecycleState
+from testbed.errors import ControllerError, FeatureUnavailable, InvalidCommand, JobError
+
+MAX_CHUNK_ROWS = 10_000
+
+
+class Transition(enum.Enum):
+    """Lifecycle changes an outside caller may request."""
+
+    ACTIVATE = "activate"
+    DEACTIVATE = "deactivate"
+    RESET = "reset"
+    PROTECTIVE_STOP = "protective_stop"
+    EMERGENCY_STOP = "emergency_stop"
+
+
+@dataclass(frozen=True)
+class RobotDescription:
+    """A robot as outside callers see it; arrays are read-only float64 ``(joints,)``.
+
+    Args:
+        name: name callers address the robot by (unique in the backend).
+        model: robot model (``robots/<model>/``).
+        joint_names, joint_types: per joint, ``revolute`` or ``prismatic``.
+        lower, upper: joint range (rad or m).
+        velocity_max, acceleration_max: hard limits before the speed scale (rad/s, rad/s^2 or m/...).
+        cycle_s: the control loop's cycle.
+    """
+
+    name: str
+    model: str
+    joint_names: tuple[str, ...]
+    joint_types: tuple[str, ...]
+    lower: np.ndarray
+    upper: np.ndarray
+    velocity_max: np.ndarray
+    acceleration_max: np.ndarray
+    cycle_s: float
+
+    @property
+    def n_joints(self) -> int:
+        """Number of joints."""
+        return len(self.joint_names)
+
+
+@dataclass(frozen=True)
+class RobotSnapshot:
+    """One robot's state copied after a control cycle; arrays are float64 ``(joints,)``.
+
+    Args:
+        robot: robot name.
+        lifecycle_state: ``LifecycleState`` name (``ACTIVE``, ``PROTECTIVE_STOP``, ...).
+        t_s: controller time of the cycle.
+        cycle: cycles published so far.
+        joint_pos_rad: measured positions when the cell reported them, else the set-point.
+        setpoint_rad: commanded set-point after the cycle.
+        setpoint_vel_rad_s: set-point velocity of the cycle.
+        gripper_on: gripper output (last request from a stream or job; False if none).
+        speed_scale: reduced-speed factor in (0, 1].
+        job: running job name, empty if none.
+        last_error: why the controller faulted, empty if it did not.
+    """
+
+    robot: str
+    lifecycle_state: str
+    t_s: float
+    cycle: int
+    joint_pos_rad: np.ndarray
+    setpoint_rad: np.ndarray
+    setpoint_vel_rad_s: np.ndarray
+    gripper_on: bool
+    speed_scale: float
+    job: str
+    last_error: str
+
+    @property
+    def protective_stop(self) -> bool:
+        """True while the robot is in PROTECTIVE_STOP."""
+        return self.lifecycle_state == LifecycleState.PROTECTIVE_STOP.name
+
+
+class JobOutputs(Protocol):
+    """What a running job reports each cycle."""
+
+    gripper: bool | None  # a gripper output to set this cycle, or None
+    done: bool
+
+
+class Job(Protocol):
+    """A parsed, checked teach-pendant job bound to one robot; it feeds the loop itself."""
+
+    name: str
+
+    def tick(self, t_s: float) -> JobOutputs:
+        """Advance the job to ``t_s`` (called by the ticking thread before the loop's tick)."""
+        ...
+
+
+#: ``loader(robot_index, job_yaml) -> Job``; raises ``JobError`` naming the line of a bad job.
+JobLoader = Callable[[int, str], Job]
+
+
+class ControllerBackend(Protocol):
+    """The controllers a ``ControllerService`` exposes. Every method is safe to call from any thread.
+
+    Methods that change the robot return a future resolved once the change took effect in
+    the control loop (or failed with a ``ControllerError``); they raise ``InvalidCommand``
+    at once for malformed requests (unknown robot, wrong joint count, NaN/inf).
+    """
+
+    def robots(self) -> tuple[RobotDescription, ...]:
+        """All robots, in loop order."""
+        ...
+
+    def snapshot(self, robot: str) -> RobotSnapshot:
+        """The robot's state after the last published cycle."""
+        ...
+
+    def change_state(self, robot: str, transition: Transition) -> Future[str]:
+        """Request a lifecycle change; the future gives the state name after it."""
+        ...
+
+    def send_job(self, robot: str, job_yaml: str) -> Future[str]:
+        """Check and start a job (YAML text); the future gives its name once it runs."""
+        ...
+
+    def stream_setpoints(
+        self, robot: str, joint_pos_rad: np.ndarray, *, dt_s: float | None = None, gripper_on: bool = False
+    ) -> Future[RobotSnapshot]:
+        """Queue joint targets, ``(joints,)`` or ``(steps, joints)`` rows ``dt_s`` apart from the next cycle.
+
+        The future gives the robot's state after the cycle that applied them.
+        """
+        ...
+
+    def end_stream(self, robot: str) -> None:
+        """The stream ended normally: reach the last target and hold, without a stream timeout."""
+        ...
+
+
+@dataclass
+class _Command:
+    robot: int
+    kind: str  # transition value, "job", "setpoints" or "end_stream"
+    future: Future | None
+    targets: np.ndarray | None = None
+    dt_s: float = 0.0
+    gripper_on: bool = False
+    job: Job | None = None
+
+
+@dataclass
+class _LastChunk:
+    targets: np.ndarray
+    t0_s: float
+    dt_s: float
+
+
+class ControlLoopBackend:
+    """``ControllerBackend`` over a ``testbed.control.ControlLoop`` ticked by another thread.
+
+    Args:
+        loop: the control loop; only the ticking thread may call its methods while this
+            backend is in use (through ``tick`` or ``apply_pending``/``publish``).
+        names: robot names callers use, one per loop robot; default the model names.
+        job_loader: turns job YAML into a runnable ``Job``; without one, ``send_job``
+            checks the YAML and then refuses with ``FeatureUnavailable``.
+
+    Raises:
+        ControllerError: ``names`` has the wrong length or duplicates.
+    """
+
+    def __init__(
+        self, loop: ControlLoop, *, names: Sequence[str] | None = None, job_loader: JobLoader | None = None
+    ) -> None:
+        models = loop.models
+        if names is None:
+            names = [str(m.name) for m in models]
+        names = [str(n) for n in names]
+        if len(names) != loop.n_robots:
+            raise ControllerError(
+                f"ControlLoopBackend: names must give one name per robot ({loop.n_robots}), got {len(names)}"
+            )
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ControllerError(
+                f"ControlLoopBackend: robot names must be unique, {dupes} repeat; pass names=[...] "
+                "(e.g. the cell's robot names)"
+            )
+        self._loop = loop
+        self._job_loader = job_loader
+        self._index = {n: i for i, n in enumerate(names)}
+        lower, upper, vel, acc = loop.limits
+        descs = []
+        for i, (name, model) in enumerate(zip(names, models, strict=True)):
+            n_j = int(model.n_joints)
+            joint_names = tuple(getattr(model, "joint_names", None) or (f"joint_{k + 1}" for k in range(n_j)))
+            joint_types = tuple(getattr(model, "joint_types", None) or ("revolute",) * n_j)
+            descs.append(
+                RobotDescription(
+                    name=name,
+                    model=str(model.name),
+                    joint_names=joint_names,
+                    joint_types=joint_types,
+                    lower=_frozen(lower[i, :n_j]),
+                    upper=_frozen(upper[i, :n_j]),
+                    velocity_max=_frozen(vel[i, :n_j]),
+                    acceleration_max=_frozen(acc[i, :n_j]),
+                    cycle_s=loop.dt_s,
+                )
+            )
+        self._robots = tuple(descs)
+
+        self._lock = threading.Lock()
+        self._pending: list[_Command] = []
+        self._awaiting: list[tuple[int, Future]] = []  # set-point futures resolved after the next publish
+        shape = (loop.n_robots, loop.max_joints)
+        self._pub_setpoint = np.zeros(shape)
+        self._pub_vel = np.zeros(shape)
+        self._pub_measured = np.zeros(shape)
+        self._has_measured = False
+        self._t_s = 0.0
+        self._cycle = 0
+        self._gripper: list[bool | None] = [None] * loop.n_robots
+        self._jobs: dict[int, Job] = {}
+        self._last_chunk: dict[int, _LastChunk] = {}
+        self._cycle_cv = threading.Condition(self._lock)
+
+    # ------------------------------------------------------------------ ControllerBackend
+    def robots(self) -> tuple[RobotDescription, ...]:
+        """All robots, in loop order."""
+        return self._robots
+
+    def snapshot(self, robot: str) -> RobotSnapshot:
+        """The robot's state after the last published cycle.
+
+        Raises:
+            InvalidCommand: unknown robot.
+        """
+        r = self._robot_index(robot)
+        with self._lock:
+            return self._snapshot_locked(r)
+
+    def change_state(self, robot: str, transition: Transition) -> Future[str]:
+        """Queue a lifecycle change for the next cycle; the future gives the resulting state name.
+
+        The future fails with ``ControllerError`` when the lifecycle refuses the transition.
+
+        Raises:
+            InvalidCommand: unknown robot or transition.
+        """
+        r = self._robot_index(robot)
+        if not isinstance(transition, Transition):
+            known = ", ".join(t.name for t in Transition)
+            raise InvalidCommand(f"transition: expected one of {known}, got {transition!r}")
+        return self._queue(_Command(r, transition.value, Future()))
+
+    def send_job(self, robot: str, job_yaml: str) -> Future[str]:
+        """Check a job and queue its start; the future gives the job's name once it runs.
+
+        Raises:
+            InvalidCommand: unknown robot.
+            JobError: the YAML does not parse, or the job loader refuses the job (naming the line).
+            FeatureUnavailable: no job loader is configured (the job language is not available).
+        """
+        r = self._robot_index(robot)
+        try:
+            yaml.safe_load(job_yaml)
+        except yaml.YAMLError as exc:
+            raise JobError(f"job_yaml: not valid YAML: {exc}") from exc
+        if self._job_loader is None:
+            raise FeatureUnavailable(
+                f"job_yaml for robot {robot!r}: jobs cannot run here: this controller has no job loader "
+                "(the teach-pendant job language of testbed.control, MOVJ/MOVL/MOVC, is not wired into "
+                "ControlLoopBackend(job_loader=...)); stream set-points with StreamSetpoints instead"
+            )
+        job = self._job_loader(r, job_yaml)
+        return self._queue(_Command(r, "job", Future(), job=job))
+
+    def stream_setpoints(
+        self, robot: str, joint_pos_rad: np.ndarray, *, dt_s: float | None = None, gripper_on: bool = False
+    ) -> Future[RobotSnapshot]:
+        """Queue joint targets from the next cycle on; the future gives the state after that cycle.
+
+        Args:
+            robot: robot name.
+            joint_pos_rad: ``(joints,)`` one target, or ``(steps, joints)`` rows ``dt_s`` apart.
+            dt_s: time between rows; None or 0 means the loop's cycle.
+            gripper_on: gripper output requested with these targets.
+
+        Raises:
+            InvalidCommand: unknown robot, wrong shape or joint count, NaN/inf, bad ``dt_s``.
+        """
+        r = self._robot_index(robot)
+        desc = self._robots[r]
+        arr = np.asarray(joint_pos_rad)
+        if arr.dtype.kind != "f":
+            raise InvalidCommand(f"joint_pos_rad: expected float32 or float64 values, got dtype {arr.dtype}")
+        if arr.ndim == 1:
+            arr = arr[None, :]
+        if arr.ndim != 2 or arr.shape[1] != desc.n_joints or not 1 <= arr.shape[0] <= MAX_CHUNK_ROWS:
+            raise InvalidCommand(
+                f"joint_pos_rad: robot {robot!r} has {desc.n_joints} joints: expected shape ({desc.n_joints},) "
+                f"or (steps, {desc.n_joints}) with 1 <= steps <= {MAX_CHUNK_ROWS}, got {np.shape(joint_pos_rad)}"
+            )
+        finite = np.isfinite(arr)
+        if not finite.all():
+            row, joint = (int(x) for x in np.argwhere(~finite)[0])
+            raise InvalidCommand(
+                f"joint_pos_rad: NaN or inf for robot {robot!r} at row {row} joint {joint} "
+                f"({desc.joint_names[joint]}); every value must be finite"
+            )
+        step_s = self._loop.dt_s if not dt_s else float(dt_s)
+        if not (math.isfinite(step_s) and step_s > 0):
+            raise InvalidCommand(f"dt_s: expected a finite time > 0 between rows (or 0 for the cycle), got {dt_s!r}")
+        targets = np.array(arr, dtype=np.float64)  # own copy: the caller's buffer may change
+        return self._queue(_Command(r, "setpoints", Future(), targets=targets, dt_s=step_s, gripper_on=gripper_on))
+
+    def end_stream(self, robot: str) -> None:
+        """Let ``robot`` reach its last streamed target and hold there (no stream-timeout stop).
+
+        Raises:
+            InvalidCommand: unknown robot.
+        """
+        self._queue(_Command(self._robot_index(robot), "end_stream", None))
+
+    # ------------------------------------------------------------------ the ticking thread
+    def tick(self, t_s: float, measured_pos: np.ndarray | None = None) -> np.ndarray:
+        """``apply_pending``, the loop's ``tick`` and ``publish`` in one call; returns the set-point view."""
+        self.apply_pending(t_s)
+        setpoint = self._loop.tick(t_s, measured_pos)
+        self.publish(t_s, measured_pos)
+        return setpoint
+
+    def apply_pending(self, t_s: float) -> None:
+        """Apply queued commands and advance running jobs; call before the loop's ``tick(t_s)``.
+
+        Only the thread that ticks the loop may call this.
+        """
+        with self._lock:
+            if not self._pending and not self._jobs:
+                return
+            pending, self._pending = self._pending, []
+            for cmd in pending:
+                if cmd.future is not None and not cmd.future.set_running_or_notify_cancel():
+                    continue  # the caller gave up waiting: a late command must not move the robot
+                try:
+                    self._apply(cmd, t_s)
+                except ControllerError as exc:
+                    if cmd.future is not None:
+                        cmd.future.set_exception(exc)
+            if self._jobs:
+                self._advance_jobs(t_s)
+
+    def publish(self, t_s: float, measured_pos: np.ndarray | None = None) -> None:
+        """Copy the loop's state after its ``tick(t_s)``; resolves set-point futures of this cycle.
+
+        Args:
+            t_s: the cycle's time.
+            measured_pos: ``(robots, max_joints)`` measured positions, or None to report set-points.
+        """
+        loop = self._loop
+        with self._lock:
+            np.copyto(self._pub_setpoint, loop.setpoint)
+            np.copyto(self._pub_vel, loop.setpoint_vel)
+            if measured_pos is not None:
+                np.copyto(self._pub_measured, measured_pos)
+            self._has_measured = measured_pos is not None
+            self._t_s = float(t_s)
+            self._cycle += 1
+            if self._awaiting:
+                for r, fut in self._awaiting:
+                    fut.set_result(self._snapshot_locked(r))
+                self._awaiting.clear()
+            self._cycle_cv.notify_all()
+
+    def gripper_request(self, robot: int) -> bool | None:
+        """The gripper output last requested for robot index ``robot`` by a stream or job, None if never."""
+        with self._lock:
+            return self._gripper[robot]
+
+    def wait_cycles(self, n: int, timeout_s: float) -> bool:
+        """Block until ``n`` more cycles were published; False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        with self._cycle_cv:
+            target = self._cycle + n
+            while self._cycle < target:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._cycle_cv.wait(left):
+                    return self._cycle >= target
+        return True
+
+    # ------------------------------------------------------------------ internals
+    def _robot_index(self, robot: str) -> int:
+        r = self._index.get(robot)
+        if r is None:
+            known = ", ".join(self._index)
+            raise InvalidCommand(f"robot: unknown robot {robot!r} (known: {known})")
+        return r
+
+    def _queue(self, cmd: _Command) -> Future:
+        with self._lock:
+            self._pending.append(cmd)
+        return cmd.future if cmd.future is not None else Future()
+
+    def _apply(self, cmd: _Command, t_s: float) -> None:
+        loop, r = self._loop, cmd.robot
+        comp = loop.component(r)
+        name = self._robots[r].name
+        if cmd.kind == "setpoints":
+            assert cmd.targets is not None and cmd.future is not None
+            if comp.state is not LifecycleState.ACTIVE:
+                raise ControllerError(_not_active(name, comp.state, comp.last_error))
+            if r in self._jobs:
+                raise ControllerError(
+                    f"robot {name!r} is running job {self._jobs[r].name!r}: set-points are refused until it "
+                    "ends (or stop it with TRANSITION_PROTECTIVE_STOP and RESET)"
+                )
+            loop.submit_chunk(r, cmd.targets, t_s, cmd.dt_s)
+            self._last_chunk[r] = _LastChunk(cmd.targets, t_s, cmd.dt_s)
+            self._gripper[r] = cmd.gripper_on
+            self._awaiting.append((r, cmd.future))
+        elif cmd.kind == "end_stream":
+            last = self._last_chunk.pop(r, None)
+            if last is not None and comp.state is LifecycleState.ACTIVE and r not in self._jobs:
+                # the same rows on the same grid, but held at the end instead of timing out
+                loop.submit_chunk(r, last.targets, last.t0_s, last.dt_s, hold_after=True)
+        elif cmd.kind == "job":
+            assert cmd.job is not None and cmd.future is not None
+            if comp.state is not LifecycleState.ACTIVE:
+                raise ControllerError(_not_active(name, comp.state, comp.last_error))
+            if r in self._jobs:
+                raise ControllerError(f"robot {name!r} is already running job {self._jobs[r].name!r}")
+            self._jobs[r] = cmd.job
+            self._last_chunk.pop(r, None)
+            cmd.future.set_result(cmd.job.name)
+        else:
+            assert cmd.future is not None
+            transition = Transition(cmd.kind)
+            if transition is Transition.PROTECTIVE_STOP:
+                loop.protective_stop(r, "requested by a ControllerService client")
+            elif transition is Transition.EMERGENCY_STOP:
+                loop.emergency_stop(r, "requested by a ControllerService client")
+            else:
+                getattr(comp, transition.value)()
+            if comp.state is not LifecycleState.ACTIVE:
+                self._jobs.pop(r, None)
+            cmd.future.set_result(comp.state.name)
+
+    def _advance_jobs(self, t_s: float) -> None:
+        for r in list(self._jobs):
+            if self._loop.state(r) is not LifecycleState.ACTIVE:
+                del self._jobs[r]  # a stop or fault aborts the job, as on a teach pendant
+                continue
+            out = self._jobs[r].tick(t_s)
+            if out.gripper is not None:
+                self._gripper[r] = bool(out.gripper)
+            if out.done:
+                del self._jobs[r]
+
+    def _snapshot_locked(self, r: int) -> RobotSnapshot:
+        n_j = self._robots[r].n_joints
+        comp = self._loop.component(r)
+        setpoint = self._pub_setpoint[r, :n_j].copy()
+        measured = self._pub_measured[r, :n_j].copy() if self._has_measured else setpoint.copy()
+        job = self._jobs.get(r)
+        return RobotSnapshot(
+            robot=self._robots[r].name,
+            lifecycle_state=comp.state.name,
+            t_s=self._t_s,
+            cycle=self._cycle,
+            joint_pos_rad=measured,
+            setpoint_rad=setpoint,
+            setpoint_vel_rad_s=self._pub_vel[r, :n_j].copy(),
+            gripper_on=bool(self._gripper[r]),
+            speed_scale=self._loop.speed_scale,
+            job=job.name if job is not None else "",
+            last_error=comp.last_error or "",
+        )
+
+
+def _not_active(name: str, state: LifecycleState, last_error: str | None) -> str:
+    why = f" ({last_error})" if last_error else ""
+    fix = (
+        "send TRANSITION_RESET, then TRANSITION_ACTIVATE"
+        if state in (LifecycleState.PROTECTIVE_STOP, LifecycleState.EMERGENCY_STOP, LifecycleState.ERROR)
+        else "send TRANSITION_ACTIVATE"
+    )
+    return f"robot {name!r} is {state.name}{why}: set-points and jobs are accepted only when ACTIVE; {fix}"
+
+
+def _frozen(values: np.ndarray) -> np.ndarray:
+    out = np.array(values, dtype=np.float64)
+    out.flags.writeable = False
+    return out
+
+
+class TickerThread:
+    """Ticks a ``ControlLoopBackend`` on a daemon thread, paced by the wall clock (sleep-based).
+
+    For serving robots without a simulator, and for tests. The loop's time is
+    ``cycle * dt_s`` from 0; ``dt_s`` defaults to the loop's cycle.
+
+    Args:
+        backend: the backend to tick (it owns the loop).
+        dt_s: period; None for the loop's cycle.
+    """
+
+    def __init__(self, backend: ControlLoopBackend, dt_s: float | None = None) -> None:
+        self._backend = backend
+        self.dt_s = float(dt_s) if dt_s is not None else backend._loop.dt_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="controller-ticker", daemon=True)
+        self.error: BaseException | None = None
+
+    def start(self) -> TickerThread:
+        """Start ticking; returns self."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop ticking and wait for the thread.
+
+        Raises:
+            ControllerError: the loop raised while ticking (the original error is chained).
+        """
+        self._stop.set()
+        self._thread.join(5.0)
+        if self.error is not None:
+            raise ControllerError(f"TickerThread: the control loop raised {self.error!r}") from self.error
+
+    def __enter__(self) -> TickerThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        cycle = 0
+        start = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                self._backend.tick(cycle * self.dt_s)
+                cycle += 1
+                delay = start + cycle * self.dt_s - time.monotonic()
+                if delay > 0:
+                    self._stop.wait(delay)
+        except BaseException as exc:  # surfaced by stop(); a dead ticker must not pass silently
+            self.error = exc

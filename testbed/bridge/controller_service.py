@@ -1,0 +1,345 @@
+"""``testbed.v1.ControllerService``: outside callers see and drive the cell's robots over gRPC.
+
+The server runs a ``grpc.aio`` server on its own event-loop thread, so a synchronous
+run loop can start it, keep ticking, and stop it. Requests are checked before they
+reach a controller: an unknown robot, a wrong joint count, a bad dtype or NaN/inf is
+answered with ``INVALID_ARGUMENT`` naming the field; a transition the lifecycle refuses
+(or a set-point for a robot that is not ACTIVE) with ``FAILED_PRECONDITION``; a job
+when no job language is available with ``UNIMPLEMENTED``; a control loop that is not
+ticking with ``UNAVAILABLE``. Security follows the policy server: bearer token checked
+by the same interceptor (``UNAUTHENTICATED``), refused to listen beyond loopback without
+one, optional TLS (mutual with a client CA), message size caps, health service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from testbed.bridge import codec
+from testbed.bridge.controller_backend import ControllerBackend, RobotSnapshot, Transition
+from testbed.bridge.generated import common_pb2, controller_pb2, controller_pb2_grpc
+from testbed.bridge.server import _TokenInterceptor, channel_options, format_address, is_loopback
+from testbed.errors import (
+    BridgeConfigError,
+    ControllerError,
+    FeatureUnavailable,
+    InvalidCommand,
+    JobError,
+    SpecMismatch,
+)
+
+SERVICE_NAME = "testbed.v1.ControllerService"
+DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+DEFAULT_COMMAND_TIMEOUT_S = 2.0
+
+_TRANSITIONS = {
+    controller_pb2.TRANSITION_ACTIVATE: Transition.ACTIVATE,
+    controller_pb2.TRANSITION_DEACTIVATE: Transition.DEACTIVATE,
+    controller_pb2.TRANSITION_RESET: Transition.RESET,
+    controller_pb2.TRANSITION_PROTECTIVE_STOP: Transition.PROTECTIVE_STOP,
+    controller_pb2.TRANSITION_EMERGENCY_STOP: Transition.EMERGENCY_STOP,
+}
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files for a TLS server; with ``client_ca`` clients must present a certificate it signed."""
+
+    cert: Path
+    key: Path
+    client_ca: Path | None = None
+
+    def credentials(self) -> grpc.ServerCredentials:
+        """gRPC server credentials.
+
+        Raises:
+            BridgeConfigError: a file is missing.
+        """
+        for field, path in (("cert", self.cert), ("key", self.key), ("client_ca", self.client_ca)):
+            if path is not None and not Path(path).is_file():
+                raise BridgeConfigError(f"controller server tls.{field} {path}: file not found")
+        pair = (Path(self.key).read_bytes(), Path(self.cert).read_bytes())
+        client_ca = Path(self.client_ca).read_bytes() if self.client_ca is not None else None
+        return grpc.ssl_server_credentials(
+            [pair], root_certificates=client_ca, require_client_auth=client_ca is not None
+        )
+
+
+def snapshot_to_message(snap: RobotSnapshot) -> controller_pb2.RobotState:
+    """A ``RobotState`` message from a backend snapshot."""
+    return controller_pb2.RobotState(
+        robot=snap.robot,
+        lifecycle_state=snap.lifecycle_state,
+        joint_pos_rad=codec.encode_tensor(snap.joint_pos_rad, "joint_pos_rad"),
+        joint_vel_rad_s=codec.encode_tensor(snap.setpoint_vel_rad_s, "joint_vel_rad_s"),
+        gripper_on=snap.gripper_on,
+        t_s=snap.t_s,
+        protective_stop=snap.protective_stop,
+        job=snap.job,
+        setpoint_rad=codec.encode_tensor(snap.setpoint_rad, "setpoint_rad"),
+        speed_scale=snap.speed_scale,
+        last_error=snap.last_error,
+        cycle=snap.cycle,
+    )
+
+
+class ControllerServicer(controller_pb2_grpc.ControllerServiceServicer):
+    """``ControllerService`` over a ``ControllerBackend``.
+
+    Args:
+        backend: the controllers.
+        command_timeout_s: how long a command may wait for the control loop's next cycle.
+    """
+
+    def __init__(self, backend: ControllerBackend, *, command_timeout_s: float = DEFAULT_COMMAND_TIMEOUT_S) -> None:
+        self._backend = backend
+        self._timeout_s = command_timeout_s
+        self.streams_open = 0
+
+    async def ListRobots(
+        self, request: controller_pb2.ListRobotsRequest, context: grpc.aio.ServicerContext
+    ) -> controller_pb2.ListRobotsResponse:
+        out = controller_pb2.ListRobotsResponse()
+        for desc in self._backend.robots():
+            snap = self._backend.snapshot(desc.name)
+            out.robots.append(
+                controller_pb2.RobotInfo(
+                    name=desc.name,
+                    model=desc.model,
+                    joint_names=desc.joint_names,
+                    lifecycle_state=snap.lifecycle_state,
+                    cycle_ms=desc.cycle_s * 1e3,
+                    joint_types=desc.joint_types,
+                    lower=desc.lower.tolist(),
+                    upper=desc.upper.tolist(),
+                    velocity_max=desc.velocity_max.tolist(),
+                    acceleration_max=desc.acceleration_max.tolist(),
+                    speed_scale=snap.speed_scale,
+                )
+            )
+        return out
+
+    async def GetState(
+        self, request: controller_pb2.GetStateRequest, context: grpc.aio.ServicerContext
+    ) -> controller_pb2.RobotState:
+        try:
+            snap = self._backend.snapshot(request.robot)
+        except Exception as exc:
+            await _abort(context, exc)
+        return snapshot_to_message(snap)
+
+    async def ChangeState(
+        self, request: controller_pb2.ChangeStateRequest, context: grpc.aio.ServicerContext
+    ) -> controller_pb2.ChangeStateResponse:
+        transition = _TRANSITIONS.get(request.transition)
+        if transition is None:
+            known = ", ".join(controller_pb2.Transition.Name(v) for v in _TRANSITIONS)
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"transition: expected one of {known}, got {request.transition}",
+            )
+        try:
+            state = await self._wait(self._backend.change_state(request.robot, transition))
+        except Exception as exc:
+            await _abort(context, exc)
+        return controller_pb2.ChangeStateResponse(lifecycle_state=state)
+
+    async def SendJob(
+        self, request: controller_pb2.SendJobRequest, context: grpc.aio.ServicerContext
+    ) -> controller_pb2.SendJobResponse:
+        try:
+            # loading checks every line (and may solve kinematics): keep it off the event loop
+            future = await asyncio.to_thread(self._backend.send_job, request.robot, request.job_yaml)
+            name = await self._wait(future)
+        except Exception as exc:
+            await _abort(context, exc)
+        return controller_pb2.SendJobResponse(job=name)
+
+    async def StreamSetpoints(
+        self, request_iterator: AsyncIterator[controller_pb2.Setpoint], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[controller_pb2.RobotState]:
+        streamed: set[str] = set()
+        self.streams_open += 1
+        try:
+            async for msg in request_iterator:
+                try:
+                    targets = _decode_targets(msg.joint_pos_rad)
+                    future = self._backend.stream_setpoints(
+                        msg.robot, targets, dt_s=msg.dt_s or None, gripper_on=msg.gripper_on
+                    )
+                    streamed.add(msg.robot)
+                    snap = await self._wait(future)
+                except Exception as exc:
+                    await _abort(context, exc)
+                yield snapshot_to_message(snap)
+            # a normal end of the stream: reach the last set-point and hold (no stream-timeout stop)
+            for robot in streamed:
+                self._backend.end_stream(robot)
+        finally:
+            self.streams_open -= 1
+
+    async def _wait(self, future: Future[Any]) -> Any:
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), self._timeout_s)
+        except TimeoutError:
+            future.cancel()  # never applied late: the backend skips cancelled commands
+            raise _LoopNotTicking(
+                f"the control loop ran no cycle within {self._timeout_s:g} s; "
+                "is the run paused, finished or not started?"
+            ) from None
+
+
+class _LoopNotTicking(Exception):
+    pass
+
+
+def _decode_targets(msg: common_pb2.Tensor) -> np.ndarray:
+    if not msg.data and not msg.shape:
+        raise InvalidCommand("joint_pos_rad: missing; send a float64 or float32 tensor [joints] or [steps, joints]")
+    arr = codec.decode_tensor(msg, "joint_pos_rad")
+    if arr.dtype.kind != "f":
+        raise InvalidCommand(f"joint_pos_rad: expected dtype float64 or float32, got {arr.dtype.name}")
+    return arr
+
+
+_STATUS: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
+    (InvalidCommand, grpc.StatusCode.INVALID_ARGUMENT),
+    (SpecMismatch, grpc.StatusCode.INVALID_ARGUMENT),
+    (JobError, grpc.StatusCode.INVALID_ARGUMENT),
+    (FeatureUnavailable, grpc.StatusCode.UNIMPLEMENTED),
+    (ControllerError, grpc.StatusCode.FAILED_PRECONDITION),
+    (_LoopNotTicking, grpc.StatusCode.UNAVAILABLE),
+)
+
+
+async def _abort(context: grpc.aio.ServicerContext, exc: BaseException) -> NoReturn:
+    for kind, code in _STATUS:
+        if isinstance(exc, kind):
+            await context.abort(code, str(exc))
+    await context.abort(grpc.StatusCode.INTERNAL, f"controller service: {type(exc).__name__}: {exc}")
+    raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
+
+
+class ControllerServer:
+    """A running controller server; ``port`` is the bound port. Stop it with ``stop()`` (or a ``with`` block)."""
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, thread: threading.Thread, server: grpc.aio.Server,
+        servicer: ControllerServicer, host: str, port: int,
+    ) -> None:
+        self._loop = loop
+        self._thread = thread
+        self._server = server
+        self.servicer = servicer
+        self.host = host
+        self.port = port
+
+    @property
+    def address(self) -> str:
+        """``host:port`` to dial."""
+        return format_address(self.host, self.port)
+
+    def stop(self, grace_s: float = 0.5) -> None:
+        """Stop accepting calls, give running ones ``grace_s``, and end the server's thread."""
+        if not self._thread.is_alive():
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self._server.stop(grace_s), self._loop).result(grace_s + 5.0)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5.0)
+            if not self._thread.is_alive():
+                self._loop.close()
+
+    def __enter__(self) -> ControllerServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_controller_server(
+    backend: ControllerBackend,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    token: str | None = None,
+    tls: TlsFiles | None = None,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    command_timeout_s: float = DEFAULT_COMMAND_TIMEOUT_S,
+    max_concurrent_rpcs: int = 64,
+) -> ControllerServer:
+    """Serve ``backend`` as ``testbed.v1.ControllerService`` (plus gRPC health) on a background thread.
+
+    Args:
+        backend: the controllers (e.g. a ``ControlLoopBackend`` whose loop another thread ticks).
+        host: bind address; anything but loopback requires ``token``.
+        port: TCP port, 0 for any free one (read it from the returned ``.port``).
+        token: bearer token every call but health checks must carry (``authorization: Bearer <token>``).
+        tls: serve TLS (mutual when ``tls.client_ca`` is set); None for plaintext.
+        max_message_bytes: cap on received and sent messages.
+        command_timeout_s: how long a command waits for the control loop's next cycle (else UNAVAILABLE).
+        max_concurrent_rpcs: calls served at once; more are refused with RESOURCE_EXHAUSTED.
+
+    Returns:
+        The running server; it has bound its port when this returns.
+
+    Raises:
+        BridgeConfigError: no token beyond loopback, a bad limit, a TLS file missing, or the port cannot be bound.
+    """
+    if not is_loopback(host) and not token:
+        raise BridgeConfigError(
+            f"controller server host {host!r}: refusing to listen beyond loopback without a token; "
+            "set controller.token (and preferably TLS), or use host 127.0.0.1"
+        )
+    if max_message_bytes <= 0 or max_concurrent_rpcs <= 0 or not command_timeout_s > 0:
+        raise BridgeConfigError(
+            "controller server: max_message_bytes, max_concurrent_rpcs and command_timeout_s must be > 0, got "
+            f"{max_message_bytes}, {max_concurrent_rpcs}, {command_timeout_s}"
+        )
+    credentials = tls.credentials() if tls is not None else None
+    servicer = ControllerServicer(backend, command_timeout_s=command_timeout_s)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="controller-server", daemon=True)
+    thread.start()
+
+    async def start() -> tuple[grpc.aio.Server, int]:
+        interceptors = [_TokenInterceptor(token)] if token else []
+        server = grpc.aio.server(
+            interceptors=interceptors,
+            options=channel_options(max_message_bytes),
+            maximum_concurrent_rpcs=max_concurrent_rpcs,
+        )
+        controller_pb2_grpc.add_ControllerServiceServicer_to_server(servicer, server)
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        address = format_address(host, port)
+        try:
+            bound = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise BridgeConfigError(f"controller server: cannot listen on {address}: {exc}") from exc
+        if bound == 0:
+            raise BridgeConfigError(f"controller server: cannot listen on {address} (address in use or not local?)")
+        await server.start()
+        for name in ("", SERVICE_NAME):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        return server, bound
+
+    try:
+        server, bound = asyncio.run_coroutine_threadsafe(start(), loop).result(10.0)
+    except BaseException:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5.0)
+        loop.close()
+        raise
+    return ControllerServer(loop, thread, server, servicer, host, bound)
