@@ -24,6 +24,7 @@ _EXPORTS = {
     "check_dataset": "testbed.data.inspect",
     "describe_dataset": "testbed.data.inspect",
     "RecordResult": "testbed.data.record",
+    "episode_features": "testbed.data.record",
     "record_dataset": "testbed.data.record",
     "BagExport": "testbed.data.bag",
     "export_bag": "testbed.data.bag",

@@ -13,10 +13,14 @@ from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from testbed.data.card import DataClass, DatasetCard, Origin, Provenance, Terms, save_card
 from testbed.errors import DatasetError
+
+if TYPE_CHECKING:
+    from testbed.data.lerobot import FeatureSpec
+    from testbed.policies.protocol import PolicySpec
 
 TASK = "sort each arriving part into the bin for its type"
 
@@ -51,6 +55,24 @@ def default_card(name: str, *, site: str = "testbed-sim", jurisdiction: str = "K
     )
 
 
+def episode_features(spec: PolicySpec, joint_names: Sequence[str]) -> dict[str, FeatureSpec]:
+    """Dataset features for the cell's frames under a policy spec, with the cell's entry names.
+
+    ``observation.state`` and ``action`` are the joints then ``suction``;
+    ``observation.environment_state`` uses ``testbed.sim.cell.ENV_STATE_NAMES``.
+    Use it to build a ``LeRobotWriter`` that records a run (``record: true``).
+    """
+    from testbed.data.lerobot import FeatureSpec, features_from_policy_spec
+    from testbed.sim.cell import ENV_STATE_NAMES
+
+    names = [*joint_names, "suction"]
+    features = features_from_policy_spec(spec, names, names)
+    env = features.get("observation.environment_state")
+    if env is not None and env.shape == (len(ENV_STATE_NAMES),):
+        features["observation.environment_state"] = FeatureSpec(env.dtype, env.shape, ENV_STATE_NAMES)
+    return features
+
+
 def record_dataset(
     launch_file: Path,
     out_dir: Path,
@@ -77,12 +99,11 @@ def record_dataset(
         DatasetError: ``out_dir`` already holds a dataset, or the cell has more than one robot.
         ScenarioError, SpecMismatch, PolicyUnavailable: from loading and running the scenario.
     """
-    from testbed.data.lerobot import FeatureSpec, LeRobotWriter, features_from_policy_spec
+    from testbed.data.lerobot import LeRobotWriter
     from testbed.eval.runner import run_scenario
     from testbed.eval.sources import open_action_source
     from testbed.robots import load_robot
     from testbed.scenario import load
-    from testbed.sim.cell import ENV_STATE_NAMES
 
     if episodes < 1:
         raise DatasetError(f"--episodes: expected a positive integer, got {episodes}")
@@ -102,12 +123,7 @@ def record_dataset(
             scenario.policy, robot_cfg, stack, n_joints=robot.n_joints, cameras=scenario.cell.cameras
         )
         spec = source.spec()
-    joints = list(robot.joint_names)
-    features = features_from_policy_spec(spec, [*joints, "suction"], [*joints, "suction"])
-    if "observation.environment_state" in features:
-        env = features["observation.environment_state"]
-        if env.shape == (len(ENV_STATE_NAMES),):
-            features["observation.environment_state"] = FeatureSpec(env.dtype, env.shape, ENV_STATE_NAMES)
+    features = episode_features(spec, robot.joint_names)
     writer = LeRobotWriter(out_dir, fps=spec.control_hz, robot_type=robot_cfg.model, features=features)
     result = run_scenario(loaded, runs_dir=runs_dir, recorder=writer, progress=progress)
 

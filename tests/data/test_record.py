@@ -49,6 +49,15 @@ def test_recorded_dataset_validates_and_card_names_its_provenance(recorded: tupl
     assert set(card.data_classes) == {"observation.state", "observation.environment_state", "action"}
 
 
+def test_info_prints_card_and_counts(recorded: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    out, _ = recorded
+    capsys.readouterr()
+    assert main(["datasets", "info", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "episodes: 2" in text and "codebase_version: v3.0" in text
+    assert "policy=expert" in text
+
+
 def test_real_run_exports_to_bag(recorded: tuple[Path, Path], tmp_path: Path) -> None:
     _, run_dir = recorded
     result = export_bag(run_dir, tmp_path / "bag")
