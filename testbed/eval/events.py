@@ -49,8 +49,16 @@ class EventStream:
         self._file: TextIO = path.open("a", encoding="utf-8")
         self._subscribers: list[Subscription] = []
         self._lock = threading.Lock()
-        self.snapshot: dict[str, Any] = {}
+        self._snapshot: dict[str, Any] = {}
         self.counts: dict[str, int] = {}
+
+    def publish_state(self, state: dict[str, Any]) -> None:
+        """Replace the latest-state snapshot (joint positions, controller states, running tallies)."""
+        self._snapshot = state  # one reference swap: readers never see a half-written snapshot
+
+    def snapshot(self) -> dict[str, Any]:
+        """The latest state the run published; readers must not modify it."""
+        return self._snapshot
 
     def subscribe(self, maxlen: int = 1024) -> Subscription:
         """Start receiving every event emitted from now on."""

@@ -161,6 +161,19 @@ def run_scenario(loaded: LoadedScenario, *, runs_dir: Path = Path("runs"), recor
     return RunResult(run_id, run_dir, metrics)
 
 
+def _snapshot(t: float, episode: int, drivers: list[_RobotDriver], measured: np.ndarray, control: ControlLoop,
+              tally: EpisodeTally) -> dict[str, Any]:
+    return {
+        "t": t, "episode": episode,
+        "robots": {d.name: {"joint_pos": measured[d.index, : d.n].tolist(),
+                            "setpoint": control.setpoint[d.index, : d.n].tolist(),
+                            "state": control.state(d.index).name,
+                            "suction": d.cell.robots[d.index].suction_on} for d in drivers},
+        "episode_tally": {"parts": tally.parts, "placed": tally.placed, "dropped": tally.dropped,
+                          "collisions": tally.collisions, "policy_timeouts": tally.policy_timeouts},
+    }
+
+
 def _control_metrics(dt_s: float, robots: int, pacer: Pacer | None) -> dict[str, Any]:
     figures: dict[str, Any] = {"cycle_ms": round(dt_s * 1000, 6), "robots": robots}
     if pacer is None:
@@ -244,6 +257,8 @@ def _run_episode(episode: int, scenario: Any, cell: Cell, control: ControlLoop, 
                 elif ev.kind == "drop":
                     resolved += 1
                     tally.dropped += 1
+        if step % steps_per_policy[0] == 0:
+            events.publish_state(_snapshot(t, episode, drivers, measured, control, tally))
         for ev in control.drain_events():
             name = drivers[ev.robot].name
             if ev.kind in ("protective_stop", "emergency_stop"):

@@ -103,3 +103,29 @@ def test_lockstep_mode_has_no_wall_clock_deadlines(tmp_path):
                           runs_dir=tmp_path)
     assert result.metrics["control"]["mode"] == "lockstep"
     assert result.metrics["control"]["missed_cycles"] == 0
+
+
+def test_live_subscribers_get_the_same_events_as_the_file(tmp_path):
+    seen = {}
+
+    def hook(stream):
+        seen["sub"] = stream.subscribe(maxlen=100000)
+        seen["stream"] = stream
+
+    result = run_scenario(one_of_each(tmp_path), runs_dir=tmp_path, events_hook=hook)
+    live = []
+    while (event := seen["sub"].get(timeout_s=0)) is not None:
+        live.append(event)
+    assert live == read_events(result.run_dir)
+    snapshot = seen["stream"].snapshot()
+    assert set(snapshot["robots"]["arm1"]) == {"joint_pos", "setpoint", "state", "suction"}
+    assert len(snapshot["robots"]["arm1"]["joint_pos"]) == 6
+
+
+def test_a_slow_subscriber_loses_the_oldest_events_not_the_run(tmp_path):
+    subs = []
+    result = run_scenario(one_of_each(tmp_path), runs_dir=tmp_path,
+                          events_hook=lambda stream: subs.append(stream.subscribe(maxlen=3)))
+    kept = [subs[0].get(timeout_s=0) for _ in range(3)]
+    assert [e["kind"] for e in kept] == [e["kind"] for e in read_events(result.run_dir)[-3:]]
+    assert subs[0].dropped == len(read_events(result.run_dir)) - 3
