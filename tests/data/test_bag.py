@@ -120,9 +120,7 @@ def test_restarting_episode_clocks_become_one_monotone_timeline(tmp_path: Path) 
     found = _read_back(export_bag(tmp_path / "run").path)
     clock_ns = [ns for ns, _ in found["/clock"]]
     assert clock_ns == sorted(clock_ns) and len(set(clock_ns)) == len(clock_ns)
-    event_ns = {
-        json.loads(m.data)["kind"] + str(json.loads(m.data)["episode"]): ns for ns, m in found["/events"]
-    }
+    event_ns = {json.loads(m.data)["kind"] + str(json.loads(m.data)["episode"]): ns for ns, m in found["/events"]}
     # episode 1 starts after episode 0 ended, and its events moved with its joint states
     assert event_ns["episode_start1"] > event_ns["episode_end0"]
     second_episode_states = [ns for ns, m in found["/joint_states"] if m.position[2] > 0.5]

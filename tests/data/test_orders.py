@@ -20,10 +20,7 @@ from testbed.errors import DatasetError
 from testbed.scenario.workload import PART_TYPES
 
 SAMPLE = Path(__file__).resolve().parents[2] / "datasets/kr_electronics_orders"
-HEADER = (
-    "timestamp,work_order,line,part_id,part_type,length_mm,width_mm,height_mm,weight_g,target_bin,"
-    "line_speed_m_min"
-)
+HEADER = "timestamp,work_order,line,part_id,part_type,length_mm,width_mm,height_mm,weight_g,target_bin,line_speed_m_min"
 
 
 def _write(tmp_path: Path, rows: list[str], header: str = HEADER) -> Path:
@@ -56,16 +53,10 @@ def test_shipped_bad_rows_are_located_and_good_rows_kept(tmp_path: Path) -> None
     lines = report.error_lines()
     assert "orders_bad_rows.csv:7 column weight_g: expected a positive number, got 'abc'" in lines
     assert any(line.startswith("orders_bad_rows.csv:8 column length_mm:") for line in lines)
-    assert any(
-        line.startswith("orders_bad_rows.csv:9 column timestamp:") and "UTC offset" in line for line in lines
-    )
-    assert any(
-        line.startswith("orders_bad_rows.csv:10 column part_type:") and "resistor" in line for line in lines
-    )
+    assert any(line.startswith("orders_bad_rows.csv:9 column timestamp:") and "UTC offset" in line for line in lines)
+    assert any(line.startswith("orders_bad_rows.csv:10 column part_type:") and "resistor" in line for line in lines)
     assert any(line.startswith("orders_bad_rows.csv:11 column part_id:") for line in lines)
-    assert any(
-        line.startswith("orders_bad_rows.csv:12 column part_id:") and "duplicate" in line for line in lines
-    )
+    assert any(line.startswith("orders_bad_rows.csv:12 column part_id:") and "duplicate" in line for line in lines)
     assert any(line.startswith("orders_bad_rows.csv:13 column shift:") for line in lines)
     assert any(line.startswith("orders_bad_rows.csv:13 column line_speed_m_min:") for line in lines)
     assert any(line.startswith("orders_bad_rows.csv:14:") and "fields" in line for line in lines)
