@@ -248,7 +248,8 @@ class ControlLoopBackend:
         self._pending: list[_Command] = []
         self._awaiting: list[tuple[int, Future]] = []  # set-point futures resolved after the next publish
         shape = (loop.n_robots, loop.max_joints)
-        self._pub_setpoint = np.zeros(shape)
+        # until the first publish, report the loop's state as it is now (not zeros)
+        self._pub_setpoint = np.array(loop.setpoint, dtype=np.float64)
         self._pub_vel = np.zeros(shape)
         self._pub_measured = np.zeros(shape)
         self._has_measured = False

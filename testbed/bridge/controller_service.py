@@ -1,7 +1,7 @@
 """``testbed.v1.ControllerService``: outside callers see and drive the cell's robots over gRPC.
 
-The server runs a ``grpc.aio`` server on its own event-loop thread, so a synchronous
-run loop can start it, keep ticking, and stop it. Requests are checked before they
+The server is a synchronous ``grpc.server`` on its own thread pool (one thread per
+open call), so a run loop can start it, keep ticking, and stop it. Requests are checked before they
 reach a controller: an unknown robot, a wrong joint count, a bad dtype or NaN/inf is
 answered with ``INVALID_ARGUMENT`` naming the field; a transition the lifecycle refuses
 (or a set-point for a robot that is not ACTIVE) with ``FAILED_PRECONDITION``; a job
@@ -13,13 +13,11 @@ one, optional TLS (mutual with a client CA), message size caps, health service.
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from collections.abc import AsyncIterator
-from concurrent.futures import Future
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn, TypeVar
 
 import grpc
 import numpy as np
@@ -41,6 +39,7 @@ from testbed.errors import (
 SERVICE_NAME = "testbed.v1.ControllerService"
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 DEFAULT_COMMAND_TIMEOUT_S = 2.0
+_T = TypeVar("_T")
 
 _TRANSITIONS = {
     controller_pb2.TRANSITION_ACTIVATE: Transition.ACTIVATE,
@@ -106,8 +105,8 @@ class ControllerServicer(controller_pb2_grpc.ControllerServiceServicer):
         self._timeout_s = command_timeout_s
         self.streams_open = 0
 
-    async def ListRobots(
-        self, request: controller_pb2.ListRobotsRequest, context: grpc.aio.ServicerContext
+    def ListRobots(
+        self, request: controller_pb2.ListRobotsRequest, context: grpc.ServicerContext
     ) -> controller_pb2.ListRobotsResponse:
         out = controller_pb2.ListRobotsResponse()
         for desc in self._backend.robots():
@@ -129,58 +128,57 @@ class ControllerServicer(controller_pb2_grpc.ControllerServiceServicer):
             )
         return out
 
-    async def GetState(
-        self, request: controller_pb2.GetStateRequest, context: grpc.aio.ServicerContext
-    ) -> controller_pb2.RobotState:
+    def GetState(self, request: controller_pb2.GetStateRequest, context: grpc.ServicerContext
+                 ) -> controller_pb2.RobotState:
         try:
             snap = self._backend.snapshot(request.robot)
-        except Exception as exc:
-            await _abort(context, exc)
+        except _EXPECTED as exc:
+            _abort(context, exc)
         return snapshot_to_message(snap)
 
-    async def ChangeState(
-        self, request: controller_pb2.ChangeStateRequest, context: grpc.aio.ServicerContext
+    def ChangeState(
+        self, request: controller_pb2.ChangeStateRequest, context: grpc.ServicerContext
     ) -> controller_pb2.ChangeStateResponse:
         transition = _TRANSITIONS.get(request.transition)
         if transition is None:
             known = ", ".join(controller_pb2.Transition.Name(v) for v in _TRANSITIONS)
-            await context.abort(
+            context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"transition: expected one of {known}, got {request.transition}",
             )
         try:
-            state = await self._wait(self._backend.change_state(request.robot, transition))
-        except Exception as exc:
-            await _abort(context, exc)
+            state = self._wait(self._backend.change_state(request.robot, transition))
+        except _EXPECTED as exc:
+            _abort(context, exc)
         return controller_pb2.ChangeStateResponse(lifecycle_state=state)
 
-    async def SendJob(
-        self, request: controller_pb2.SendJobRequest, context: grpc.aio.ServicerContext
+    def SendJob(
+        self, request: controller_pb2.SendJobRequest, context: grpc.ServicerContext
     ) -> controller_pb2.SendJobResponse:
         try:
-            # loading checks every line (and may solve kinematics): keep it off the event loop
-            future = await asyncio.to_thread(self._backend.send_job, request.robot, request.job_yaml)
-            name = await self._wait(future)
-        except Exception as exc:
-            await _abort(context, exc)
+            name = self._wait(self._backend.send_job(request.robot, request.job_yaml))
+        except _EXPECTED as exc:
+            _abort(context, exc)
         return controller_pb2.SendJobResponse(job=name)
 
-    async def StreamSetpoints(
-        self, request_iterator: AsyncIterator[controller_pb2.Setpoint], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[controller_pb2.RobotState]:
+    def StreamSetpoints(
+        self, request_iterator: Iterator[controller_pb2.Setpoint], context: grpc.ServicerContext
+    ) -> Iterator[controller_pb2.RobotState]:
         streamed: set[str] = set()
         self.streams_open += 1
         try:
-            async for msg in request_iterator:
+            # the loop ends normally only when the client closes its side; a cancelled or broken
+            # call raises out of it, and the robot's stream timeout then stops it
+            for msg in request_iterator:
                 try:
                     targets = _decode_targets(msg.joint_pos_rad)
                     future = self._backend.stream_setpoints(
                         msg.robot, targets, dt_s=msg.dt_s or None, gripper_on=msg.gripper_on
                     )
                     streamed.add(msg.robot)
-                    snap = await self._wait(future)
-                except Exception as exc:
-                    await _abort(context, exc)
+                    snap = self._wait(future)
+                except _EXPECTED as exc:
+                    _abort(context, exc)
                 yield snapshot_to_message(snap)
             # a normal end of the stream: reach the last set-point and hold (no stream-timeout stop)
             for robot in streamed:
@@ -188,9 +186,9 @@ class ControllerServicer(controller_pb2_grpc.ControllerServiceServicer):
         finally:
             self.streams_open -= 1
 
-    async def _wait(self, future: Future[Any]) -> Any:
+    def _wait(self, future: Future[_T]) -> _T:
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), self._timeout_s)
+            return future.result(self._timeout_s)
         except TimeoutError:
             future.cancel()  # never applied late: the backend skips cancelled commands
             raise _LoopNotTicking(
@@ -212,7 +210,7 @@ def _decode_targets(msg: common_pb2.Tensor) -> np.ndarray:
     return arr
 
 
-_STATUS: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
+_STATUS: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (InvalidCommand, grpc.StatusCode.INVALID_ARGUMENT),
     (SpecMismatch, grpc.StatusCode.INVALID_ARGUMENT),
     (JobError, grpc.StatusCode.INVALID_ARGUMENT),
@@ -220,25 +218,21 @@ _STATUS: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (ControllerError, grpc.StatusCode.FAILED_PRECONDITION),
     (_LoopNotTicking, grpc.StatusCode.UNAVAILABLE),
 )
+_EXPECTED = tuple(kind for kind, _ in _STATUS)
 
 
-async def _abort(context: grpc.aio.ServicerContext, exc: BaseException) -> NoReturn:
+def _abort(context: grpc.ServicerContext, exc: Exception) -> NoReturn:
     for kind, code in _STATUS:
         if isinstance(exc, kind):
-            await context.abort(code, str(exc))
-    await context.abort(grpc.StatusCode.INTERNAL, f"controller service: {type(exc).__name__}: {exc}")
+            context.abort(code, str(exc))
+    context.abort(grpc.StatusCode.INTERNAL, f"controller service: {type(exc).__name__}: {exc}")
     raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
 
 
 class ControllerServer:
     """A running controller server; ``port`` is the bound port. Stop it with ``stop()`` (or a ``with`` block)."""
 
-    def __init__(
-        self, loop: asyncio.AbstractEventLoop, thread: threading.Thread, server: grpc.aio.Server,
-        servicer: ControllerServicer, host: str, port: int,
-    ) -> None:
-        self._loop = loop
-        self._thread = thread
+    def __init__(self, server: grpc.Server, servicer: ControllerServicer, host: str, port: int) -> None:
         self._server = server
         self.servicer = servicer
         self.host = host
@@ -250,16 +244,8 @@ class ControllerServer:
         return format_address(self.host, self.port)
 
     def stop(self, grace_s: float = 0.5) -> None:
-        """Stop accepting calls, give running ones ``grace_s``, and end the server's thread."""
-        if not self._thread.is_alive():
-            return
-        try:
-            asyncio.run_coroutine_threadsafe(self._server.stop(grace_s), self._loop).result(grace_s + 5.0)
-        finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(5.0)
-            if not self._thread.is_alive():
-                self._loop.close()
+        """Stop accepting calls and give running ones ``grace_s`` (open streams are then cancelled)."""
+        self._server.stop(grace_s).wait()
 
     def __enter__(self) -> ControllerServer:
         return self
@@ -277,9 +263,9 @@ def start_controller_server(
     tls: TlsFiles | None = None,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     command_timeout_s: float = DEFAULT_COMMAND_TIMEOUT_S,
-    max_concurrent_rpcs: int = 64,
+    max_concurrent_rpcs: int = 32,
 ) -> ControllerServer:
-    """Serve ``backend`` as ``testbed.v1.ControllerService`` (plus gRPC health) on a background thread.
+    """Serve ``backend`` as ``testbed.v1.ControllerService`` (plus gRPC health) on background threads.
 
     Args:
         backend: the controllers (e.g. a ``ControlLoopBackend`` whose loop another thread ticks).
@@ -289,7 +275,8 @@ def start_controller_server(
         tls: serve TLS (mutual when ``tls.client_ca`` is set); None for plaintext.
         max_message_bytes: cap on received and sent messages.
         command_timeout_s: how long a command waits for the control loop's next cycle (else UNAVAILABLE).
-        max_concurrent_rpcs: calls served at once; more are refused with RESOURCE_EXHAUSTED.
+        max_concurrent_rpcs: calls served at once (each open stream holds a thread); more are
+            refused with RESOURCE_EXHAUSTED.
 
     Returns:
         The running server; it has bound its port when this returns.
@@ -309,37 +296,27 @@ def start_controller_server(
         )
     credentials = tls.credentials() if tls is not None else None
     servicer = ControllerServicer(backend, command_timeout_s=command_timeout_s)
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="controller-server", daemon=True)
-    thread.start()
-
-    async def start() -> tuple[grpc.aio.Server, int]:
-        interceptors = [_TokenInterceptor(token)] if token else []
-        server = grpc.aio.server(
-            interceptors=interceptors,
-            options=channel_options(max_message_bytes),
-            maximum_concurrent_rpcs=max_concurrent_rpcs,
-        )
-        controller_pb2_grpc.add_ControllerServiceServicer_to_server(servicer, server)
-        health_servicer = health.aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        address = format_address(host, port)
-        try:
-            bound = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
-        except RuntimeError as exc:
-            raise BridgeConfigError(f"controller server: cannot listen on {address}: {exc}") from exc
-        if bound == 0:
-            raise BridgeConfigError(f"controller server: cannot listen on {address} (address in use or not local?)")
-        await server.start()
-        for name in ("", SERVICE_NAME):
-            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-        return server, bound
-
+    interceptors = [_TokenInterceptor(token)] if token else []
+    # one more thread than calls, so health checks still get through when every call is busy
+    pool = ThreadPoolExecutor(max_workers=max_concurrent_rpcs + 1, thread_name_prefix="controller-rpc")
+    server = grpc.server(
+        pool,
+        interceptors=interceptors,
+        # no SO_REUSEPORT: a second server on a port in use must fail, not share its connections
+        options=[*channel_options(max_message_bytes), ("grpc.so_reuseport", 0)],
+        maximum_concurrent_rpcs=max_concurrent_rpcs,
+    )
+    controller_pb2_grpc.add_ControllerServiceServicer_to_server(servicer, server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    address = format_address(host, port)
     try:
-        server, bound = asyncio.run_coroutine_threadsafe(start(), loop).result(10.0)
-    except BaseException:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5.0)
-        loop.close()
-        raise
-    return ControllerServer(loop, thread, server, servicer, host, bound)
+        bound = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise BridgeConfigError(f"controller server: cannot listen on {address}: {exc}") from exc
+    if bound == 0:
+        raise BridgeConfigError(f"controller server: cannot listen on {address} (address in use or not local?)")
+    server.start()
+    for name in ("", SERVICE_NAME):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return ControllerServer(server, servicer, host, bound)
