@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Sequence
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,8 +18,9 @@ from testbed.data.card import DataClass, DatasetCard, Origin, Provenance, Terms,
 from testbed.errors import DatasetError
 
 if TYPE_CHECKING:
-    from testbed.data.lerobot import FeatureSpec
+    from testbed.data.lerobot import FeatureSpec, LeRobotWriter
     from testbed.policies.protocol import PolicySpec
+    from testbed.robots import RobotModel
 
 TASK = "sort each arriving part into the bin for its type"
 
@@ -73,6 +73,18 @@ def episode_features(spec: PolicySpec, joint_names: Sequence[str]) -> dict[str, 
     return features
 
 
+def lerobot_recorder(out_dir: Path) -> Callable[[PolicySpec, RobotModel], LeRobotWriter]:
+    """A recorder factory for the run loop: a LeRobot v3.0 writer at ``out_dir`` shaped by the policy's spec."""
+
+    def make(spec: PolicySpec, robot: RobotModel) -> LeRobotWriter:
+        from testbed.data.lerobot import LeRobotWriter
+
+        features = episode_features(spec, robot.joint_names)
+        return LeRobotWriter(out_dir, fps=spec.control_hz, robot_type=robot.name, features=features)
+
+    return make
+
+
 def record_dataset(
     launch_file: Path,
     out_dir: Path,
@@ -99,9 +111,7 @@ def record_dataset(
         DatasetError: ``out_dir`` already holds a dataset, or the cell has more than one robot.
         ScenarioError, SpecMismatch, PolicyUnavailable: from loading and running the scenario.
     """
-    from testbed.data.lerobot import LeRobotWriter
     from testbed.eval.runner import run_scenario
-    from testbed.eval.sources import open_action_source
     from testbed.robots import load_robot
     from testbed.scenario import load
 
@@ -116,16 +126,16 @@ def record_dataset(
         raise DatasetError(
             f"{launch_file} cell.robots: recording supports one robot per cell, got {len(scenario.cell.robots)}"
         )
-    robot_cfg = scenario.cell.robots[0]
-    robot = load_robot(robot_cfg.model)
-    with ExitStack() as stack:
-        source = open_action_source(
-            scenario.policy, robot_cfg, stack, n_joints=robot.n_joints, cameras=scenario.cell.cameras
-        )
-        spec = source.spec()
-    features = episode_features(spec, robot.joint_names)
-    writer = LeRobotWriter(out_dir, fps=spec.control_hz, robot_type=robot_cfg.model, features=features)
-    result = run_scenario(loaded, runs_dir=runs_dir, recorder=writer, progress=progress)
+    specs: list[PolicySpec] = []
+    make_writer = lerobot_recorder(out_dir)
+
+    def make_recorder(spec: PolicySpec, robot: RobotModel) -> LeRobotWriter:
+        specs.append(spec)
+        return make_writer(spec, robot)
+
+    result = run_scenario(loaded, runs_dir=runs_dir, make_recorder=make_recorder, progress=progress)
+    spec = specs[0]
+    features = episode_features(spec, load_robot(scenario.cell.robots[0].model).joint_names)
 
     base = card or default_card(out_dir.name)
     provenance = Provenance(

@@ -16,7 +16,7 @@ import numpy as np
 
 from testbed.control import ControlLoop
 from testbed.control.pacing import Pacer
-from testbed.errors import PolicyUnavailable, SpecMismatch, TestbedError
+from testbed.errors import PolicyUnavailable, ScenarioError, SpecMismatch, TestbedError
 from testbed.eval.events import EventStream
 from testbed.eval.metrics import EpisodeTally, build_metrics
 from testbed.eval.plan import plan_arrivals
@@ -24,6 +24,7 @@ from testbed.eval.sources import check_spec, open_action_source
 from testbed.eval.trace import JointTrace
 from testbed.policies.protocol import ActionKind, PolicySpec
 from testbed.policies.source import ActionSource
+from testbed.robots import RobotModel
 from testbed.scenario.loader import LoadedScenario
 from testbed.sim.cell import Cell, build_cell
 
@@ -90,15 +91,20 @@ class _RobotDriver:
         return bool(self.suction_plan[row] > 0.5)
 
 
-def run_scenario(loaded: LoadedScenario, *, runs_dir: Path = Path("runs"), recorder: Recorder | None = None,
-                 progress: Callable[[str], None] | None = None, events_hook: Callable[[EventStream], None]
-                 | None = None) -> RunResult:
+RecorderFactory = Callable[[PolicySpec, RobotModel], Recorder]
+
+
+def run_scenario(loaded: LoadedScenario, *, runs_dir: Path = Path("runs"),
+                 make_recorder: RecorderFactory | None = None, progress: Callable[[str], None] | None = None,
+                 events_hook: Callable[[EventStream], None] | None = None) -> RunResult:
     """Run every episode of a scenario and record it under ``runs_dir/<run_id>/``.
 
     Args:
         loaded: a validated launch file.
         runs_dir: parent of the run directory.
-        recorder: gets every policy step's observation and action (``record: true`` uses a LeRobot writer).
+        make_recorder: builds, from the policy's spec and the robot model, what receives every policy
+            step's observation and action (one robot per run); ``record: true`` in the launch file uses a
+            LeRobot writer under ``runs/<run_id>/dataset`` when none is given.
         progress: called with one line per finished episode.
         events_hook: called with the live event stream before the first episode (dashboards subscribe here).
 
@@ -127,6 +133,16 @@ def run_scenario(loaded: LoadedScenario, *, runs_dir: Path = Path("runs"), recor
             check_spec(spec, robot=robot_cfg, n_joints=cell.robots[i].model.n_joints,
                        cameras=scenario.cell.cameras, describe=lambda s=spec: repr(s.model_name))
             drivers.append(_RobotDriver(i, cell, source, spec, scenario.policy.deadline_s))
+        if make_recorder is None and scenario.record:
+            from testbed.data.record import lerobot_recorder
+
+            make_recorder = lerobot_recorder(run_dir / "dataset")
+        recorder = None
+        if make_recorder is not None:
+            if len(drivers) != 1:
+                raise ScenarioError(f"{loaded.path}: record: recording supports one robot per cell, "
+                                    f"got {len(drivers)}")
+            recorder = make_recorder(drivers[0].spec, cell.robots[0].model)
         robot0 = scenario.cell.robots[0].controller
         control = ControlLoop([r.model for r in cell.robots], cell.dt_s,
                               stream_timeout_s=robot0.stream_timeout_s, speed_scale=robot0.speed_scale)
@@ -275,6 +291,10 @@ def _run_episode(episode: int, scenario: Any, cell: Cell, control: ControlLoop, 
     else:
         tally.end_reason = "max_episode_s reached"
     tally.duration_s = round((step + 1) * dt, 6)
+    for d in drivers:
+        if d.in_flight is not None and pacer is None:
+            # the last observation's answer completes its recorded frame; it is never executed
+            _poll(d, t, episode, measured, control, events, tally, latencies, recorder, timeout_s=d.deadline_s)
     fraction = tally.placed / tally.parts if tally.parts else 1.0
     tally.success = (fraction >= scenario.success.min_placed_fraction - 1e-9 and not stopped
                      and (scenario.success.allow_drops or tally.dropped == 0) and tally.misplaced == 0)

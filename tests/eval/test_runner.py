@@ -129,3 +129,15 @@ def test_a_slow_subscriber_loses_the_oldest_events_not_the_run(tmp_path):
     kept = [subs[0].get(timeout_s=0) for _ in range(3)]
     assert [e["kind"] for e in kept] == [e["kind"] for e in read_events(result.run_dir)[-3:]]
     assert subs[0].dropped == len(read_events(result.run_dir)) - 3
+
+
+def test_record_true_keeps_the_episodes_as_a_lerobot_dataset(tmp_path):
+    from testbed.data.lerobot import read_dataset, validate_dataset
+
+    result = run_scenario(one_of_each(tmp_path, "record:=true", "sim.max_episode_s:=5"), runs_dir=tmp_path)
+    dataset = read_dataset(result.run_dir / "dataset")
+    assert dataset.num_episodes == 1
+    assert dataset.num_frames == 5 * 20  # 5 s at the expert's 20 Hz
+    assert validate_dataset(result.run_dir / "dataset") == []
+    frames = dataset.episode(0)
+    assert frames["observation.state"].shape == (100, 7) and frames["action"].shape == (100, 7)
