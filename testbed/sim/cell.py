@@ -31,6 +31,7 @@ SUCTION_LATERAL_M = 0.02
 PARK_Z_M = 5.0
 SETTLE_SPEED_M_S = 0.03
 SETTLE_TIMEOUT_S = 2.0
+SETTLE_MIN_S = 0.3
 
 
 @dataclass
@@ -296,8 +297,10 @@ class Cell:
                     slot.ready_t = self.t_s
             elif slot.status == "released":
                 vel, _ = p.getBaseVelocity(slot.body, physicsClientId=self.client)
-                settled = math.sqrt(vel[0] ** 2 + vel[1] ** 2 + vel[2] ** 2) < SETTLE_SPEED_M_S
-                if settled or self.t_s - slot.released_t > SETTLE_TIMEOUT_S:
+                # a part is still at rest the instant it is let go: judge it only once it had time to fall
+                since = self.t_s - slot.released_t
+                settled = since > SETTLE_MIN_S and math.sqrt(vel[0] ** 2 + vel[1] ** 2 + vel[2] ** 2) < SETTLE_SPEED_M_S
+                if settled or since > SETTLE_TIMEOUT_S:
                     events.append(self._classify_release(slot, pos))
         for i, robot in enumerate(self.robots):
             if robot.suction_on and robot.constraint is None:
