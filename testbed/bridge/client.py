@@ -1,16 +1,27 @@
 """The orchestrator's gRPC policy client: an ``ActionSource`` over one long-lived stream.
 
-A background thread runs an asyncio loop that owns the channel. ``submit`` only
-encodes the observation and hands it over, so it never blocks on the network.
+The source owns a private asyncio loop that only runs inside its own methods, in
+the caller's thread (no background thread). ``submit`` encodes the observation
+and turns the loop for a few non-blocking iterations, which starts the write in
+gRPC's C core; the bytes then travel, and the answer arrives and is buffered,
+without any Python thread needing the GIL. ``result`` runs the loop until the
+answer is read. Why: the run loop steps pybullet (holding the GIL) between
+``submit`` and ``result``; a background Python thread could not get the GIL to
+send the request until ``result`` blocked, so the round trip never overlapped
+the physics (measured: the whole latency was spent waiting inside ``result``).
+
 At most one request is in flight; a newer submit replaces an observation not yet
 sent (latest wins), so a slow model never builds a backlog. ``result`` returns
 the newest chunk that arrived; ``ActionChunk.step`` says which step it was
 computed for, which may be earlier than the last submitted one.
 
 Transport failures put the source in a disconnected state: ``result`` raises
-``PolicyUnavailable`` while it lasts, and the background loop reconnects with
-exponential backoff, re-fetches the spec (a changed spec raises ``SpecMismatch``)
-and replays ``reset`` for the current episode before streaming again.
+``PolicyUnavailable`` while it lasts, and the source's supervisor task reconnects
+with exponential backoff (progressing whenever the caller is inside ``submit`` or
+``result``), re-fetches the spec (a changed spec raises ``SpecMismatch``) and
+replays ``reset`` for the current episode before streaming again. Methods may be
+called from any thread (one at a time, under a lock), including a thread that
+runs an asyncio loop of its own (the private loop then turns in a helper thread).
 """
 
 from __future__ import annotations
@@ -21,9 +32,10 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Coroutine, Mapping
+from collections.abc import Awaitable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import grpc
@@ -121,7 +133,8 @@ class GrpcActionSource:
         self._backoff_s = backoff_s
         self._options = channel_options(max_message_bytes)
 
-        self._cond = threading.Condition()
+        # one caller at a time drives the private loop; RLock: helpers nest under the public methods
+        self._cond = threading.RLock()
         self._spec: PolicySpec | None = None
         self._episode = 0
         self._needs_reset = False
@@ -133,12 +146,14 @@ class GrpcActionSource:
         self._closed = False
 
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="grpc-policy-client", daemon=True)
-        self._thread.start()
-        self._wake: asyncio.Event = self._call(self._make_event())
-        self._channel: grpc.aio.Channel = self._call(self._open_channel())
-        self._stub = policy_pb2_grpc.PolicyServiceStub(self._channel)
-        self._task = asyncio.run_coroutine_threadsafe(self._run(), self._loop)
+        with self._cond:
+            self._wake: asyncio.Event = self._call(self._make_event())
+            self._arrived: asyncio.Event = self._call(self._make_event())
+            self._sending: asyncio.Event = self._call(self._make_event())  # connected, the sender waits
+            self._channel: grpc.aio.Channel = self._call(self._open_channel())
+            self._stub = policy_pb2_grpc.PolicyServiceStub(self._channel)
+            self._task = self._loop.create_task(self._run())
+            self._pump()
 
     # ----- public ActionSource surface -------------------------------------------------------
 
@@ -152,8 +167,7 @@ class GrpcActionSource:
         with self._cond:
             if self._spec is not None:
                 return self._spec
-        spec = self._call(self._fetch_spec(), timeout_s=self._deadline_s + 1.0)
-        with self._cond:
+            spec = self._call(self._fetch_spec(), timeout_s=self._deadline_s + 1.0)
             self._spec = self._spec or spec
             return self._spec
 
@@ -171,14 +185,18 @@ class GrpcActionSource:
             self._ready = None
             self._failure = None
             self._needs_reset = True
-        self._call(self._send_reset(), timeout_s=self._deadline_s + 1.0)
+            self._call(self._send_reset(), timeout_s=self._deadline_s + 1.0)
+            # let the supervisor finish connecting now, so that the first submit goes out at once
+            self._drive(self._wait_event(self._sending, self._deadline_s))
 
     def submit(self, obs: Mapping[str, np.ndarray], step: int) -> None:
         """Queue ``obs`` (taken at policy step ``step``) for the policy; returns at once."""
         with self._cond:
-            msg = codec.encode_observation(obs, episode=self._episode, step=int(step))
-            self._pending = msg
-        self._loop.call_soon_threadsafe(self._wake.set)
+            if self._closed:
+                return
+            self._pending = codec.encode_observation(obs, episode=self._episode, step=int(step))
+            self._wake.set()
+            self._pump()  # the sender task starts the write now, in the C core
 
     def result(self, timeout_s: float | None) -> ActionChunk | None:
         """The newest chunk that arrived, waiting at most ``timeout_s`` (None: forever).
@@ -190,6 +208,7 @@ class GrpcActionSource:
         """
         end = None if timeout_s is None else time.monotonic() + max(0.0, timeout_s)
         with self._cond:
+            self._pump()  # collect what arrived while the caller worked
             while True:
                 if self._failure is not None:
                     failure, self._failure = self._failure, None
@@ -206,7 +225,8 @@ class GrpcActionSource:
                     return None
                 if self._closed:
                     raise PolicyUnavailable(f"{self.endpoint}: the policy client is closed")
-                self._cond.wait(remaining)
+                self._arrived.clear()
+                self._drive(self._wait_event(self._arrived, remaining))
 
     def close(self) -> None:
         """Close the stream and the channel and stop the background thread."""
@@ -214,13 +234,11 @@ class GrpcActionSource:
             if self._closed:
                 return
             self._closed = True
-            self._cond.notify_all()
-        self._task.cancel()
-        with contextlib.suppress(Exception):
-            self._call(self._channel.close(), timeout_s=2.0)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5.0)
-        if not self._thread.is_alive():
+            self._task.cancel()
+            with contextlib.suppress(Exception):
+                self._call(self._channel.close(), timeout_s=2.0)
+            with contextlib.suppress(Exception):
+                self._drive(asyncio.gather(self._task, return_exceptions=True))
             self._loop.close()
 
     def __enter__(self) -> GrpcActionSource:
@@ -231,12 +249,40 @@ class GrpcActionSource:
 
     # ----- background loop -----------------------------------------------------------------
 
-    def _call(self, coro: Coroutine[Any, Any, T], timeout_s: float | None = 10.0) -> T:
-        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+    def _drive(self, awaitable: Awaitable[T]) -> T:
+        """Run the private loop until ``awaitable`` is done (caller holds ``_cond``)."""
         try:
-            return future.result(timeout_s)
+            asyncio.get_running_loop()
+        except RuntimeError:  # the usual case: no loop runs in this thread
+            return self._loop.run_until_complete(awaitable)
+        with ThreadPoolExecutor(1, thread_name_prefix="grpc-policy-client") as helper:
+            return helper.submit(self._loop.run_until_complete, awaitable).result()
+
+    def _pump(self, iterations: int = 3) -> None:
+        """Turn the private loop a few times without blocking (caller holds ``_cond``).
+
+        Three turns take a woken sender from ``Event.wait`` to a started C-core write,
+        for a stream write as for a new unary call.
+        """
+        self._drive(self._turns(iterations))
+
+    @staticmethod
+    async def _turns(iterations: int) -> None:
+        for _ in range(iterations):
+            await asyncio.sleep(0)
+
+    @staticmethod
+    async def _wait_event(event: asyncio.Event, timeout_s: float | None) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout_s)
+
+    def _call(self, awaitable: Awaitable[T], timeout_s: float | None = 10.0) -> T:
+        async def bounded() -> T:
+            return await asyncio.wait_for(awaitable, timeout_s)
+
+        try:
+            return self._drive(bounded())
         except TimeoutError as exc:
-            future.cancel()
             raise PolicyUnavailable(f"{self.endpoint}: no answer within {timeout_s:.1f} s") from exc
 
     async def _make_event(self) -> asyncio.Event:
@@ -257,36 +303,32 @@ class GrpcActionSource:
         return codec.decode_spec(msg)
 
     async def _send_reset(self) -> None:
-        with self._cond:
-            episode = self._episode
+        episode = self._episode
         try:
             await self._stub.Reset(
                 policy_pb2.ResetRequest(episode=episode), timeout=self._deadline_s, metadata=self._metadata
             )
         except grpc.aio.AioRpcError as exc:
             raise translate(exc, self.endpoint, f"Reset(episode={episode})") from exc
-        with self._cond:
-            if self._episode == episode:
-                self._needs_reset = False
+        if self._episode == episode:
+            self._needs_reset = False
 
     async def _connect(self) -> None:
         """Probe the server: spec (must not change), then the pending reset."""
         spec = await self._fetch_spec()
-        with self._cond:
-            if self._spec is not None and spec != self._spec:
-                self._failure = SpecMismatch(
-                    f"{self.endpoint}: the server's spec changed after reconnecting "
-                    f"(was {self._spec.model_name} {self._spec.model_version}, "
-                    f"now {spec.model_name} {spec.model_version})"
-                )
-                self._cond.notify_all()
-            self._spec = self._spec or spec
-            needs_reset = self._needs_reset
+        if self._spec is not None and spec != self._spec:
+            self._failure = SpecMismatch(
+                f"{self.endpoint}: the server's spec changed after reconnecting "
+                f"(was {self._spec.model_name} {self._spec.model_version}, "
+                f"now {spec.model_name} {spec.model_version})"
+            )
+            self._arrived.set()
+        self._spec = self._spec or spec
+        needs_reset = self._needs_reset
         if needs_reset:
             await self._send_reset()
-        with self._cond:
-            self._unavailable = None
-            self._cond.notify_all()
+        self._unavailable = None
+        self._arrived.set()
 
     async def _run(self) -> None:
         backoff = self._backoff_s[0]
@@ -303,9 +345,8 @@ class GrpcActionSource:
             except asyncio.CancelledError:
                 raise
             except TestbedError as exc:  # e.g. a malformed spec from the server
-                with self._cond:
-                    self._failure = exc
-                    self._cond.notify_all()
+                self._failure = exc
+                self._arrived.set()
             await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
             backoff = min(backoff * 2.0, self._backoff_s[1])
 
@@ -317,21 +358,19 @@ class GrpcActionSource:
         if not isinstance(error, PolicyUnavailable):
             error = PolicyUnavailable(str(error))
         error.__cause__ = exc if exc is not error else exc.__cause__
-        with self._cond:
-            self._unavailable = error
-            self._needs_reset = True  # a restarted server has a fresh policy instance
-            self._in_flight_sent = None
-            self._cond.notify_all()
+        self._unavailable = error
+        self._needs_reset = True  # a restarted server has a fresh policy instance
+        self._in_flight_sent = None
+        self._arrived.set()
 
     def _take_pending(self) -> common_pb2.Observation | None:
-        with self._cond:
-            if self._in_flight_sent is not None or self._pending is None:
-                return None
-            msg, self._pending = self._pending, None
-            if msg.episode != self._episode:
-                return None
-            self._in_flight_sent = time.perf_counter()
-            return msg
+        if self._in_flight_sent is not None or self._pending is None:
+            return None
+        msg, self._pending = self._pending, None
+        if msg.episode != self._episode:
+            return None
+        self._in_flight_sent = time.perf_counter()
+        return msg
 
     async def _stream(self) -> None:
         call = self._stub.StreamAct(metadata=self._metadata)
@@ -347,16 +386,25 @@ class GrpcActionSource:
         sender = asyncio.ensure_future(send())
         try:
             self._wake.set()  # something may have been submitted while disconnected
+            self._sending.set()
             while True:
                 result = await call.read()
                 if result is grpc.aio.EOF:
                     raise PolicyUnavailable(f"{self.endpoint}: the server closed the stream")
                 self._deliver(result)
         finally:
+            self._sending.clear()
             sender.cancel()
             call.cancel()
 
     async def _unary(self) -> None:
+        self._sending.set()
+        try:
+            await self._unary_calls()
+        finally:
+            self._sending.clear()
+
+    async def _unary_calls(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -369,42 +417,39 @@ class GrpcActionSource:
                 if exc.code() == grpc.StatusCode.UNAVAILABLE:
                     raise
                 if exc.code() != grpc.StatusCode.DEADLINE_EXCEEDED:  # a late answer is just None
-                    with self._cond:
-                        self._failure = translate(exc, self.endpoint, f"Act(step={msg.step})")
-                        self._failure.__cause__ = exc
-                        self._cond.notify_all()
-                with self._cond:
-                    self._in_flight_sent = None
+                    self._failure = translate(exc, self.endpoint, f"Act(step={msg.step})")
+                    self._failure.__cause__ = exc
+                    self._arrived.set()
+                self._in_flight_sent = None
                 self._wake.set()
                 continue
             self._deliver(policy_pb2.ActResult(chunk=chunk))
 
     def _deliver(self, result: policy_pb2.ActResult) -> None:
-        """Hand one server answer to ``result()`` (called on the loop thread)."""
+        """Hand one server answer to ``result()`` (runs on the private loop)."""
         now = time.perf_counter()
-        with self._cond:
-            sent = self._in_flight_sent
-            self._in_flight_sent = None
-            latency_ms = 0.0 if sent is None else (now - sent) * 1e3
-            if result.HasField("error"):
-                error = result.error
-                code = _CODE_NAMES.get(error.code, str(error.code))
-                message = f"{self.endpoint} step {error.step}: {code}: {error.message}"
-                failure: TestbedError = (
-                    SpecMismatch(message) if code in ("INVALID_ARGUMENT", "FAILED_PRECONDITION")
-                    else PolicyUnavailable(message)
-                )
-                self._failure = failure
-            elif result.chunk.episode == self._episode and self._spec is not None:
-                try:
-                    chunk = codec.decode_chunk(result.chunk, self._spec, latency_ms=latency_ms)
-                except SpecMismatch as exc:
-                    where = f"{self.endpoint} step {result.chunk.step}"
-                    self._failure = SpecMismatch(f"{where}: bad chunk: {exc}")
-                else:
-                    if self._ready is None or chunk.step >= self._ready.step:
-                        self._ready = chunk
-            self._cond.notify_all()
+        sent = self._in_flight_sent
+        self._in_flight_sent = None
+        latency_ms = 0.0 if sent is None else (now - sent) * 1e3
+        if result.HasField("error"):
+            error = result.error
+            code = _CODE_NAMES.get(error.code, str(error.code))
+            message = f"{self.endpoint} step {error.step}: {code}: {error.message}"
+            failure: TestbedError = (
+                SpecMismatch(message) if code in ("INVALID_ARGUMENT", "FAILED_PRECONDITION")
+                else PolicyUnavailable(message)
+            )
+            self._failure = failure
+        elif result.chunk.episode == self._episode and self._spec is not None:
+            try:
+                chunk = codec.decode_chunk(result.chunk, self._spec, latency_ms=latency_ms)
+            except SpecMismatch as exc:
+                where = f"{self.endpoint} step {result.chunk.step}"
+                self._failure = SpecMismatch(f"{where}: bad chunk: {exc}")
+            else:
+                if self._ready is None or chunk.step >= self._ready.step:
+                    self._ready = chunk
+        self._arrived.set()
         self._wake.set()  # the next pending observation may go now
 
 
