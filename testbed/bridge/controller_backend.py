@@ -260,6 +260,11 @@ class ControlLoopBackend:
         self._last_chunk: dict[int, _LastChunk] = {}
         self._cycle_cv = threading.Condition(self._lock)
 
+    @property
+    def loop(self) -> ControlLoop:
+        """The control loop this backend drives (call its methods only from the ticking thread)."""
+        return self._loop
+
     # ------------------------------------------------------------------ ControllerBackend
     def robots(self) -> tuple[RobotDescription, ...]:
         """All robots, in loop order."""
@@ -457,8 +462,9 @@ class ControlLoopBackend:
         elif cmd.kind == "end_stream":
             last = self._last_chunk.pop(r, None)
             if last is not None and comp.state is LifecycleState.ACTIVE and r not in self._jobs:
-                # the same rows on the same grid, but held at the end instead of timing out
-                loop.submit_chunk(r, last.targets, last.t0_s, last.dt_s, hold_after=True)
+                # the same rows on the same grid, but held at the end instead of timing out; if the
+                # clock went back (a new episode restarts at 0) the rows start now
+                loop.submit_chunk(r, last.targets, min(last.t0_s, t_s), last.dt_s, hold_after=True)
         elif cmd.kind == "job":
             assert cmd.job is not None and cmd.future is not None
             if comp.state is not LifecycleState.ACTIVE:
@@ -542,7 +548,7 @@ class TickerThread:
 
     def __init__(self, backend: ControlLoopBackend, dt_s: float | None = None) -> None:
         self._backend = backend
-        self.dt_s = float(dt_s) if dt_s is not None else backend._loop.dt_s
+        self.dt_s = float(dt_s) if dt_s is not None else backend.loop.dt_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="controller-ticker", daemon=True)
         self.error: BaseException | None = None

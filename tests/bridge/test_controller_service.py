@@ -507,3 +507,63 @@ def test_a_port_in_use_is_a_config_error() -> None:
     _, backend = _backend()
     with start_controller_server(backend) as first, pytest.raises(BridgeConfigError, match="cannot listen"):
         start_controller_server(backend, port=first.port)
+
+
+def test_oversized_messages_are_refused_by_the_size_cap() -> None:
+    _, backend = _backend()
+    with TickerThread(backend), start_controller_server(backend, max_message_bytes=2048) as server, \
+            grpc.insecure_channel(server.address) as channel:
+        stub = controller_pb2_grpc.ControllerServiceStub(channel)
+        big = controller_pb2.Setpoint(robot="gp7", joint_pos_rad=_tensor(np.tile(GP7.home, (200, 1))))
+        with pytest.raises(grpc.RpcError) as err:
+            list(stub.StreamSetpoints(iter([big])))
+        assert err.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    np.testing.assert_array_equal(backend.snapshot("gp7").setpoint_rad, GP7.home)
+
+
+def test_two_models_two_clients_stream_at_once_each_to_its_own_robot() -> None:
+    scara = load_robot("scara_t6")
+    loop = ControlLoop([GP7, scara], DT, stream_timeout_s=0.5)
+    home = np.zeros((2, loop.max_joints))
+    home[0, :6] = GP7.home
+    home[1, :4] = scara.home
+    loop.reset(home)
+    backend = ControlLoopBackend(loop, names=["arm", "scara"])
+    targets = {"arm": GP7.home + 0.2, "scara": scara.home + np.array([0.3, -0.3, 0.05, 1.0])}
+    results: dict[str, list[controller_pb2.RobotState]] = {}
+
+    def client(name: str, address: str) -> None:
+        with grpc.insecure_channel(address) as channel:
+            stub = controller_pb2_grpc.ControllerServiceStub(channel)
+            msgs = (controller_pb2.Setpoint(robot=name, joint_pos_rad=_tensor(targets[name])) for _ in range(120))
+            results[name] = list(stub.StreamSetpoints(msgs, timeout=30))
+
+    with TickerThread(backend), start_controller_server(backend) as server:
+        with grpc.insecure_channel(server.address) as channel:
+            (arm, sc) = controller_pb2_grpc.ControllerServiceStub(channel).ListRobots(
+                controller_pb2.ListRobotsRequest()).robots
+        assert (arm.model, len(arm.joint_names), sc.model, len(sc.joint_names)) == ("gp7", 6, "scara_t6", 4)
+        assert list(sc.joint_types) == ["revolute", "revolute", "prismatic", "revolute"]
+        threads = [threading.Thread(target=client, args=(n, server.address)) for n in targets]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    for name, target in targets.items():
+        states = results[name]
+        assert len(states) == 120 and {s.robot for s in states} == {name}
+        final = codec.decode_tensor(states[-1].setpoint_rad)
+        assert final.shape == target.shape
+        np.testing.assert_allclose(final, target, atol=1e-9)
+
+
+def test_a_stream_ended_after_the_clock_restarts_still_holds_its_target() -> None:
+    _, backend = _backend()
+    cycle = _tick(backend, 0, 100)
+    target = GP7.home + 0.1
+    backend.stream_setpoints("gp7", target)
+    _tick(backend, cycle, 2)
+    backend.end_stream("gp7")
+    _tick(backend, 0, 200)  # a new episode: time starts again at 0, before the chunk's t0
+    np.testing.assert_allclose(backend.snapshot("gp7").setpoint_rad, target, atol=1e-9)
+    assert backend.snapshot("gp7").lifecycle_state == "ACTIVE"
