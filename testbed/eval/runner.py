@@ -219,7 +219,8 @@ def _run_episode(episode: int, scenario: Any, cell: Cell, control: ControlLoop, 
     dt = cell.dt_s
     max_steps = round(scenario.sim.max_episode_s / dt)
     steps_per_policy = [max(1, round(d.period_s / dt)) for d in drivers]
-    pending = list(arrivals)
+    # parts go to the robots' stations in turn
+    pending = [(arrival, i % len(drivers)) for i, arrival in enumerate(arrivals)]
     resolved = 0
     contacts: list[set[str]] = [set() for _ in drivers]
     stopped = False
@@ -231,10 +232,11 @@ def _run_episode(episode: int, scenario: Any, cell: Cell, control: ControlLoop, 
         t = step * dt
         if pacer is not None:
             pacer.wait()
-        while pending and pending[0].t_s <= t + 1e-9:
-            arrival = pending.pop(0)
-            if cell.spawn(arrival):
-                events.emit("part_arrival", t, episode, part_type=arrival.part_type, order_id=arrival.order_id)
+        while pending and pending[0][0].t_s <= t + 1e-9:
+            arrival, station = pending.pop(0)
+            if cell.spawn(arrival, station):
+                events.emit("part_arrival", t, episode, drivers[station].name, part_type=arrival.part_type,
+                            order_id=arrival.order_id)
             else:
                 tally.dropped += 1
                 resolved += 1

@@ -16,7 +16,7 @@ import numpy as np
 import pybullet as p
 
 from testbed.robots import RobotModel, load_robot
-from testbed.scenario.schema import BinConfig, CellConfig, RobotConfig
+from testbed.scenario.schema import CellConfig, RobotConfig
 from testbed.scenario.workload import PART_TYPES, PartArrival
 from testbed.sim.observations import ENV_STATE_NAMES
 from testbed.sim.parts import PART_CATALOGUE, PartType, create_part_body
@@ -48,6 +48,7 @@ class PartSlot:
     ready_t: float = 0.0
     released_t: float = 0.0
     held_by: int = -1
+    station: int = 0
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,23 @@ class PartEvent:
     part_type: str
     order_id: str
     detail: dict = field(default_factory=dict)
+
+
+@dataclass
+class Station:
+    """One robot's work station: its conveyor (running along +y to a stopper) and its bins.
+
+    The launch file's conveyor and bins describe the first robot's station; every
+    other robot gets the same station shifted by the offset of its base in x and y.
+    """
+
+    index: int
+    belt_x: float
+    belt_y_start: float
+    belt_y_end: float
+    top_z: float
+    bins: dict[str, tuple[float, float, float]]  # bin name -> floor centre, world frame
+    bin_for_type: dict[str, str]
 
 
 @dataclass
@@ -92,18 +110,15 @@ class Cell:
         p.setPhysicsEngineParameter(fixedTimeStep=self.dt_s, numSolverIterations=50,
                                     deterministicOverlappingPairs=1, physicsClientId=self.client)
         self.robots: list[RobotHandle] = []
-        self.bins: dict[str, BinConfig] = {b.name: b for b in config.bins}
-        self.bin_for_type: dict[str, str] = {}
-        for b in config.bins:
-            self.bin_for_type.setdefault(b.part_type, b.name)
+        self.stations: list[Station] = []
+        self.bins: dict[str, tuple[float, float, float]] = {}
         self.static_bodies: dict[int, str] = {}
         self.parts: list[PartSlot] = []
         self._build_floor()
         for robot_cfg in config.robots:
             self._build_robot(robot_cfg)
-        self._build_conveyor(config)
-        for b in config.bins:
-            self._build_bin(b)
+        for index in range(len(self.robots)):
+            self._build_station(index)
         self._build_part_pool(arrivals_per_type)
         self.max_joints = max(r.model.n_joints for r in self.robots)
         self._joint_pos = np.zeros((len(self.robots), self.max_joints))
@@ -149,35 +164,45 @@ class Cell:
         self.robots.append(RobotHandle(cfg, model, body, joint_indices, link_by_name[model.tcp_link],
                                        base_pos, tuple(base_orn)))
 
-    def _build_conveyor(self, config: CellConfig) -> None:
-        base = self.robots[0].base_pos
+    def _build_station(self, index: int) -> None:
+        config = self.config
+        first, base = self.robots[0].base_pos, self.robots[index].base_pos
+        dx, dy = base[0] - first[0], base[1] - first[1]
         length = config.conveyor.length
-        self.belt_top_z = config.conveyor.top_z
-        self.belt_x = base[0] + BELT_X_M
-        self.belt_y_end = base[1] + STOPPER_Y_M
-        self.belt_y_start = self.belt_y_end - length
-        centre_y = (self.belt_y_start + self.belt_y_end) / 2
-        self._static_box("conveyor", (BELT_WIDTH_M / 2, length / 2, self.belt_top_z / 2),
-                         (self.belt_x, centre_y, self.belt_top_z / 2), (0.15, 0.15, 0.15, 1))
+        top_z = config.conveyor.top_z
+        belt_x = base[0] + BELT_X_M
+        belt_y_end = base[1] + STOPPER_Y_M
+        prefix = "" if index == 0 else f"{self.robots[index].config.name}/"
+        station = Station(index, belt_x, belt_y_end - length, belt_y_end, top_z, {}, {})
+        centre_y = (station.belt_y_start + belt_y_end) / 2
+        self._static_box(f"{prefix}conveyor", (BELT_WIDTH_M / 2, length / 2, top_z / 2), (belt_x, centre_y, top_z / 2),
+                         (0.15, 0.15, 0.15, 1))
         for side in (-1, 1):
-            self._static_box("conveyor_rail", (0.005, length / 2, 0.015),
-                             (self.belt_x + side * (BELT_WIDTH_M / 2 + 0.005), centre_y, self.belt_top_z + 0.015),
-                             (0.7, 0.7, 0.7, 1))
-        self._static_box("stopper", (BELT_WIDTH_M / 2 + 0.01, 0.01, 0.02),
-                         (self.belt_x, self.belt_y_end + 0.01, self.belt_top_z + 0.02), (0.8, 0.1, 0.1, 1))
+            self._static_box(f"{prefix}conveyor_rail", (0.005, length / 2, 0.015),
+                             (belt_x + side * (BELT_WIDTH_M / 2 + 0.005), centre_y, top_z + 0.015), (0.7, 0.7, 0.7, 1))
+        self._static_box(f"{prefix}stopper", (BELT_WIDTH_M / 2 + 0.01, 0.01, 0.02),
+                         (belt_x, belt_y_end + 0.01, top_z + 0.02), (0.8, 0.1, 0.1, 1))
+        for b in config.bins:
+            name = f"{prefix}{b.name}"
+            xyz = (b.xyz[0] + dx, b.xyz[1] + dy, b.xyz[2])
+            station.bins[name] = xyz
+            station.bin_for_type.setdefault(b.part_type, name)
+            self.bins[name] = xyz
+            self._build_bin(name, b.part_type, xyz)
+        self.stations.append(station)
 
-    def _build_bin(self, b: BinConfig) -> None:
-        x, y, z = b.xyz
+    def _build_bin(self, name: str, part_type: str, xyz: tuple[float, float, float]) -> None:
+        x, y, z = xyz
         half = BIN_INNER_M / 2
         wall = 0.005
-        colour = (*PART_CATALOGUE[b.part_type].rgba[:3], 1.0)
-        self._static_box(b.name, (half + wall, half + wall, wall), (x, y, z - wall), (0.6, 0.6, 0.6, 1))
+        colour = (*PART_CATALOGUE[part_type].rgba[:3], 1.0)
+        self._static_box(name, (half + wall, half + wall, wall), (x, y, z - wall), (0.6, 0.6, 0.6, 1))
         h = BIN_WALL_HEIGHT_M / 2
         for dx, dy, hx, hy in ((half + wall, 0, wall, half + wall), (-half - wall, 0, wall, half + wall),
                                (0, half + wall, half + wall, wall), (0, -half - wall, half + wall, wall)):
-            self._static_box(b.name, (hx, hy, h), (x + dx, y + dy, z + h), colour)
+            self._static_box(name, (hx, hy, h), (x + dx, y + dy, z + h), colour)
         if z - 2 * wall > 0.01:
-            self._static_box(f"{b.name}_stand", (0.03, 0.03, (z - 2 * wall) / 2), (x, y, (z - 2 * wall) / 2),
+            self._static_box(f"{name}_stand", (0.03, 0.03, (z - 2 * wall) / 2), (x, y, (z - 2 * wall) / 2),
                              (0.3, 0.3, 0.3, 1))
 
     def _build_part_pool(self, arrivals_per_type: dict[str, int]) -> None:
@@ -214,21 +239,23 @@ class Cell:
             self._park(slot)
         self.t_s = 0.0
 
-    def spawn(self, arrival: PartArrival) -> bool:
-        """Put a part of the arrival's type on the infeed; False if none is free."""
+    def spawn(self, arrival: PartArrival, station: int = 0) -> bool:
+        """Put a part of the arrival's type on a station's infeed; False if none is free."""
         for slot in self.parts:
             if slot.kind.name == arrival.part_type and slot.status == "parked":
                 break
         else:
             return False
-        pos = (self.belt_x, self.belt_y_start + 0.04, self.belt_top_z + slot.kind.half_height_m + 0.001)
+        st = self.stations[station]
+        pos = (st.belt_x, st.belt_y_start + 0.04, st.top_z + slot.kind.half_height_m + 0.001)
         p.resetBasePositionAndOrientation(slot.body, pos, (0, 0, 0, 1), physicsClientId=self.client)
         p.resetBaseVelocity(slot.body, (0, 0, 0), (0, 0, 0), physicsClientId=self.client)
         p.setCollisionFilterGroupMask(slot.body, -1, 1, -1, physicsClientId=self.client)
         p.changeDynamics(slot.body, -1, activationState=p.ACTIVATION_STATE_WAKE_UP, physicsClientId=self.client)
         slot.status = "conveying"
         slot.order_id = arrival.order_id
-        slot.target_bin = arrival.bin or self.bin_for_type[arrival.part_type]
+        slot.target_bin = arrival.bin or st.bin_for_type[arrival.part_type]
+        slot.station = station
         slot.spawn_t = self.t_s
         return True
 
@@ -275,7 +302,7 @@ class Cell:
                 pos, _ = p.getBasePositionAndOrientation(slot.body, physicsClientId=self.client)
                 vel, ang = p.getBaseVelocity(slot.body, physicsClientId=self.client)
                 front = pos[1] + slot.kind.size_m[1] / 2
-                vy = speed if front < self.belt_y_end - 0.002 else 0.0
+                vy = speed if front < self.stations[slot.station].belt_y_end - 0.002 else 0.0
                 p.resetBaseVelocity(slot.body, (0.0, vy, vel[2]), ang, physicsClientId=self.client)
         p.stepSimulation(physicsClientId=self.client)
         self.t_s += self.dt_s
@@ -287,11 +314,12 @@ class Cell:
             if slot.status in ("parked", "placed", "dropped", "held"):
                 continue
             pos, _ = p.getBasePositionAndOrientation(slot.body, physicsClientId=self.client)
-            if pos[2] < self.belt_top_z - 0.08 and slot.status in ("conveying", "ready"):
+            station = self.stations[slot.station]
+            if pos[2] < station.top_z - 0.08 and slot.status in ("conveying", "ready"):
                 events.append(self._finish(slot, "dropped", None, {"reason": "fell off the conveyor"}))
             elif slot.status == "conveying":
                 vel, _ = p.getBaseVelocity(slot.body, physicsClientId=self.client)
-                at_stop = pos[1] + slot.kind.size_m[1] / 2 >= self.belt_y_end - 0.004
+                at_stop = pos[1] + slot.kind.size_m[1] / 2 >= station.belt_y_end - 0.004
                 if at_stop and abs(vel[1]) < 0.01:
                     slot.status = "ready"
                     slot.ready_t = self.t_s
@@ -310,11 +338,11 @@ class Cell:
         return events
 
     def _classify_release(self, slot: PartSlot, pos: Sequence[float]) -> PartEvent:
-        for b in self.bins.values():
-            inside = abs(pos[0] - b.xyz[0]) < BIN_INNER_M / 2 and abs(pos[1] - b.xyz[1]) < BIN_INNER_M / 2
-            if inside and b.xyz[2] - 0.01 < pos[2] < b.xyz[2] + BIN_WALL_HEIGHT_M:
-                correct = b.name == slot.target_bin
-                return self._finish(slot, "placed", None, {"bin": b.name, "correct": correct,
+        for name, (x, y, z) in self.bins.items():
+            inside = abs(pos[0] - x) < BIN_INNER_M / 2 and abs(pos[1] - y) < BIN_INNER_M / 2
+            if inside and z - 0.01 < pos[2] < z + BIN_WALL_HEIGHT_M:
+                correct = name == slot.target_bin
+                return self._finish(slot, "placed", None, {"bin": name, "correct": correct,
                                                            "cycle_time_s": round(self.t_s - slot.ready_t, 6)})
         return self._finish(slot, "dropped", None, {"reason": "released outside any bin",
                                                     "xyz": [round(float(v), 4) for v in pos]})
@@ -322,7 +350,7 @@ class Cell:
     def _finish(self, slot: PartSlot, status: str, robot: int | None, detail: dict) -> PartEvent:
         slot.status = status
         kind = "place" if status == "placed" else "drop"
-        return PartEvent(kind, robot, slot.kind.name, slot.order_id, detail)
+        return PartEvent(kind, slot.station if robot is None else robot, slot.kind.name, slot.order_id, detail)
 
     def _try_grip(self, index: int, robot: RobotHandle) -> PartEvent | None:
         tcp = p.getLinkState(robot.body, robot.tcp_link, computeForwardKinematics=True, physicsClientId=self.client)
@@ -375,7 +403,7 @@ class Cell:
         out = np.zeros(len(ENV_STATE_NAMES), dtype=np.float32)
         slot = robot.held
         if slot is None:
-            ready = [s for s in self.parts if s.status == "ready"]
+            ready = [s for s in self.parts if s.status == "ready" and s.station == robot_index]
             slot = min(ready, key=lambda s: (s.ready_t, s.body)) if ready else None
         if slot is None:
             return out
@@ -383,8 +411,8 @@ class Cell:
         pos, orn = p.getBasePositionAndOrientation(slot.body, physicsClientId=self.client)
         local_pos, local_orn = p.multiplyTransforms(inv_pos, inv_orn, pos, orn)
         yaw = p.getEulerFromQuaternion(local_orn)[2]
-        b = self.bins[slot.target_bin]
-        bin_world = (b.xyz[0], b.xyz[1], b.xyz[2] + BIN_WALL_HEIGHT_M)
+        x, y, z = self.bins[slot.target_bin]
+        bin_world = (x, y, z + BIN_WALL_HEIGHT_M)
         bin_local, _ = p.multiplyTransforms(inv_pos, inv_orn, bin_world, (0, 0, 0, 1))
         out[:] = (*local_pos, yaw, local_pos[2] + slot.kind.half_height_m, slot.kind.index, 1.0,
                   1.0 if robot.held is slot else 0.0, *bin_local)

@@ -141,3 +141,17 @@ def test_record_true_keeps_the_episodes_as_a_lerobot_dataset(tmp_path):
     assert validate_dataset(result.run_dir / "dataset") == []
     frames = dataset.episode(0)
     assert frames["observation.state"].shape == (100, 7) and frames["action"].shape == (100, 7)
+
+
+def test_two_robot_models_share_one_vectorized_loop(tmp_path):
+    import pyarrow.parquet as pq
+
+    result = run_scenario(load("launch/two_robots.yaml", ["episodes:=1"]), runs_dir=tmp_path)
+    assert result.metrics["control"]["robots"] == 2
+    places = [e for e in read_events(result.run_dir) if e["kind"] == "place"]
+    assert {e["robot"] for e in places} == {"gp7_arm", "sia_arm"}
+    assert all(e["correct"] for e in places)
+    assert result.metrics["success_rate"] == 1.0
+    trace = pq.read_table(result.run_dir / "joint_states.parquet").to_pydict()
+    widths = {robot: len(pos) for robot, pos in zip(trace["robot"], trace["position"], strict=True)}
+    assert widths == {"gp7_arm": 6, "sia_arm": 7}
