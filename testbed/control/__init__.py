@@ -1,18 +1,40 @@
-"""Industrial-style robot control: lifecycle, vectorized servo loop, safety limits.
+"""Industrial-style robot control: lifecycle, vectorized servo loop, safety limits, job and trajectory modes.
 
-Entry point: ``ControlLoop(models, dt_s)``; ``tick`` it once per control cycle.
+Entry point: ``ControlLoop(models, dt_s)``; ``tick`` it once per control cycle. Job mode
+(``load_job``/``JobRunner``) and trajectory mode (``TrajectoryController``) feed it.
 """
 
 from testbed.control.events import ControlEvent
+from testbed.control.job import Job, JobOutputs, JobRunner, load_job, parse_job, plan_job
+from testbed.control.kinematics import IKResult, KinematicChain
 from testbed.control.lifecycle import Component, LifecycleState
 from testbed.control.loop import ControllerComponent, ControlLoop
 from testbed.control.model import RobotLimits
+from testbed.control.pacing import ExecutionContext, Pacer, PacingStats
+from testbed.control.trajectory import JointTrajectory, PtpMotion, TrajectoryPoint
+from testbed.control.trajectory_mode import TrajectoryController, TrajectoryStatus
 
 __all__ = [
     "Component",
     "ControlEvent",
     "ControlLoop",
     "ControllerComponent",
+    "ExecutionContext",
+    "IKResult",
+    "Job",
+    "JobOutputs",
+    "JobRunner",
+    "JointTrajectory",
+    "KinematicChain",
     "LifecycleState",
+    "Pacer",
+    "PacingStats",
+    "PtpMotion",
     "RobotLimits",
+    "TrajectoryController",
+    "TrajectoryPoint",
+    "TrajectoryStatus",
+    "load_job",
+    "parse_job",
+    "plan_job",
 ]

@@ -1,0 +1,565 @@
+"""Job mode: teach-pendant style programs (MOVJ, MOVL, MOVC, PL blending, TIMER, DOUT, WAIT).
+
+A job is YAML::
+
+    name: scara_pick_place
+    poses:                                 # teach points
+      home: {joints: [0.0, 0.0, 0.0, 0.0]}  # rad (m for prismatic joints)
+      above_pick: {xyz: [0.40, 0.10, 0.15], yaw: 0.0}   # TCP in the base frame, m and rad
+      place: {xyz: [0.1, 0.45, 0.12], rpy: [3.14159, 0.0, 0.0]}
+    program:
+      - MOVJ home VJ=50 PL=0               # joint move at 50 % of max joint speed, exact stop
+      - MOVL above_pick V=300 PL=3         # linear move at 300 mm/s, blend level 3 (0..8)
+      - MOVC via end V=200                 # circular move through `via` to `end`
+      - DOUT OT#(1) ON                     # output 1 (the gripper) on
+      - WAIT IN#(1)=ON T=2.0               # wait for input 1 (e.g. part gripped), at most 2 s
+      - TIMER T=0.5
+
+``plan_job`` checks every step and pose before anything moves and refuses a bad one
+with a ``JobError`` naming the file, line and step. ``JobRunner`` then feeds the plan to a
+``ControlLoop`` and reports gripper outputs each tick.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from testbed.control.kinematics import KinematicChain, rpy_matrix
+from testbed.control.lifecycle import LifecycleState
+from testbed.control.loop import ControlLoop
+from testbed.control.trajectory import (
+    JointMotion,
+    PtpMotion,
+    SampledMotion,
+    arc_path,
+    line_path,
+    plan_cartesian,
+    sample_rows,
+)
+from testbed.errors import ControllerError, JobError
+
+ROW_DT_S = 0.004  # spacing of streamed rows, like a 4 ms external-streaming interface
+PATH_ACCEL_M_S2 = 2.0  # TCP acceleration of linear and circular moves
+GRIPPER_CHANNEL = 1
+
+
+# --------------------------------------------------------------------------- the language
+@dataclass(frozen=True)
+class Pose:
+    """A teach point: joint positions, or a TCP pose (position + rpy or yaw) in the base frame."""
+
+    name: str
+    joints: tuple[float, ...] | None = None
+    xyz: tuple[float, float, float] | None = None
+    rpy: tuple[float, float, float] | None = None
+    yaw: float | None = None
+
+    def matrix(self) -> np.ndarray:
+        """4x4 TCP pose (Cartesian poses only); a yaw-only pose points the tool down (z down)."""
+        assert self.xyz is not None
+        out = np.eye(4)
+        out[:3, 3] = self.xyz
+        if self.rpy is not None:
+            out[:3, :3] = rpy_matrix(*self.rpy)
+        else:
+            out[:3, :3] = rpy_matrix(math.pi, 0.0, 0.0) @ rpy_matrix(0.0, 0.0, -(self.yaw or 0.0))
+        return out
+
+
+@dataclass(frozen=True)
+class Step:
+    """One program line.
+
+    Args:
+        op: ``MOVJ``, ``MOVL``, ``MOVC``, ``TIMER``, ``DOUT`` or ``WAIT``.
+        index: position in the program (0-based).
+        text: the line as written.
+        where: ``file:line`` (or the source name) for messages.
+        targets: pose names (MOVJ/MOVL: one; MOVC: via and end).
+        speed: VJ in % for MOVJ, V in mm/s for MOVL/MOVC.
+        pl: positioning level 0 (exact stop) .. 8 (widest blend).
+        time_s: TIMER duration or WAIT timeout (None: wait forever).
+        channel, value: DOUT/WAIT I/O channel and level.
+    """
+
+    op: str
+    index: int
+    text: str
+    where: str
+    targets: tuple[str, ...] = ()
+    speed: float = 0.0
+    pl: int = 0
+    time_s: float | None = None
+    channel: int = 0
+    value: bool = False
+
+    def fail(self, why: str) -> JobError:
+        """A JobError naming this line and step."""
+        return JobError(f"{self.where} program[{self.index}] '{self.text}': {why}")
+
+
+@dataclass(frozen=True)
+class Job:
+    """A parsed job: named teach points and the program."""
+
+    name: str
+    source: str
+    poses: dict[str, Pose]
+    steps: tuple[Step, ...]
+
+
+_MOVE = re.compile(r"^(MOVJ|MOVL|MOVC)\s+(.*)$")
+_TIMER = re.compile(r"^TIMER\s+T=(\S+)$")
+_DOUT = re.compile(r"^DOUT\s+OT#\((\d+)\)\s+(ON|OFF)$")
+_WAIT = re.compile(r"^WAIT\s+IN#\((\d+)\)=(ON|OFF)(?:\s+T=(\S+))?$")
+
+
+def _number(step_fail: Any, key: str, text: str, lo: float, hi: float) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise step_fail(f"{key} must be a number, got '{text}'") from None
+    if not (math.isfinite(value) and lo <= value <= hi):
+        raise step_fail(f"{key}={text} is out of range (expected {lo:g}..{hi:g})")
+    return value
+
+
+def _parse_step(index: int, raw: Any, where: str, poses: Mapping[str, Pose]) -> Step:
+    text = " ".join(str(raw).split()) if isinstance(raw, str) else repr(raw)
+    base = Step(op="?", index=index, text=text, where=where)
+    if not isinstance(raw, str):
+        raise base.fail("each program line must be a string like 'MOVJ home VJ=50 PL=0'")
+    original = " ".join(raw.split())
+    base = Step(op="?", index=index, text=original, where=where)
+    if m := _MOVE.match(" ".join(raw.split()).upper()):
+        op = m.group(1)
+        words = " ".join(raw.split()).split()[1:]
+        names = [w for w in words if "=" not in w]
+        params = {}
+        for w in words:
+            if "=" in w:
+                k, _, v = w.partition("=")
+                params[k.upper()] = v
+        step = Step(op=op, index=index, text=original, where=where)
+        want = 2 if op == "MOVC" else 1
+        if len(names) != want:
+            raise step.fail(f"{op} takes {want} pose name{'s' if want > 1 else ''}, got {names}")
+        for n in names:
+            if n not in poses:
+                raise step.fail(f"unknown pose '{n}' (poses: {', '.join(sorted(poses)) or 'none'})")
+        speed_key = "VJ" if op == "MOVJ" else "V"
+        allowed = {speed_key, "PL"}
+        extra = set(params) - allowed
+        if extra:
+            raise step.fail(f"unknown parameter(s) {sorted(extra)} for {op} (allowed: {sorted(allowed)})")
+        if speed_key not in params:
+            raise step.fail(f"{op} needs {speed_key}=... ({'% of max joint speed' if op == 'MOVJ' else 'mm/s'})")
+        speed = (
+            _number(step.fail, "VJ", params["VJ"], 0.01, 100.0)
+            if op == "MOVJ"
+            else _number(step.fail, "V", params["V"], 0.1, 10000.0)
+        )
+        pl = 0
+        if "PL" in params:
+            if params["PL"] not in {str(i) for i in range(9)}:
+                raise step.fail(f"PL={params['PL']} is out of range (expected an integer 0..8)")
+            pl = int(params["PL"])
+        return Step(op=op, index=index, text=original, where=where, targets=tuple(names), speed=speed, pl=pl)
+    upper = " ".join(raw.split()).upper()
+    if m := _TIMER.match(upper):
+        return Step(op="TIMER", index=index, text=original, where=where,
+                    time_s=_number(base.fail, "T", m.group(1), 0.0, 3600.0))
+    if m := _DOUT.match(upper):
+        return Step(op="DOUT", index=index, text=original, where=where, channel=int(m.group(1)),
+                    value=m.group(2) == "ON")
+    if m := _WAIT.match(upper):
+        timeout = None if m.group(3) is None else _number(base.fail, "T", m.group(3), 0.0, 3600.0)
+        return Step(op="WAIT", index=index, text=original, where=where, channel=int(m.group(1)),
+                    value=m.group(2) == "ON", time_s=timeout)
+    raise base.fail(
+        "unknown instruction (expected MOVJ <pose> VJ=%, MOVL <pose> V=mm/s, MOVC <via> <end> V=mm/s, "
+        "TIMER T=s, DOUT OT#(n) ON|OFF, WAIT IN#(n)=ON|OFF [T=s])"
+    )
+
+
+def _parse_pose(name: str, raw: Any, where: str) -> Pose:
+    def fail(why: str) -> JobError:
+        return JobError(f"{where} poses.{name}: {why}")
+
+    if not isinstance(raw, Mapping):
+        raise fail("a pose is a mapping with 'joints', or 'xyz' and 'rpy' or 'yaw'")
+    keys = set(raw)
+    if keys - {"joints", "xyz", "rpy", "yaw"}:
+        raise fail(f"unknown keys {sorted(keys - {'joints', 'xyz', 'rpy', 'yaw'})} (allowed: joints, xyz, rpy, yaw)")
+
+    def floats(key: str, n: int | None) -> tuple[float, ...]:
+        v = raw[key]
+        if not isinstance(v, Sequence) or isinstance(v, str) or (n is not None and len(v) != n):
+            raise fail(f"'{key}' must be a list of {n if n else 'joint'} numbers, got {v!r}")
+        try:
+            out = tuple(float(x) for x in v)
+        except (TypeError, ValueError):
+            raise fail(f"'{key}' must hold numbers, got {v!r}") from None
+        if not all(math.isfinite(x) for x in out):
+            raise fail(f"'{key}' must hold finite numbers, got {v!r}")
+        return out
+
+    if "joints" in raw:
+        if keys != {"joints"}:
+            raise fail("give either 'joints' or a Cartesian pose ('xyz' with 'rpy' or 'yaw'), not both")
+        return Pose(name, joints=floats("joints", None))
+    if "xyz" not in raw:
+        raise fail("a Cartesian pose needs 'xyz' (m)")
+    if "rpy" in raw and "yaw" in raw:
+        raise fail("give 'rpy' or 'yaw', not both")
+    xyz = floats("xyz", 3)
+    rpy = floats("rpy", 3) if "rpy" in raw else None
+    yaw = None
+    if "yaw" in raw:
+        try:
+            yaw = float(raw["yaw"])
+        except (TypeError, ValueError):
+            raise fail(f"'yaw' must be a number (rad), got {raw['yaw']!r}") from None
+    return Pose(name, xyz=(xyz[0], xyz[1], xyz[2]), rpy=None if rpy is None else (rpy[0], rpy[1], rpy[2]), yaw=yaw)
+
+
+def parse_job(data: Mapping[str, Any], *, source: str = "<job>", lines: Sequence[int] | None = None) -> Job:
+    """Check and parse a job mapping (``name``, ``poses``, ``program``).
+
+    Args:
+        data: the job as loaded from YAML.
+        source: file name (or other label) used in error messages.
+        lines: 1-based file line of each program entry, when known.
+
+    Raises:
+        JobError: naming ``source:line program[i]`` and what was expected.
+    """
+    if not isinstance(data, Mapping):
+        raise JobError(f"{source}: a job is a mapping with 'name', 'poses' and 'program'")
+    unknown = set(data) - {"name", "poses", "program"}
+    if unknown:
+        raise JobError(f"{source}: unknown job keys {sorted(unknown)} (allowed: name, poses, program)")
+    poses_raw = data.get("poses") or {}
+    if not isinstance(poses_raw, Mapping):
+        raise JobError(f"{source}: 'poses' must be a mapping of name -> pose")
+    poses = {str(k): _parse_pose(str(k), v, source) for k, v in poses_raw.items()}
+    program = data.get("program")
+    if not isinstance(program, list) or not program:
+        raise JobError(f"{source}: 'program' must be a non-empty list of instructions")
+    steps = []
+    for i, raw in enumerate(program):
+        where = f"{source}:{lines[i]}" if lines is not None and i < len(lines) else source
+        steps.append(_parse_step(i, raw, where, poses))
+    return Job(name=str(data.get("name", Path(source).stem)), source=source, poses=poses, steps=tuple(steps))
+
+
+def load_job(path: Path | str, key: str | None = None) -> Job:
+    """Read a job from a YAML file (the whole file, or the mapping under top-level ``key``).
+
+    Raises:
+        JobError: unreadable YAML or an invalid job (naming the line).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except (OSError, yaml.YAMLError) as exc:
+        raise JobError(f"{path}: cannot read job: {exc}") from exc
+    if key is not None:
+        if not isinstance(data, Mapping) or key not in data:
+            raise JobError(f"{path}: no top-level '{key}' holding a job")
+        data = data[key]
+        node = next(v for k, v in node.value if k.value == key)  # type: ignore[union-attr]
+    lines = None
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            if k.value == "program" and isinstance(v, yaml.SequenceNode):
+                lines = [item.start_mark.line + 1 for item in v.value]
+    return parse_job(data, source=str(path), lines=lines)
+
+
+# --------------------------------------------------------------------------- planning
+@dataclass
+class Segment:
+    """A planned motion of one program line, starting at ``start_s`` on the job's motion clock."""
+
+    step: Step
+    motion: JointMotion
+
+
+@dataclass
+class JobPlan:
+    """Every motion of a job planned from a start configuration, grouped between non-motion lines.
+
+    ``blocks`` alternates motion groups (lists of ``Segment``) with single non-motion steps,
+    in program order.
+    """
+
+    job: Job
+    q_start: np.ndarray
+    blocks: list[list[Segment] | Step] = field(default_factory=list)
+
+
+def _joint_target(step: Step, pose: Pose, chain: KinematicChain, model: Any, q_prev: np.ndarray) -> np.ndarray:
+    n = int(model.n_joints)
+    if pose.joints is not None:
+        q = np.asarray(pose.joints, float)
+        if q.shape != (n,):
+            raise step.fail(f"pose '{pose.name}' has {q.size} joints, the robot has {n}")
+    else:
+        mode = "yaw" if (pose.yaw is not None or n < 6) else "full"
+        result = chain.inverse(pose.matrix(), q_prev, orientation=mode)
+        if not result.ok:
+            raise step.fail(
+                f"pose '{pose.name}' is unreachable: closest TCP is {result.position_error_m * 1e3:.1f} mm / "
+                f"{math.degrees(result.rotation_error_rad):.1f} deg away within the joint limits"
+            )
+        q = result.q
+    lo, hi = np.asarray(model.lower), np.asarray(model.upper)
+    if np.any(q < lo - 1e-9) or np.any(q > hi + 1e-9):
+        bad = np.flatnonzero((q < lo - 1e-9) | (q > hi + 1e-9)).tolist()
+        raise step.fail(f"pose '{pose.name}' puts joints {bad} outside their limits")
+    return np.clip(q, lo, hi)
+
+
+def _limit_tcp_speed(motion: JointMotion, chain: KinematicChain, limit_m_s: float) -> JointMotion:
+    """Stretch a joint motion in time where its TCP would move faster than ``limit_m_s``."""
+    rows = sample_rows(motion, ROW_DT_S)
+    if len(rows) < 2:
+        return motion
+    tips = np.array([chain.forward(q)[:3, 3] for q in rows])
+    speed = float(np.max(np.linalg.norm(np.diff(tips, axis=0), axis=1))) / ROW_DT_S
+    if speed <= limit_m_s:
+        return motion
+    return SampledMotion(rows, ROW_DT_S * speed / limit_m_s)
+
+
+def plan_job(
+    job: Job,
+    model: Any,
+    q_start: np.ndarray,
+    *,
+    chain: KinematicChain | None = None,
+    speed_scale: float = 1.0,
+) -> JobPlan:
+    """Plan every motion of ``job`` for ``model`` starting at ``q_start``, before anything moves.
+
+    Args:
+        job: the parsed job.
+        model: ``testbed.robots.RobotModel`` (limits, ``urdf_path``, ``tcp_link``, ``tcp_speed_m_s``).
+        q_start: joint positions the robot is at when the job starts.
+        chain: kinematics (default: built from the model's URDF and TCP link).
+        speed_scale: reduced-speed factor applied to every speed.
+
+    Raises:
+        JobError: a pose is unreachable or out of limits, a parameter is bad, or a path leaves
+            the workspace, naming the line and step.
+    """
+    chain = chain or KinematicChain.from_urdf(model.urdf_path, model.tcp_link)
+    n = int(model.n_joints)
+    q = np.asarray(q_start, float)[:n].copy()
+    tcp_limit = float(model.tcp_speed_m_s) * speed_scale
+    orient = "yaw" if n < 6 else "full"
+    plan = JobPlan(job, q.copy())
+    group: list[Segment] = []
+    for step in job.steps:
+        if step.op in ("TIMER", "DOUT", "WAIT"):
+            if group:
+                plan.blocks.append(group)
+                group = []
+            plan.blocks.append(step)
+            continue
+        try:
+            motion: JointMotion
+            if step.op == "MOVJ":
+                target = _joint_target(step, job.poses[step.targets[0]], chain, model, q)
+                frac = step.speed / 100.0 * speed_scale
+                motion = PtpMotion(q, target, model.velocity * frac, model.acceleration * frac,
+                                   model.jerk * frac)
+                motion = _limit_tcp_speed(motion, chain, tcp_limit)
+            else:
+                speed = step.speed / 1000.0 * speed_scale
+                if speed > tcp_limit + 1e-12:
+                    raise step.fail(
+                        f"V={step.speed:g} mm/s exceeds the TCP speed limit {tcp_limit * 1e3:g} mm/s"
+                    )
+                start_pose = chain.forward(q)
+                poses = [job.poses[name] for name in step.targets]
+                ends = []
+                for pose in poses:  # every teach point must be reachable before its path is tried
+                    q_pose = _joint_target(step, pose, chain, model, q)
+                    ends.append(chain.forward(q_pose) if pose.joints is not None else pose.matrix())
+                path = line_path(start_pose, ends[0]) if step.op == "MOVL" else arc_path(start_pose, *ends)
+                motion = plan_cartesian(chain, q, path, speed, PATH_ACCEL_M_S2 * speed_scale, model.velocity,
+                                        orientation=orient, dt_s=ROW_DT_S)
+        except ControllerError as exc:
+            raise step.fail(str(exc)) from exc
+        group.append(Segment(step, motion))
+        q = np.asarray(motion.end, float).copy()
+    if group:
+        plan.blocks.append(group)
+    return plan
+
+
+def blend_group(group: Sequence[Segment], dt_s: float = ROW_DT_S) -> np.ndarray:
+    """Rows of a motion group, overlapping consecutive segments by their PL level.
+
+    Segment i+1 starts ``PL/8 * min(d_i, d_{i+1}) / 2`` before segment i ends and its
+    motion is added to the tail of segment i (superposition blending); PL=0 is an exact stop.
+    """
+    starts = [0.0]
+    for prev, nxt in itertools.pairwise(group):
+        overlap = prev.step.pl / 8.0 * 0.5 * min(prev.motion.duration_s, nxt.motion.duration_s)
+        starts.append(starts[-1] + prev.motion.duration_s - overlap)
+    total = max(s + seg.motion.duration_s for s, seg in zip(starts, group, strict=True))
+    n_rows = max(1, math.ceil(total / dt_s - 1e-9) + 1)
+    rows = np.tile(np.asarray(group[0].motion.start, float), (n_rows, 1))
+    times = np.arange(n_rows) * dt_s
+    for s, seg in zip(starts, group, strict=True):
+        start = np.asarray(seg.motion.start, float)
+        for k, t in enumerate(times):
+            if t >= s:
+                rows[k] += seg.motion.sample(float(t - s))[0] - start
+    return rows
+
+
+# --------------------------------------------------------------------------- running
+@dataclass(frozen=True)
+class JobOutputs:
+    """What a job asks of the cell this tick.
+
+    Args:
+        gripper: new gripper command (True close / False open) when a DOUT on channel 1 ran this tick, else None.
+        done: the program has finished.
+        step: index of the program line being executed (len(program) when done).
+        failed: why the job stopped early (WAIT timeout, controller stop), else None.
+        outputs: every DOUT channel set this tick (channel -> level).
+    """
+
+    gripper: bool | None
+    done: bool
+    step: int
+    failed: str | None = None
+    outputs: dict[int, bool] = field(default_factory=dict)
+
+
+class JobRunner:
+    """Runs a planned job on one robot of a ``ControlLoop``.
+
+    Call ``start(t_s)`` once (it plans from the robot's current set-point and refuses bad
+    jobs before any motion), then ``tick(t_s)`` every control cycle (before or after
+    ``ControlLoop.tick``) and apply the returned gripper command. Inputs for ``WAIT``
+    come from ``set_input``.
+
+    Args:
+        job: the parsed job.
+        model: the robot model of ``robot``.
+        loop: the control loop that moves the robot.
+        robot: the robot's index in the loop.
+        speed_scale: reduced-speed factor for every move.
+    """
+
+    def __init__(self, job: Job, model: Any, loop: ControlLoop, robot: int, *, speed_scale: float = 1.0) -> None:
+        self.job = job
+        self._model = model
+        self._loop = loop
+        self._robot = robot
+        self._speed_scale = speed_scale
+        self._chain = KinematicChain.from_urdf(model.urdf_path, model.tcp_link)
+        self._inputs: dict[int, bool] = {}
+        self.plan: JobPlan | None = None
+        self._block = 0
+        self._block_start = 0.0
+        self._block_end: float | None = None
+        self._done = False
+        self._failed: str | None = None
+
+    def set_input(self, channel: int, value: bool) -> None:
+        """Set digital input ``channel`` (what ``WAIT IN#(channel)`` waits for)."""
+        self._inputs[channel] = bool(value)
+
+    def start(self, t_s: float) -> JobPlan:
+        """Plan the whole job from the robot's current set-point and start it at ``t_s``.
+
+        Raises:
+            JobError: the job cannot run (naming the line); nothing has moved.
+        """
+        n = int(self._model.n_joints)
+        q0 = self._loop.setpoint[self._robot, :n].copy()
+        self.plan = plan_job(self.job, self._model, q0, chain=self._chain, speed_scale=self._speed_scale)
+        self._block = 0
+        self._done = False
+        self._failed = None
+        self._enter(t_s)
+        return self.plan
+
+    def tick(self, t_s: float) -> JobOutputs:
+        """Advance the program to ``t_s``; returns I/O requests and progress."""
+        if self.plan is None:
+            raise JobError(f"{self.job.source}: JobRunner.tick called before start()")
+        outputs: dict[int, bool] = {}
+        if not self._done and self._loop.state(self._robot) is not LifecycleState.ACTIVE:
+            self._stop(f"controller is {self._loop.state(self._robot).name}")
+        while not self._done:
+            block = self.plan.blocks[self._block]
+            if isinstance(block, list):
+                assert self._block_end is not None
+                if t_s < self._block_end:
+                    break
+            elif block.op == "DOUT":
+                outputs[block.channel] = block.value
+            elif block.op == "TIMER":
+                assert block.time_s is not None
+                if t_s < self._block_start + block.time_s:
+                    break
+            elif block.op == "WAIT" and self._inputs.get(block.channel, False) != block.value:
+                if block.time_s is not None and t_s >= self._block_start + block.time_s:
+                    self._stop(
+                        f"{block.where} program[{block.index}] '{block.text}': timed out after {block.time_s:g} s"
+                    )
+                break
+            self._block += 1
+            if self._block >= len(self.plan.blocks):
+                self._done = True
+                break
+            self._enter(t_s)
+        return JobOutputs(
+            gripper=outputs.get(GRIPPER_CHANNEL),
+            done=self._done,
+            step=self._current_step(),
+            failed=self._failed,
+            outputs=outputs,
+        )
+
+    def _enter(self, t_s: float) -> None:
+        assert self.plan is not None
+        self._block_start = t_s
+        self._block_end = None
+        block = self.plan.blocks[self._block]
+        if isinstance(block, list):
+            rows = blend_group(block)
+            self._loop.submit_chunk(self._robot, rows, t_s, ROW_DT_S, hold_after=True)
+            self._block_end = t_s + (len(rows) - 1) * ROW_DT_S
+
+    def _stop(self, why: str) -> None:
+        self._failed = why
+        self._done = True
+        if self._loop.state(self._robot) is LifecycleState.ACTIVE:
+            self._loop.hold(self._robot)
+
+    def _current_step(self) -> int:
+        assert self.plan is not None
+        if self._done and self._failed is None:
+            return len(self.job.steps)
+        block = self.plan.blocks[min(self._block, len(self.plan.blocks) - 1)]
+        return block[0].step.index if isinstance(block, list) else block.index
