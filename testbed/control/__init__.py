@@ -11,6 +11,7 @@ from testbed.control.lifecycle import Component, LifecycleState
 from testbed.control.loop import ControllerComponent, ControlLoop
 from testbed.control.model import RobotLimits
 from testbed.control.pacing import ExecutionContext, Pacer, PacingStats
+from testbed.control.tcp_guard import TcpSpeedGuard
 from testbed.control.trajectory import JointTrajectory, PtpMotion, TrajectoryPoint
 from testbed.control.trajectory_mode import TrajectoryController, TrajectoryStatus
 
@@ -31,6 +32,7 @@ __all__ = [
     "PacingStats",
     "PtpMotion",
     "RobotLimits",
+    "TcpSpeedGuard",
     "TrajectoryController",
     "TrajectoryPoint",
     "TrajectoryStatus",

@@ -1,0 +1,81 @@
+"""TCP speed supervision of streamed motion: a protective stop when the tool moves too fast.
+
+Joint limits are enforced inside ``ControlLoop.tick`` for every robot at once; the TCP
+speed needs each robot's kinematics, so it is checked here every few cycles, outside the
+vectorized hot path. Job-mode motions are planned below the limit already.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from testbed.control.kinematics import KinematicChain
+from testbed.control.lifecycle import LifecycleState
+from testbed.control.loop import ControlLoop
+from testbed.errors import ControllerError
+
+
+class TcpSpeedGuard:
+    """Stops robots whose TCP set-point speed exceeds their limit.
+
+    Args:
+        loop: the control loop whose set-points are checked.
+        models: robot models in loop order (``urdf_path``, ``tcp_link``, ``tcp_speed_m_s``,
+            ``reduced_tcp_speed_m_s``).
+        reduced: use each model's reduced-speed limit (collaborative / reduced-speed mode).
+        limits_m_s: explicit per-robot limits overriding the models' (e.g. from a site's safety profile).
+        every_n_ticks: check once every this many calls to ``check``.
+        chains: kinematics per robot (default: built from each model's URDF).
+    """
+
+    def __init__(
+        self,
+        loop: ControlLoop,
+        models: Sequence[Any],
+        *,
+        reduced: bool = False,
+        limits_m_s: Sequence[float] | None = None,
+        every_n_ticks: int = 4,
+        chains: Sequence[KinematicChain] | None = None,
+    ) -> None:
+        if len(models) != loop.n_robots:
+            raise ControllerError(f"TcpSpeedGuard: {len(models)} models for a loop of {loop.n_robots} robots")
+        self._loop = loop
+        self._chains = list(chains) if chains is not None else [
+            KinematicChain.from_urdf(m.urdf_path, m.tcp_link) for m in models
+        ]
+        if limits_m_s is not None:
+            limits = [float(x) for x in limits_m_s]
+        else:
+            key = "reduced_tcp_speed_m_s" if reduced else "tcp_speed_m_s"
+            limits = [float(getattr(m, key)) for m in models]
+        if len(limits) != loop.n_robots or not all(x > 0 for x in limits):
+            raise ControllerError(f"TcpSpeedGuard: need one TCP speed limit > 0 per robot, got {limits}")
+        self.limits_m_s = np.array(limits)
+        self._n = [int(k) for k in loop.joint_mask.sum(axis=1)]
+        self._every = max(1, int(every_n_ticks))
+        self._count = 0
+        self.last_speeds_m_s = np.zeros(loop.n_robots)
+
+    def check(self) -> list[int]:
+        """Check (every ``every_n_ticks`` calls) and protective-stop too-fast robots; returns their indices."""
+        self._count += 1
+        if self._count % self._every:
+            return []
+        sp, vel = self._loop.setpoint, self._loop.setpoint_vel
+        stopped = []
+        for r, chain in enumerate(self._chains):
+            if self._loop.state(r) is not LifecycleState.ACTIVE:
+                continue
+            n = self._n[r]
+            speed = chain.tcp_speed(sp[r, :n], vel[r, :n])
+            self.last_speeds_m_s[r] = speed
+            if speed > self.limits_m_s[r]:
+                self._loop.protective_stop(
+                    r, f"tcp_speed: {speed * 1e3:.0f} mm/s exceeds the limit {self.limits_m_s[r] * 1e3:.0f} mm/s"
+                )
+                stopped.append(r)
+        return stopped
