@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import yaml
@@ -113,24 +113,76 @@ class RobotSnapshot:
 
 
 class JobOutputs(Protocol):
-    """What a running job reports each cycle."""
+    """What a running job reports each cycle (``testbed.control.job.JobOutputs`` fits)."""
 
     gripper: bool | None  # a gripper output to set this cycle, or None
     done: bool
+    failed: str | None  # why the job stopped early, or None
 
 
 class Job(Protocol):
-    """A parsed, checked teach-pendant job bound to one robot; it feeds the loop itself."""
+    """A parsed teach-pendant job bound to one robot; it feeds the loop itself.
+
+    Both methods are called by the ticking thread, before the loop's tick.
+    """
 
     name: str
 
+    def start(self, t_s: float) -> object:
+        """Plan from the robot's current set-point and start; raise ``JobError`` (nothing moved) if it cannot run."""
+        ...
+
     def tick(self, t_s: float) -> JobOutputs:
-        """Advance the job to ``t_s`` (called by the ticking thread before the loop's tick)."""
+        """Advance the job to ``t_s``."""
         ...
 
 
 #: ``loader(robot_index, job_yaml) -> Job``; raises ``JobError`` naming the line of a bad job.
 JobLoader = Callable[[int, str], Job]
+
+
+class _RunnerJob:
+    """A ``testbed.control.job.JobRunner`` seen as a ``Job``."""
+
+    def __init__(self, runner: Any) -> None:
+        self._runner = runner
+        self.name = str(runner.job.name)
+
+    def start(self, t_s: float) -> object:
+        return self._runner.start(t_s)
+
+    def tick(self, t_s: float) -> JobOutputs:
+        return self._runner.tick(t_s)  # type: ignore[no-any-return]
+
+
+def control_job_loader(loop: ControlLoop) -> JobLoader:
+    """A ``JobLoader`` over the job language of ``testbed.control.job`` (``parse_job`` + ``JobRunner``).
+
+    The loop's models must be ``testbed.robots.RobotModel`` (jobs need the URDF for kinematics).
+
+    Raises:
+        FeatureUnavailable: ``testbed.control.job`` cannot be imported.
+    """
+    try:
+        from testbed.control import job as job_mode
+    except ImportError as exc:
+        raise FeatureUnavailable(
+            f"job mode needs testbed.control.job (the teach-pendant job language), which cannot be imported: {exc}"
+        ) from exc
+
+    def load(robot: int, job_yaml: str) -> Job:
+        node = yaml.compose(job_yaml)
+        data = yaml.safe_load(job_yaml)
+        lines = None
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if key.value == "program" and isinstance(value, yaml.SequenceNode):
+                    lines = [item.start_mark.line + 1 for item in value.value]
+        job = job_mode.parse_job(data, source="job_yaml", lines=lines)
+        runner = job_mode.JobRunner(job, loop.models[robot], loop, robot, speed_scale=loop.speed_scale)
+        return _RunnerJob(runner)
+
+    return load
 
 
 class ControllerBackend(Protocol):
@@ -196,15 +248,20 @@ class ControlLoopBackend:
         loop: the control loop; only the ticking thread may call its methods while this
             backend is in use (through ``tick`` or ``apply_pending``/``publish``).
         names: robot names callers use, one per loop robot; default the model names.
-        job_loader: turns job YAML into a runnable ``Job``; without one, ``send_job``
-            checks the YAML and then refuses with ``FeatureUnavailable``.
+        job_loader: turns job YAML into a runnable ``Job``; default ``control_job_loader(loop)``
+            when ``testbed.control.job`` is importable, else ``send_job`` checks the YAML and
+            refuses with ``FeatureUnavailable``. Pass ``False`` to refuse jobs.
 
     Raises:
         ControllerError: ``names`` has the wrong length or duplicates.
     """
 
     def __init__(
-        self, loop: ControlLoop, *, names: Sequence[str] | None = None, job_loader: JobLoader | None = None
+        self,
+        loop: ControlLoop,
+        *,
+        names: Sequence[str] | None = None,
+        job_loader: JobLoader | bool | None = None,
     ) -> None:
         models = loop.models
         if names is None:
@@ -221,7 +278,15 @@ class ControlLoopBackend:
                 "(e.g. the cell's robot names)"
             )
         self._loop = loop
-        self._job_loader = job_loader
+        self._job_loader: JobLoader | None = None
+        self._job_missing = "job_loader=False was given"
+        if callable(job_loader):
+            self._job_loader = job_loader
+        elif job_loader is None:
+            try:
+                self._job_loader = control_job_loader(loop)
+            except FeatureUnavailable as exc:
+                self._job_missing = str(exc)
         self._index = {n: i for i, n in enumerate(names)}
         lower, upper, vel, acc = loop.limits
         descs = []
@@ -257,6 +322,7 @@ class ControlLoopBackend:
         self._cycle = 0
         self._gripper: list[bool | None] = [None] * loop.n_robots
         self._jobs: dict[int, Job] = {}
+        self._job_failed: dict[int, str] = {}
         self._last_chunk: dict[int, _LastChunk] = {}
         self._cycle_cv = threading.Condition(self._lock)
 
@@ -310,8 +376,7 @@ class ControlLoopBackend:
         if self._job_loader is None:
             raise FeatureUnavailable(
                 f"job_yaml for robot {robot!r}: jobs cannot run here: this controller has no job loader "
-                "(the teach-pendant job language of testbed.control, MOVJ/MOVL/MOVC, is not wired into "
-                "ControlLoopBackend(job_loader=...)); stream set-points with StreamSetpoints instead"
+                f"({self._job_missing}); stream set-points with StreamSetpoints instead"
             )
         job = self._job_loader(r, job_yaml)
         return self._queue(_Command(r, "job", Future(), job=job))
@@ -385,7 +450,7 @@ class ControlLoopBackend:
                     continue  # the caller gave up waiting: a late command must not move the robot
                 try:
                     self._apply(cmd, t_s)
-                except ControllerError as exc:
+                except (ControllerError, JobError) as exc:
                     if cmd.future is not None:
                         cmd.future.set_exception(exc)
             if self._jobs:
@@ -471,7 +536,9 @@ class ControlLoopBackend:
                 raise ControllerError(_not_active(name, comp.state, comp.last_error))
             if r in self._jobs:
                 raise ControllerError(f"robot {name!r} is already running job {self._jobs[r].name!r}")
+            cmd.job.start(t_s)  # plans from the current set-point; a JobError leaves the robot untouched
             self._jobs[r] = cmd.job
+            self._job_failed.pop(r, None)
             self._last_chunk.pop(r, None)
             cmd.future.set_result(cmd.job.name)
         else:
@@ -496,6 +563,9 @@ class ControlLoopBackend:
             if out.gripper is not None:
                 self._gripper[r] = bool(out.gripper)
             if out.done:
+                failed = getattr(out, "failed", None)
+                if failed:
+                    self._job_failed[r] = f"job {self._jobs[r].name!r} failed: {failed}"
                 del self._jobs[r]
 
     def _snapshot_locked(self, r: int) -> RobotSnapshot:
@@ -515,7 +585,7 @@ class ControlLoopBackend:
             gripper_on=bool(self._gripper[r]),
             speed_scale=self._loop.speed_scale,
             job=job.name if job is not None else "",
-            last_error=comp.last_error or "",
+            last_error=comp.last_error or self._job_failed.get(r, ""),
         )
 
 

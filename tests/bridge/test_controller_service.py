@@ -205,6 +205,7 @@ def test_wait_cycles_times_out_when_nothing_ticks() -> None:
 class _Outputs:
     gripper: bool | None
     done: bool
+    failed: str | None = None
 
 
 class _FakeJob:
@@ -215,6 +216,10 @@ class _FakeJob:
         self._loop = loop
         self._robot = robot
         self.ticks = 0
+        self.started_at: float | None = None
+
+    def start(self, t_s: float) -> None:
+        self.started_at = t_s
 
     def tick(self, t_s: float) -> _Outputs:
         if self.ticks == 0:
@@ -225,8 +230,8 @@ class _FakeJob:
 
 
 def test_job_without_a_loader_is_refused_naming_what_is_missing() -> None:
-    _, backend = _backend()
-    with pytest.raises(FeatureUnavailable, match=r"no job loader .*job language .*job_loader="):
+    _, backend = _backend(job_loader=False)
+    with pytest.raises(FeatureUnavailable, match=r"no job loader \(job_loader=False was given\)"):
         backend.send_job("gp7", "name: pick\nsteps: [{MOVJ: home, VJ: 10}]\n")
     with pytest.raises(JobError, match="job_yaml: not valid YAML"):
         backend.send_job("gp7", "name: [unclosed\n")
@@ -437,14 +442,57 @@ def test_get_state_of_unknown_robot_is_invalid_argument(stub: controller_pb2_grp
     assert "robot: unknown robot 'mh6x' (known: gp7)" in err.value.details()
 
 
-def test_send_job_without_job_language_is_unimplemented(stub: controller_pb2_grpc.ControllerServiceStub) -> None:
+JOB_YAML = """\
+name: wave
+poses:
+  a: {joints: [0.3, 0.1, -0.5, 0.2, -0.8, 0.5]}
+program:
+  - MOVJ a VJ=50 PL=0
+  - DOUT OT#(1) ON
+  - TIMER T=0.1
+"""
+
+
+def test_a_job_sent_over_grpc_runs_to_its_pose_and_sets_the_gripper(
+    served: tuple, stub: controller_pb2_grpc.ControllerServiceStub
+) -> None:
+    pytest.importorskip("testbed.control.job")
+    _, backend, _ = served
+    reply = stub.SendJob(controller_pb2.SendJobRequest(robot="gp7", job_yaml=JOB_YAML), metadata=AUTH)
+    assert reply.job == "wave"
+    assert stub.GetState(controller_pb2.GetStateRequest(robot="gp7"), metadata=AUTH).job == "wave"
+    for _ in range(20):  # the move takes well under a second of control time
+        backend.wait_cycles(50, timeout_s=10)
+        state = stub.GetState(controller_pb2.GetStateRequest(robot="gp7"), metadata=AUTH)
+        if not state.job:
+            break
+    assert state.job == "" and state.gripper_on and state.lifecycle_state == "ACTIVE"
+    np.testing.assert_allclose(codec.decode_tensor(state.setpoint_rad), [0.3, 0.1, -0.5, 0.2, -0.8, 0.5], atol=1e-6)
+
+
+def test_bad_jobs_are_invalid_argument_naming_the_line(stub: controller_pb2_grpc.ControllerServiceStub) -> None:
+    pytest.importorskip("testbed.control.job")
+    bad = JOB_YAML.replace("VJ=50", "VJ=500")
     with pytest.raises(grpc.RpcError) as err:
-        stub.SendJob(controller_pb2.SendJobRequest(robot="gp7", job_yaml="name: j\nsteps: []\n"), metadata=AUTH)
+        stub.SendJob(controller_pb2.SendJobRequest(robot="gp7", job_yaml=bad), metadata=AUTH)
+    assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "job_yaml:5" in err.value.details() and "VJ" in err.value.details()
+    with pytest.raises(grpc.RpcError) as syntax:
+        stub.SendJob(controller_pb2.SendJobRequest(robot="gp7", job_yaml="name: [x\n"), metadata=AUTH)
+    assert syntax.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "job_yaml: not valid YAML" in syntax.value.details()
+    state = stub.GetState(controller_pb2.GetStateRequest(robot="gp7"), metadata=AUTH)
+    np.testing.assert_array_equal(codec.decode_tensor(state.setpoint_rad), GP7.home)  # nothing moved
+
+
+def test_send_job_without_a_job_language_is_unimplemented() -> None:
+    _, backend = _backend(job_loader=False)
+    with start_controller_server(backend) as server, grpc.insecure_channel(server.address) as channel:
+        stub = controller_pb2_grpc.ControllerServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as err:
+            stub.SendJob(controller_pb2.SendJobRequest(robot="gp7", job_yaml=JOB_YAML))
     assert err.value.code() is grpc.StatusCode.UNIMPLEMENTED
     assert "no job loader" in err.value.details()
-    with pytest.raises(grpc.RpcError) as bad:
-        stub.SendJob(controller_pb2.SendJobRequest(robot="gp7", job_yaml="name: [x\n"), metadata=AUTH)
-    assert bad.value.code() is grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_calls_without_the_token_are_unauthenticated_but_health_is_open(served: tuple) -> None:
