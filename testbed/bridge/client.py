@@ -153,7 +153,7 @@ class GrpcActionSource:
             self._channel: grpc.aio.Channel = self._call(self._open_channel())
             self._stub = policy_pb2_grpc.PolicyServiceStub(self._channel)
             self._task = self._loop.create_task(self._run())
-            self._pump()
+            self._pump(1)
 
     # ----- public ActionSource surface -------------------------------------------------------
 
@@ -196,7 +196,8 @@ class GrpcActionSource:
                 return
             self._pending = codec.encode_observation(obs, episode=self._episode, step=int(step))
             self._wake.set()
-            self._pump()  # the sender task starts the write now, in the C core
+            # the sender task starts the write now, in the C core; unary mode needs a turn more
+            self._pump(1 if self._mode == "stream" else 2)
 
     def result(self, timeout_s: float | None) -> ActionChunk | None:
         """The newest chunk that arrived, waiting at most ``timeout_s`` (None: forever).
@@ -208,7 +209,7 @@ class GrpcActionSource:
         """
         end = None if timeout_s is None else time.monotonic() + max(0.0, timeout_s)
         with self._cond:
-            self._pump()  # collect what arrived while the caller worked
+            self._pump(2)  # collect what arrived while the caller worked
             while True:
                 if self._failure is not None:
                     failure, self._failure = self._failure, None
@@ -258,12 +259,19 @@ class GrpcActionSource:
         with ThreadPoolExecutor(1, thread_name_prefix="grpc-policy-client") as helper:
             return helper.submit(self._loop.run_until_complete, awaitable).result()
 
-    def _pump(self, iterations: int = 3) -> None:
-        """Turn the private loop a few times without blocking (caller holds ``_cond``).
+    def _pump(self, iterations: int) -> None:
+        """Turn the private loop ``iterations`` times without blocking (caller holds ``_cond``).
 
-        Three turns take a woken sender from ``Event.wait`` to a started C-core write,
-        for a stream write as for a new unary call.
+        One turn takes a woken sender from ``Event.wait`` to a started C-core write; two
+        take an answer the C core holds through the reader task into ``_deliver``.
         """
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            for _ in range(iterations):
+                self._loop.call_soon(self._loop.stop)  # run_forever stops after this one turn
+                self._loop.run_forever()
+            return
         self._drive(self._turns(iterations))
 
     @staticmethod
@@ -383,6 +391,7 @@ class GrpcActionSource:
                 if msg is not None:
                     await call.write(msg)
 
+        await call.wait_for_connection()  # headers sent: the first write goes out on the next turn
         sender = asyncio.ensure_future(send())
         try:
             self._wake.set()  # something may have been submitted while disconnected
