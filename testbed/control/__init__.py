@@ -4,6 +4,7 @@ Entry point: ``ControlLoop(models, dt_s)``; ``tick`` it once per control cycle. 
 (``load_job``/``JobRunner``) and trajectory mode (``TrajectoryController``) feed it.
 """
 
+from testbed.control.cartesian_stream import offsets_to_joint_rows, submit_cartesian_chunk
 from testbed.control.events import ControlEvent
 from testbed.control.job import Job, JobOutputs, JobRunner, load_job, parse_job, plan_job
 from testbed.control.kinematics import IKResult, KinematicChain
@@ -37,6 +38,8 @@ __all__ = [
     "TrajectoryPoint",
     "TrajectoryStatus",
     "load_job",
+    "offsets_to_joint_rows",
     "parse_job",
     "plan_job",
+    "submit_cartesian_chunk",
 ]

@@ -575,5 +575,9 @@ class ControlLoop:
             detail["reason"] = reason
         self._emit(r, kind, **detail)
 
+    def record_event(self, robot: int, kind: str, **detail: object) -> None:
+        """Record an event for ``robot`` at the current control time (for modes built on the loop)."""
+        self._emit(self._check_robot(robot), kind, **detail)
+
     def _emit(self, r: int, kind: str, **detail: object) -> None:
         self._events.append(ControlEvent(t_s=self._t, robot=r, kind=kind, detail=dict(detail)))
