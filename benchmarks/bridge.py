@@ -8,8 +8,18 @@ this script's ``--serve-baselines`` mode for the floors), clients in this one:
 - ``stream_act``: ``GrpcActionSource`` over ``StreamAct`` (``submit`` then ``result``),
   the path the run loop uses;
 - ``echo``: a bare gRPC unary echo of the same serialized bytes (generic handler, no codec);
+- ``echo_stream``: the floor of ``stream_act``: a bare bidirectional-stream echo of the same
+  bytes, driven like ``GrpcActionSource`` drives its stream (grpc.aio client loop turned in
+  the caller's thread, write then read);
 - ``pickle``: the common approach, the observation dict pickled over gRPC unary
   (benchmark only: both ends are this script; the testbed never unpickles from a network);
+
+Fairness: the baselines' server is a synchronous ``grpc.server`` with a thread pool in its
+own process, like ``testbed serve-policy``; echo, pickle and ``act_unary`` use the same
+synchronous client channel; ``ratio_p50_vs_echo``/``ratio_p50_vs_pickle`` take the bridge's
+best mode (named in ``bridge_best_mode``). ``ratio_stream_p50_vs_openpi`` compares
+``stream_act`` with openpi-client's own ``infer`` (the issue's definition); the like-for-like
+``ratio_stream_source_vs_openpi_source`` compares the two testbed sources (submit, result).
 - ``sustained``: ``Act`` calls per second with 1 and 4 concurrent clients;
 - ``openpi``: openpi's websocket server (``benchmarks/openpi_peer.py``), when present.
 
@@ -27,7 +37,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -40,6 +50,7 @@ from testbed.bridge.reference import HoldPolicy
 
 WARMUP = 100
 ECHO = "/bench.Baseline/Echo"
+ECHO_STREAM = "/bench.Baseline/EchoStream"
 PICKLE = "/bench.Baseline/Pickle"
 
 
@@ -52,33 +63,54 @@ def _observation() -> dict[str, np.ndarray]:
 
 
 def _serve_baselines() -> None:
-    """Echo and pickle servers (grpc.aio, like the bridge's), one ``listening on`` line."""
+    """Echo and pickle servers (synchronous grpc.server, like the bridge's), one ``listening on`` line."""
     policy = HoldPolicy(image=96)
 
-    def pickle_act(request: bytes, context: object) -> bytes:
+    def pickled(request: bytes, context: object) -> bytes:
         obs = pickle.loads(request)  # benchmark only: the client is this script
         return pickle.dumps({"actions": policy.act(obs), "step": 0})
 
-    async def echo(request: bytes, context: object) -> bytes:
+    def echo(request: bytes, context: object) -> bytes:
         return request
 
-    async def pickled(request: bytes, context: object) -> bytes:
-        return pickle_act(request, context)
+    def echo_stream(requests: AsyncIterator[bytes], context: object) -> object:
+        yield from requests
 
     handlers = {
         "Echo": grpc.unary_unary_rpc_method_handler(echo),
+        "EchoStream": grpc.stream_stream_rpc_method_handler(echo_stream),
         "Pickle": grpc.unary_unary_rpc_method_handler(pickled),
     }
+    server = grpc.server(ThreadPoolExecutor(max_workers=8))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("bench.Baseline", handlers),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    print(f"listening on 127.0.0.1:{port}", flush=True)
+    server.wait_for_termination()
 
-    async def main() -> None:
-        server = grpc.aio.server()
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("bench.Baseline", handlers),))
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        print(f"listening on 127.0.0.1:{port}", flush=True)
-        await server.wait_for_termination()
 
-    asyncio.run(main())
+def _echo_stream(target: str, payload: bytes, n: int) -> dict[str, float]:
+    """The stream floor: write then read on one grpc.aio stream whose loop runs in this thread."""
+    loop = asyncio.new_event_loop()
+
+    async def open_call() -> tuple[grpc.aio.Channel, grpc.aio.StreamStreamCall]:
+        channel = grpc.aio.insecure_channel(target)
+        call = channel.stream_stream(ECHO_STREAM)()
+        await call.wait_for_connection()
+        return channel, call
+
+    channel, call = loop.run_until_complete(open_call())
+
+    async def round_trip() -> None:
+        await call.write(payload)
+        await call.read()
+
+    try:
+        return _time(lambda: loop.run_until_complete(round_trip()), n)
+    finally:
+        call.cancel()
+        loop.run_until_complete(channel.close())
+        loop.close()
 
 
 def _percentiles(samples: list[float]) -> dict[str, float]:
@@ -173,6 +205,7 @@ def main() -> None:
             with grpc.insecure_channel(target) as channel:
                 echo = channel.unary_unary(ECHO)
                 result["echo"] = _time(lambda: echo(obs_bytes), args.n)
+                result["echo_stream"] = _echo_stream(target, obs_bytes, args.n)
                 pickled = channel.unary_unary(PICKLE)
 
                 def pickle_call() -> None:
@@ -184,11 +217,16 @@ def main() -> None:
         finally:
             baselines.terminate()
 
-    act_p50 = result["act_unary"]["p50_ms"]  # type: ignore[index]
-    stream_p50 = result["stream_act"]["p50_ms"]  # type: ignore[index]
-    result["ratio_p50_vs_echo"] = round(act_p50 / result["echo"]["p50_ms"], 3)  # type: ignore[index]
-    result["ratio_p50_vs_pickle"] = round(act_p50 / result["pickle"]["p50_ms"], 3)  # type: ignore[index]
-    result["ratio_stream_p50_vs_echo"] = round(stream_p50 / result["echo"]["p50_ms"], 3)  # type: ignore[index]
+    p50: dict[str, float] = {key: result[key]["p50_ms"]  # type: ignore[index]
+                             for key in ("act_unary", "stream_act", "echo", "echo_stream", "pickle")}
+    best = min(("act_unary", "stream_act"), key=p50.__getitem__)
+    result["bridge_best_mode"] = best
+    result["ratio_p50_vs_echo"] = round(p50[best] / p50["echo"], 3)
+    result["ratio_p50_vs_pickle"] = round(p50[best] / p50["pickle"], 3)
+    result["ratio_unary_p50_vs_echo"] = round(p50["act_unary"] / p50["echo"], 3)
+    result["ratio_stream_p50_vs_echo"] = round(p50["stream_act"] / p50["echo"], 3)
+    result["ratio_stream_p50_vs_echo_stream"] = round(p50["stream_act"] / p50["echo_stream"], 3)
+    stream_p50 = p50["stream_act"]
 
     peer = Path(__file__).resolve().parent / "openpi_peer.py"
     if peer.is_file():
@@ -199,6 +237,8 @@ def main() -> None:
             openpi = measure_openpi(obs, args.n)
             result["openpi"] = openpi
             result["ratio_stream_p50_vs_openpi"] = round(stream_p50 / openpi["p50_ms"], 3)
+            result["ratio_stream_source_vs_openpi_source"] = round(stream_p50 / openpi["testbed_source_p50_ms"], 3)
+            result["ratio_echo_stream_floor_vs_openpi"] = round(p50["echo_stream"] / openpi["p50_ms"], 3)
         except Exception as exc:  # the peer needs its own virtualenv; report, do not hide
             result["openpi"] = {"error": f"{type(exc).__name__}: {exc}"}
     print(json.dumps(result))
