@@ -162,3 +162,19 @@ def test_endpoint_forms() -> None:
     assert parse_endpoint("grpc://127.0.0.1:5") == ("127.0.0.1:5", False)
     assert parse_endpoint("grpcs://example:443") == ("example:443", True)
     assert parse_endpoint("[::1]:7") == ("[::1]:7", False)
+
+
+def test_streams_beyond_max_streams_are_refused_with_resource_exhausted() -> None:
+    with running_policy_server(HoldPolicy, max_streams=1) as server, \
+            GrpcActionSource(_endpoint(server)) as first, \
+            GrpcActionSource(_endpoint(server), backoff_s=(0.5, 1.0)) as second:
+        first.reset(0)
+        first.submit(_obs(1.0), 0)
+        assert first.result(5.0) is not None
+        second.reset(0)
+        second.submit(_obs(2.0), 0)
+        with pytest.raises(PolicyUnavailable, match=r"RESOURCE_EXHAUSTED.*max_streams"):
+            second.result(5.0)
+        first.submit(_obs(1.0), 1)  # the open stream is unaffected
+        chunk = first.result(5.0)
+        assert chunk is not None and chunk.step == 1
