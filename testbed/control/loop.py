@@ -12,7 +12,13 @@ velocity points at the target with magnitude ``min(v_max, vb(|e|))`` where
 braking at ``a`` (semi-implicit Euler, the integrator used here) still stops within
 ``d``. The velocity change per cycle is clipped to ``a dt``. Targets are clamped into
 the joint range when they arrive, so the braking invariant keeps the set-point inside
-the range without ever needing more than ``a`` of deceleration.
+the range without ever needing more than ``a`` of deceleration. The target's own
+velocity is fed forward, so a stream that respects the limits is followed exactly (no lag).
+
+Not limited here: jerk (job and trajectory modes plan jerk-limited motions with ruckig,
+streamed set-points are limited in position, velocity and acceleration only). Lowering
+``speed_scale`` while a robot moves fast close to a joint limit can end in a hard clamp at
+the limit; change it at rest or far from the limits.
 """
 
 from __future__ import annotations

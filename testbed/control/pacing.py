@@ -8,6 +8,7 @@ counts the cycles it skipped as missed: an overrun is counted, never absorbed.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,6 +44,34 @@ class PacingStats:
     def metrics(self) -> dict[str, float | int]:
         """The figures ``metrics.json`` carries under ``control``: ``jitter_us_p99`` and ``missed_cycles``."""
         return {"jitter_us_p99": self.wake_error_us_p99, "missed_cycles": self.missed_cycles}
+
+
+def request_realtime_priority(priority: int = 10) -> bool:
+    """Ask the OS to schedule this process first-in-first-out at ``priority`` (Linux SCHED_FIFO).
+
+    Preemption by other processes is what causes the rare multi-millisecond stalls of a
+    wall-clock loop on a shared machine; a real-time policy removes most of them. Returns
+    False (and changes nothing) where the OS or the process's privileges refuse it.
+    """
+    setter = getattr(os, "sched_setscheduler", None)
+    if setter is None:
+        return False
+    try:
+        setter(0, os.SCHED_FIFO, os.sched_param(priority))
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def current_scheduler() -> str:
+    """Name of this process's scheduling policy (``SCHED_FIFO``, ``SCHED_OTHER``, ...)."""
+    getter = getattr(os, "sched_getscheduler", None)
+    if getter is None:
+        return "unknown"
+    policy = getter(0)
+    names = {getattr(os, n): n for n in ("SCHED_OTHER", "SCHED_FIFO", "SCHED_RR", "SCHED_BATCH", "SCHED_IDLE")
+             if hasattr(os, n)}
+    return names.get(policy, str(policy))
 
 
 class Pacer:
