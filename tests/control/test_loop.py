@@ -271,3 +271,38 @@ def test_tick_allocates_nothing() -> None:
     tracemalloc.stop()
     grown = sum(s.size_diff for s in after.compare_to(before, "filename") if s.size_diff > 0)
     assert grown < 4096
+
+
+def test_deactivated_robot_holds_and_ignores_chunks_until_activated() -> None:
+    loop = make_loop()
+    loop.component(0).deactivate()
+    assert loop.state(0) is LifecycleState.INACTIVE
+    loop.submit_chunk(0, np.ones((2, 7)), 0.0, 0.01)
+    run(loop, 0.0, 0.2)
+    assert np.allclose(loop.setpoint[0], 0.0)
+    loop.component(0).activate()
+    loop.submit_chunk(0, np.full((1, 7), 0.1), 0.2, 0.01, hold_after=True)
+    run(loop, 0.2, 1.0)
+    assert np.allclose(loop.setpoint[0], 0.1, atol=1e-9)
+
+
+def test_finalized_controller_cannot_be_reset() -> None:
+    loop = make_loop()
+    loop.component(1).deactivate()
+    loop.component(1).finalize()
+    with pytest.raises(ControllerError, match=r"controller 'scara4' is FINALIZED and cannot restart"):
+        loop.reset(np.zeros((2, 7)))
+
+
+def test_every_transition_is_an_event_with_from_and_to() -> None:
+    loop = make_loop()
+    loop.protective_stop(0, "door open")
+    loop.emergency_stop(0, "button")
+    loop.reset(loop.setpoint.copy())
+    events = [(e.robot, e.kind, e.detail["from"], e.detail["to"]) for e in loop.drain_events()]
+    assert events == [
+        (0, "protective_stop", "ACTIVE", "PROTECTIVE_STOP"),
+        (0, "emergency_stop", "PROTECTIVE_STOP", "EMERGENCY_STOP"),
+        (0, "state_change", "EMERGENCY_STOP", "INACTIVE"),
+        (0, "state_change", "INACTIVE", "ACTIVE"),
+    ]
