@@ -88,7 +88,7 @@ class KinematicChain:
 
     Args:
         joints: URDF joints from the root towards ``tip_link``, in order (fixed ones included).
-        lower, upper: limits of the movable joints in chain order.
+        tip_link: the link whose pose ``forward`` returns (e.g. the model's ``tcp_link``).
     """
 
     def __init__(self, joints: list[UrdfJoint], tip_link: str) -> None:
