@@ -14,7 +14,7 @@ BAD_FILES = {
 }
 
 
-def testbed(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+def run_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "testbed.cli", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=300)
 
@@ -24,7 +24,7 @@ def test_validate_reports_one_clear_line_and_exit_2(tmp_path, case):
     text, expected = BAD_FILES[case]
     path = tmp_path / f"{case}.yaml"
     path.write_text(text)
-    done = testbed("validate", str(path))
+    done = run_cli("validate", str(path))
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
@@ -33,13 +33,13 @@ def test_validate_reports_one_clear_line_and_exit_2(tmp_path, case):
 
 
 def test_validate_accepts_the_default_scenario():
-    done = testbed("validate", "launch/factory_cell.yaml", "episodes:=2")
+    done = run_cli("validate", "launch/factory_cell.yaml", "episodes:=2")
     assert done.returncode == 0, done.stderr
     assert "ok" in done.stdout
 
 
 def test_launch_runs_and_prints_a_summary(tmp_path):
-    done = testbed("launch", "launch/factory_cell.yaml", "episodes:=1", "--runs-dir", str(tmp_path))
+    done = run_cli("launch", "launch/factory_cell.yaml", "episodes:=1", "--runs-dir", str(tmp_path))
     assert done.returncode == 0, done.stderr
     assert "success rate" in done.stdout and "sim real-time factor" in done.stdout
     (run_dir,) = tmp_path.iterdir()
@@ -48,7 +48,7 @@ def test_launch_runs_and_prints_a_summary(tmp_path):
 
 
 def test_launch_with_a_bad_override_exits_2_without_running(tmp_path):
-    done = testbed("launch", "launch/factory_cell.yaml", "episodes:=0", "--runs-dir", str(tmp_path))
+    done = run_cli("launch", "launch/factory_cell.yaml", "episodes:=0", "--runs-dir", str(tmp_path))
     assert done.returncode == 2
     assert "episodes: expected greater than or equal to 1" in done.stderr
     assert not any(tmp_path.iterdir())
