@@ -6,10 +6,10 @@ import difflib
 import json
 import types
 import typing
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -18,6 +18,9 @@ from testbed.errors import ScenarioError
 from testbed.scenario.overrides import apply_overrides
 from testbed.scenario.schema import Scenario
 from testbed.scenario.source_map import SourceMap, parse_yaml
+
+if TYPE_CHECKING:
+    from testbed.control.job import Job
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,7 @@ class LoadedScenario:
     scenario: Scenario
     path: Path
     overrides: tuple[str, ...]
+    jobs: Mapping[int, Job] = field(default_factory=dict)  # robot index -> its parsed, planned-once job
 
     def resolved_yaml(self) -> str:
         """The scenario with defaults filled in and overrides applied, as YAML."""
@@ -67,7 +71,29 @@ def load(path: str | Path, overrides: Sequence[str] = ()) -> LoadedScenario:
     except ValidationError as exc:
         raise ScenarioError(_describe(exc, path, source, overrides)) from exc
     _check_references(scenario, path, source)
-    return LoadedScenario(scenario=scenario, path=path, overrides=tuple(overrides))
+    jobs = {i: _load_job(robot.job, i, path, source, robot.model) for i, robot in enumerate(scenario.cell.robots)
+            if robot.job is not None}
+    return LoadedScenario(scenario=scenario, path=path, overrides=tuple(overrides), jobs=jobs)
+
+
+def _load_job(job: dict[str, Any] | str, index: int, path: Path, source: SourceMap, model_name: str) -> Job:
+    """Parse a robot's job and plan it once from the robot's home pose, so a bad job fails before the run."""
+    from testbed.control.job import load_job, parse_job, plan_job
+    from testbed.robots import load_robot
+
+    if isinstance(job, str):
+        job_path = Path(job) if Path(job).is_absolute() else path.parent / job
+        if not job_path.is_file() and Path(job).is_file():
+            job_path = Path(job)
+        parsed = load_job(job_path)
+    else:
+        program = ("cell", "robots", index, "job", "program")
+        steps = job.get("program")
+        lines = [source.line_of((*program, i)) or 0 for i in range(len(steps))] if isinstance(steps, list) else None
+        parsed = parse_job(job, source=str(path), lines=lines)
+    model = load_robot(model_name)
+    plan_job(parsed, model, model.home)
+    return parsed
 
 
 def _check_references(scenario: Scenario, path: Path, source: SourceMap) -> None:

@@ -6,7 +6,7 @@ never be silently ignored.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -48,6 +48,9 @@ class RobotConfig(Strict):
     model: str = Field("gp7", min_length=1, description="a directory name under robots/")
     base: Pose = Pose(xyz=(0.0, 0.0, 0.30))
     controller: ControllerSettings = ControllerSettings()
+    job: dict[str, Any] | str | None = Field(
+        None, description="a teach-pendant job (inline, or a YAML file path) that drives this robot instead of the "
+                          "policy; it restarts each time it ends")
 
 
 class ConveyorConfig(Strict):

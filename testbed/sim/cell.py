@@ -397,6 +397,10 @@ class Cell:
             touching.add(name)
         return touching
 
+    def part_ready(self, station: int) -> bool:
+        """Whether a part waits at the stopper of a station (its photo-eye)."""
+        return any(s.status == "ready" and s.station == station for s in self.parts)
+
     def environment_state(self, robot_index: int) -> np.ndarray:
         """Privileged state in the robot's base frame, laid out as ``ENV_STATE_NAMES``."""
         robot = self.robots[robot_index]

@@ -1,0 +1,221 @@
+"""What moves each robot during an episode: a policy (through an action source) or a teach-pendant job."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from testbed.control import ControlLoop
+from testbed.control.job import Job, JobRunner
+from testbed.errors import JobError, PolicyUnavailable, SpecMismatch
+from testbed.eval.events import EventStream
+from testbed.eval.metrics import EpisodeTally
+from testbed.policies.protocol import ActionKind, PolicySpec
+from testbed.policies.source import ActionSource
+from testbed.sim.cell import Cell
+
+PART_HELD_INPUT = 1  # vacuum switch: the cup has seized a part
+PART_READY_INPUT = 2  # photo-eye at the stopper: a part waits at this robot's station
+
+
+class Recorder(Protocol):
+    """Receives every policy step's observation and the action computed for it (e.g. a LeRobot writer)."""
+
+    def start_episode(self, task: str) -> int: ...
+    def add_frame(self, frame: Mapping[str, np.ndarray], timestamp_s: float) -> None: ...
+    def end_episode(self, extra: Mapping[str, Any] | None = None) -> None: ...
+    def close(self) -> None: ...
+
+
+@dataclass
+class Episode:
+    """What every driver of a running episode shares."""
+
+    index: int
+    cell: Cell
+    control: ControlLoop
+    events: EventStream
+    tally: EpisodeTally
+    realtime: bool
+    recorder: Recorder | None = None
+    latencies_ms: list[float] = field(default_factory=list)
+
+
+class Driver(Protocol):
+    """Moves one robot: called every control cycle of an episode."""
+
+    index: int
+    name: str
+
+    def reset(self, episode: int) -> None: ...
+    def cycle(self, ep: Episode, step: int, t: float, measured: np.ndarray) -> None: ...
+    def finish(self, ep: Episode, t: float, measured: np.ndarray) -> None: ...
+
+
+class PolicyDriver:
+    """Drives a robot from an action source at the policy's rate.
+
+    Lockstep: the request for policy step k overlaps the physics of step k -> k+1 and its
+    chunk is applied from step k+1 on, waiting for it at most the deadline: a fixed
+    one-step pipeline, so the round trip does not stall the loop and the run stays
+    deterministic whatever the network does. Real time: nothing waits; chunks are
+    applied whenever they arrive, aligned by the step they were computed for.
+    """
+
+    def __init__(self, index: int, name: str, cell: Cell, source: ActionSource, spec: PolicySpec,
+                 deadline_s: float) -> None:
+        self.index = index
+        self.name = name
+        self.cell = cell
+        self.source = source
+        self.spec = spec
+        self.deadline_s = deadline_s
+        self.n = cell.robots[index].model.n_joints
+        self.period_s = 1.0 / spec.control_hz
+        self.steps_per_request = max(1, round(self.period_s / cell.dt_s))
+        self.cameras = [(i, f"observation.images.{c.name}") for i, c in enumerate(cell.config.cameras)
+                        if f"observation.images.{c.name}" in spec.observation]
+        self._clear()
+
+    def _clear(self) -> None:
+        self.suction_plan = np.zeros(0, dtype=np.float32)
+        self.plan_t0 = 0.0
+        self.step = 0
+        self.in_flight: tuple[int, dict[str, np.ndarray], float] | None = None
+
+    def reset(self, episode: int) -> None:
+        self._clear()
+        self.source.reset(episode)
+
+    def observe(self, joint_pos: np.ndarray) -> dict[str, np.ndarray]:
+        robot = self.cell.robots[self.index]
+        state = np.empty(self.n + 1, dtype=np.float32)
+        state[: self.n] = joint_pos[self.index, : self.n]
+        state[self.n] = 1.0 if robot.suction_on else 0.0
+        obs = {"observation.state": state,
+               "observation.environment_state": self.cell.environment_state(self.index)}
+        for cam_index, key in self.cameras:
+            obs[key] = self.cell.render(cam_index)
+        return obs
+
+    def cycle(self, ep: Episode, step: int, t: float, measured: np.ndarray) -> None:
+        if self.in_flight is not None and ep.realtime:
+            self._poll(ep, t, measured, timeout_s=0.0)
+        if step % self.steps_per_request == 0:
+            if self.in_flight is not None and not ep.realtime:
+                self._poll(ep, t, measured, timeout_s=self.deadline_s)
+            self._request(ep, t, measured)
+        if self.suction_plan.size:
+            row = min(int((t - self.plan_t0) / self.period_s + 1e-9), self.suction_plan.size - 1)
+            suction = bool(self.suction_plan[row] > 0.5)
+            if suction != self.cell.robots[self.index].suction_on:
+                self.cell.set_suction(self.index, suction)
+
+    def finish(self, ep: Episode, t: float, measured: np.ndarray) -> None:
+        if self.in_flight is not None and not ep.realtime:
+            # the last observation's answer completes its recorded frame; it is never executed
+            self._poll(ep, t, measured, timeout_s=self.deadline_s)
+
+    def _request(self, ep: Episode, t: float, measured: np.ndarray) -> None:
+        obs = self.observe(measured)
+        try:
+            self.source.submit(obs, self.step)
+        except (PolicyUnavailable, SpecMismatch) as exc:
+            ep.tally.policy_timeouts += 1
+            ep.events.emit("policy_timeout", t, ep.index, self.name, reason=str(exc), step=self.step)
+        else:
+            asked_at = self.in_flight[2] if self.in_flight is not None else time.perf_counter()
+            self.in_flight = (self.step, obs, asked_at)
+        self.step += 1
+
+    def _poll(self, ep: Episode, t: float, measured: np.ndarray, *, timeout_s: float) -> None:
+        """Apply the chunk that arrived for the request in flight; a request past its deadline times out."""
+        assert self.in_flight is not None
+        asked_step, asked_obs, asked_at = self.in_flight
+        try:
+            chunk = self.source.result(timeout_s)
+        except (PolicyUnavailable, SpecMismatch) as exc:
+            chunk, reason = None, str(exc)
+        else:
+            reason = f"no answer within {self.deadline_s} s"
+            if chunk is None and time.perf_counter() - asked_at < self.deadline_s:
+                return  # still in time (real-time polling)
+        if chunk is None:
+            self.in_flight = None
+            ep.tally.policy_timeouts += 1
+            ep.events.emit("policy_timeout", t, ep.index, self.name, reason=reason, step=asked_step)
+            return
+        if chunk.step >= asked_step:
+            self.in_flight = None
+        if chunk.step == asked_step:
+            # submit-to-collection time: in lockstep it includes the physics the request overlapped
+            ep.latencies_ms.append(chunk.latency_ms)
+            if ep.recorder is not None:
+                ep.recorder.add_frame({**asked_obs, "action": chunk.actions[0].astype(np.float32)},
+                                      asked_step * self.period_s)
+        # row k of a chunk computed for step s applies at step s + k; rows already past are skipped
+        skip = self.step - chunk.step
+        if skip >= chunk.actions.shape[0]:
+            return
+        actions = chunk.actions[skip:]
+        joints = actions[:, : self.n].astype(np.float64)
+        if self.spec.action_kind is ActionKind.JOINT_DELTAS:
+            joints = joints + measured[self.index, : self.n]
+        ep.control.submit_chunk(self.index, joints, t, self.period_s)
+        self.suction_plan = actions[:, self.n].copy()
+        self.plan_t0 = t
+
+
+class JobDriver:
+    """Runs a teach-pendant job on a robot, over and over, with the cell's sensors as its inputs.
+
+    Inputs: ``IN#(1)`` is the vacuum switch (a part is held), ``IN#(2)`` the photo-eye at the
+    robot's stopper (a part is waiting). Output ``OT#(1)`` switches the vacuum.
+    """
+
+    def __init__(self, index: int, name: str, cell: Cell, job: Job, speed_scale: float) -> None:
+        self.index = index
+        self.name = name
+        self.cell = cell
+        self.job = job
+        self.speed_scale = speed_scale
+        self.runner: JobRunner | None = None
+        self.failed = False
+
+    def reset(self, episode: int) -> None:
+        self.runner = None
+        self.failed = False
+
+    def cycle(self, ep: Episode, step: int, t: float, measured: np.ndarray) -> None:
+        if self.failed:
+            return
+        robot = self.cell.robots[self.index]
+        if self.runner is None:
+            self.runner = JobRunner(self.job, robot.model, ep.control, self.index, speed_scale=self.speed_scale)
+            try:
+                self.runner.start(t)
+            except JobError as exc:
+                self._fail(ep, t, str(exc))
+                return
+            ep.events.emit("job_start", t, ep.index, self.name, job=self.job.name)
+        self.runner.set_input(PART_HELD_INPUT, robot.held is not None)
+        self.runner.set_input(PART_READY_INPUT, self.cell.part_ready(self.index))
+        out = self.runner.tick(t)
+        if out.gripper is not None and out.gripper != robot.suction_on:
+            self.cell.set_suction(self.index, out.gripper)
+        if out.failed is not None:
+            self._fail(ep, t, out.failed)
+        elif out.done:
+            ep.events.emit("job_end", t, ep.index, self.name, job=self.job.name)
+            self.runner = None  # the program starts over at the next cycle, from where the robot stands
+
+    def finish(self, ep: Episode, t: float, measured: np.ndarray) -> None:
+        return
+
+    def _fail(self, ep: Episode, t: float, why: str) -> None:
+        self.failed = True
+        ep.events.emit("job_failed", t, ep.index, self.name, job=self.job.name, reason=why)

@@ -1,0 +1,46 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from testbed.errors import JobError
+from testbed.eval.runner import run_scenario
+from testbed.scenario import load
+
+SCARA_JOB = Path("launch/scara_job.yaml")
+
+
+def test_scara_job_sorts_every_module_into_its_bin(tmp_path):
+    result = run_scenario(load(SCARA_JOB, ["episodes:=1"]), runs_dir=tmp_path)
+    events = [json.loads(line) for line in (result.run_dir / "events.jsonl").read_text().splitlines()]
+    places = [e for e in events if e["kind"] == "place"]
+    assert len(places) == 3 and all(e["bin"] == "bin_module" and e["correct"] for e in places)
+    assert [e["kind"] for e in events].count("job_end") >= 3  # the program ran once per part
+    assert result.metrics["success_rate"] == 1.0 and result.metrics["collisions"] == 0
+
+
+def test_unreachable_job_pose_is_refused_before_the_run_naming_the_line(tmp_path):
+    text = SCARA_JOB.read_text().replace("pick: {xyz: [0.45, 0.0125, 0.018]", "pick: {xyz: [0.95, 0.0125, 0.018]")
+    path = tmp_path / "job.yaml"
+    path.write_text(text)
+    line = next(i for i, row in enumerate(text.splitlines(), 1) if "MOVL pick V=300" in row)
+    with pytest.raises(JobError, match=rf"^{path}:{line} program\[2\] 'MOVL pick V=300 PL=0': pose 'pick' is "
+                                       "unreachable"):
+        load(path)
+
+
+def test_bad_job_parameter_names_the_line(tmp_path):
+    text = SCARA_JOB.read_text().replace("VJ=60 PL=3", "VJ=160 PL=3")
+    path = tmp_path / "job.yaml"
+    path.write_text(text)
+    with pytest.raises(JobError, match=r"program\[1\] 'MOVJ above_pick VJ=160 PL=3': VJ=160 is out of range"):
+        load(path)
+
+
+def test_a_job_robot_and_a_policy_robot_share_the_cell(tmp_path):
+    job = "{name: idle, poses: {}, program: ['TIMER T=0.5']}"
+    overrides = ["episodes:=1", "sim.max_episode_s:=20", f"cell.robots[1].job:={job}"]
+    result = run_scenario(load("launch/two_robots.yaml", overrides), runs_dir=tmp_path)
+    events = [json.loads(line) for line in (result.run_dir / "events.jsonl").read_text().splitlines()]
+    assert any(e["kind"] == "job_end" and e["robot"] == "sia_arm" for e in events)
+    assert any(e["kind"] == "place" and e["robot"] == "gp7_arm" for e in events)
