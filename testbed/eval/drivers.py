@@ -20,6 +20,7 @@ from testbed.sim.cell import Cell
 
 PART_HELD_INPUT = 1  # vacuum switch: the cup has seized a part
 PART_READY_INPUT = 2  # photo-eye at the stopper: a part waits at this robot's station
+RECONNECT_POLL_S = 0.2
 
 
 class Recorder(Protocol):
@@ -51,7 +52,7 @@ class Driver(Protocol):
     index: int
     name: str
 
-    def reset(self, episode: int) -> None: ...
+    def reset(self, ep: Episode) -> None: ...
     def cycle(self, ep: Episode, step: int, t: float, measured: np.ndarray) -> None: ...
     def finish(self, ep: Episode, t: float, measured: np.ndarray) -> None: ...
 
@@ -67,8 +68,9 @@ class PolicyDriver:
     """
 
     def __init__(self, index: int, name: str, cell: Cell, source: ActionSource, spec: PolicySpec,
-                 deadline_s: float) -> None:
+                 deadline_s: float, reconnect_s: float) -> None:
         self.index = index
+        self.reconnect_s = reconnect_s
         self.name = name
         self.cell = cell
         self.source = source
@@ -87,9 +89,24 @@ class PolicyDriver:
         self.step = 0
         self.in_flight: tuple[int, dict[str, np.ndarray], float] | None = None
 
-    def reset(self, episode: int) -> None:
+    def reset(self, ep: Episode) -> None:
+        """Start an episode; a policy that is down gets ``reconnect_s`` to come back before the episode starts."""
         self._clear()
-        self.source.reset(episode)
+        # streaming starts now: hold here, and a policy that never answers leads to a protective stop
+        hold = ep.control.setpoint[self.index, : self.n][None].copy()
+        ep.control.submit_chunk(self.index, hold, 0.0, self.period_s)
+        give_up = time.monotonic() + self.reconnect_s
+        while True:
+            try:
+                self.source.reset(ep.index)
+                return
+            except PolicyUnavailable as exc:
+                if time.monotonic() >= give_up:
+                    ep.tally.policy_timeouts += 1
+                    ep.events.emit("policy_timeout", 0.0, ep.index, self.name, step=0,
+                                   reason=f"not reachable at episode start for {self.reconnect_s} s: {exc}")
+                    return
+            time.sleep(RECONNECT_POLL_S)
 
     def observe(self, joint_pos: np.ndarray) -> dict[str, np.ndarray]:
         robot = self.cell.robots[self.index]
@@ -186,7 +203,7 @@ class JobDriver:
         self.runner: JobRunner | None = None
         self.failed = False
 
-    def reset(self, episode: int) -> None:
+    def reset(self, ep: Episode) -> None:
         self.runner = None
         self.failed = False
 

@@ -154,7 +154,8 @@ def _open_drivers(loaded: LoadedScenario, cell: Cell, stack: ExitStack) -> list[
         spec = source.spec()
         check_spec(spec, robot=robot_cfg, n_joints=n_joints, cameras=scenario.cell.cameras,
                    describe=lambda s=spec: repr(s.model_name))
-        drivers.append(PolicyDriver(i, robot_cfg.name, cell, source, spec, scenario.policy.deadline_s))
+        drivers.append(PolicyDriver(i, robot_cfg.name, cell, source, spec, scenario.policy.deadline_s,
+                                    scenario.policy.reconnect_s))
     return drivers
 
 
@@ -164,11 +165,11 @@ def _run_episode(ep: Episode, scenario: Scenario, drivers: list[Driver], arrival
     cell.reset_episode()
     control.reset(cell.read_joint_positions().copy())
     control.drain_events()
+    events.emit("episode_start", 0.0, ep.index, parts=len(arrivals))
     for d in drivers:
-        d.reset(ep.index)
+        d.reset(ep)
     if ep.recorder is not None:
         ep.recorder.start_episode(TASK)
-    events.emit("episode_start", 0.0, ep.index, parts=len(arrivals))
     dt = cell.dt_s
     max_steps = round(scenario.sim.max_episode_s / dt)
     monitor_every = max(1, round(1.0 / (MONITOR_HZ * dt)))

@@ -149,6 +149,7 @@ class PolicyConfig(Strict):
     args: dict[str, str] = Field(default_factory=dict, description="constructor arguments for builtin/serve")
     token_env: str | None = Field(None, description="environment variable holding the bearer token")
     deadline_s: float = Field(1.0, gt=0, description="per-request deadline")
+    reconnect_s: float = Field(10.0, ge=0, description="how long an episode start waits for a policy that is down")
     obs_keys: dict[str, str] = Field(default_factory=dict, description="openpi: our key -> their key")
     action_key: str = Field("actions", description="openpi: key of the action array in the server's answer")
     chunk_size: int = Field(10, ge=1, le=1000, description="openpi: the longest chunk accepted")
