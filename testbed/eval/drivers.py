@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -236,3 +236,25 @@ class JobDriver:
     def _fail(self, ep: Episode, t: float, why: str) -> None:
         self.failed = True
         ep.events.emit("job_failed", t, ep.index, self.name, job=self.job.name, reason=why)
+
+
+class ExternalDriver:
+    """A robot driven by ControllerService clients: their set-points reach the loop through the service's
+    backend; this driver applies the gripper output they ask for."""
+
+    def __init__(self, index: int, name: str, cell: Cell, gripper_request: Callable[[int], bool | None]) -> None:
+        self.index = index
+        self.name = name
+        self.cell = cell
+        self._gripper_request = gripper_request
+
+    def reset(self, ep: Episode) -> None:
+        return
+
+    def cycle(self, ep: Episode, step: int, t: float, measured: np.ndarray) -> None:
+        wanted = self._gripper_request(self.index)
+        if wanted is not None and wanted != self.cell.robots[self.index].suction_on:
+            self.cell.set_suction(self.index, wanted)
+
+    def finish(self, ep: Episode, t: float, measured: np.ndarray) -> None:
+        return

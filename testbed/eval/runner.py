@@ -18,7 +18,7 @@ import numpy as np
 from testbed.control import ControlLoop
 from testbed.control.pacing import Pacer, request_realtime_priority
 from testbed.errors import ScenarioError
-from testbed.eval.drivers import Driver, Episode, JobDriver, PolicyDriver, Recorder
+from testbed.eval.drivers import Driver, Episode, ExternalDriver, JobDriver, PolicyDriver, Recorder
 from testbed.eval.events import EventStream
 from testbed.eval.metrics import EpisodeTally, build_metrics
 from testbed.eval.plan import plan_arrivals
@@ -83,7 +83,11 @@ def run_scenario(loaded: LoadedScenario, *, runs_dir: Path = Path("runs"),
         stack.callback(events.close)
         cell = build_cell(scenario.cell, scenario.sim.physics_hz, arrivals)
         stack.callback(cell.close)
-        drivers = _open_drivers(loaded, cell, stack)
+        robot0 = scenario.cell.robots[0].controller
+        control = ControlLoop([r.model for r in cell.robots], cell.dt_s,
+                              stream_timeout_s=robot0.stream_timeout_s, speed_scale=robot0.speed_scale)
+        service = _serve_controllers(scenario, control, stack)
+        drivers = _open_drivers(loaded, cell, stack, service)
         policy_drivers = [d for d in drivers if isinstance(d, PolicyDriver)]
         if make_recorder is None and scenario.record:
             from testbed.data.record import lerobot_recorder
@@ -97,9 +101,6 @@ def run_scenario(loaded: LoadedScenario, *, runs_dir: Path = Path("runs"),
             d = policy_drivers[0]
             recorder = make_recorder(d.spec, cell.robots[d.index].model)
             stack.callback(recorder.close)
-        robot0 = scenario.cell.robots[0].controller
-        control = ControlLoop([r.model for r in cell.robots], cell.dt_s,
-                              stream_timeout_s=robot0.stream_timeout_s, speed_scale=robot0.speed_scale)
         trace = JointTrace(run_dir / "joint_states.parquet", cell)
         pacer = None
         if scenario.sim.realtime:
@@ -107,7 +108,8 @@ def run_scenario(loaded: LoadedScenario, *, runs_dir: Path = Path("runs"),
             pacer = Pacer(cell.dt_s)
         events.emit("run_start", 0.0, None, run_id=run_id, scenario=scenario.name, seed=scenario.seed,
                     episodes=scenario.episodes, robots=[r.name for r in scenario.cell.robots],
-                    policy=policy_drivers[0].spec.model_name if policy_drivers else None)
+                    policy=policy_drivers[0].spec.model_name if policy_drivers else None,
+                    controller_service=f"grpc://{service[1].address}" if service else None)
         tallies: list[EpisodeTally] = []
         latencies: list[float] = []
         sim_s = wall_s = 0.0
@@ -115,7 +117,8 @@ def run_scenario(loaded: LoadedScenario, *, runs_dir: Path = Path("runs"),
             ep = Episode(index, cell, control, events, EpisodeTally(episode=index, parts=len(arrivals[index])),
                          realtime=pacer is not None, recorder=recorder, latencies_ms=latencies)
             started = time.perf_counter()
-            _run_episode(ep, scenario, drivers, arrivals[index], trace, pacer)
+            _run_episode(ep, scenario, drivers, arrivals[index], trace, pacer,
+                         service[0].tick if service else control.tick)
             wall_s += time.perf_counter() - started
             sim_s += ep.tally.duration_s
             tallies.append(ep.tally)
@@ -141,11 +144,34 @@ def _raise_priority_for_the_run(stack: ExitStack) -> None:
         stack.callback(os.sched_setscheduler, 0, policy, param)
 
 
-def _open_drivers(loaded: LoadedScenario, cell: Cell, stack: ExitStack) -> list[Driver]:
+def _serve_controllers(scenario: Scenario, control: ControlLoop, stack: ExitStack) -> tuple[Any, Any] | None:
+    """Start the ControllerService on the run's control loop when the launch file asks for it."""
+    cfg = scenario.controller_service
+    if not cfg.serve:
+        return None
+    from testbed.bridge.controller_backend import ControlLoopBackend
+    from testbed.bridge.controller_service import start_controller_server
+
+    token = None
+    if cfg.token_env is not None:
+        token = os.environ.get(cfg.token_env)
+        if not token:
+            raise ScenarioError(f"controller_service.token_env: environment variable {cfg.token_env!r} is not set")
+    backend = ControlLoopBackend(control, names=[r.name for r in scenario.cell.robots])
+    server = stack.enter_context(start_controller_server(backend, host=cfg.host, port=cfg.port, token=token))
+    return backend, server
+
+
+def _open_drivers(loaded: LoadedScenario, cell: Cell, stack: ExitStack, service: tuple[Any, Any] | None
+                  ) -> list[Driver]:
     scenario = loaded.scenario
     drivers: list[Driver] = []
     for i, robot_cfg in enumerate(scenario.cell.robots):
         n_joints = cell.robots[i].model.n_joints
+        if robot_cfg.external:
+            assert service is not None  # the schema requires controller_service.serve
+            drivers.append(ExternalDriver(i, robot_cfg.name, cell, service[0].gripper_request))
+            continue
         if i in loaded.jobs:
             drivers.append(JobDriver(i, robot_cfg.name, cell, loaded.jobs[i], robot_cfg.controller.speed_scale))
             continue
@@ -160,7 +186,7 @@ def _open_drivers(loaded: LoadedScenario, cell: Cell, stack: ExitStack) -> list[
 
 
 def _run_episode(ep: Episode, scenario: Scenario, drivers: list[Driver], arrivals: list[PartArrival],
-                 trace: JointTrace, pacer: Pacer | None) -> None:
+                 trace: JointTrace, pacer: Pacer | None, tick: Callable[[float, np.ndarray], np.ndarray]) -> None:
     cell, control, events, tally = ep.cell, ep.control, ep.events, ep.tally
     cell.reset_episode()
     control.reset(cell.read_joint_positions().copy())
@@ -201,7 +227,7 @@ def _run_episode(ep: Episode, scenario: Scenario, drivers: list[Driver], arrival
             _monitor(ep, drivers, contacts, trace, t, measured)
         for d in drivers:
             d.cycle(ep, step, t, measured)
-        setpoint = control.tick(t, measured)
+        setpoint = tick(t, measured)
         cell.apply_joint_commands(setpoint, control.setpoint_vel)
         cell.step()
         if step % PART_CHECK_EVERY == 0:

@@ -48,6 +48,7 @@ class RobotConfig(Strict):
     model: str = Field("gp7", min_length=1, description="a directory name under robots/")
     base: Pose = Pose(xyz=(0.0, 0.0, 0.30))
     controller: ControllerSettings = ControllerSettings()
+    external: bool = Field(False, description="driven by ControllerService clients (needs controller_service.serve)")
     job: dict[str, Any] | str | None = Field(
         None, description="a teach-pendant job (inline, or a YAML file path) that drives this robot instead of the "
                           "policy; it restarts each time it ends")
@@ -174,6 +175,15 @@ class PolicyConfig(Strict):
         return self
 
 
+class ControllerServiceConfig(Strict):
+    """Expose the run's robots over gRPC (testbed.v1.ControllerService) while it runs."""
+
+    serve: bool = False
+    host: str = Field("127.0.0.1", description="bind address; beyond loopback a token is required")
+    port: int = Field(0, ge=0, le=65535, description="0 picks a free port (written to the run_start event)")
+    token_env: str | None = Field(None, description="environment variable holding the bearer token")
+
+
 class SuccessConfig(Strict):
     """When an episode counts as a success."""
 
@@ -184,6 +194,15 @@ class SuccessConfig(Strict):
 class Scenario(Strict):
     """A whole launch file."""
 
+    @model_validator(mode="after")
+    def _external_robots_need_the_service(self) -> Scenario:
+        for i, robot in enumerate(self.cell.robots):
+            if robot.external and robot.job is not None:
+                raise ValueError(f"cell.robots[{i}]: a robot is driven by a job or externally, not both")
+            if robot.external and not self.controller_service.serve:
+                raise ValueError(f"cell.robots[{i}].external needs controller_service.serve: true")
+        return self
+
     name: str = Field(min_length=1)
     seed: int = Field(0, ge=0)
     episodes: int = Field(1, ge=1, le=100000)
@@ -192,4 +211,5 @@ class Scenario(Strict):
     workload: WorkloadConfig = WorkloadConfig(random=RandomWorkload())
     policy: PolicyConfig = PolicyConfig(builtin="expert")
     success: SuccessConfig = SuccessConfig()
+    controller_service: ControllerServiceConfig = ControllerServiceConfig()
     record: bool = Field(False, description="keep episodes as a LeRobot dataset under runs/<id>/dataset")
