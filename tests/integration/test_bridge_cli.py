@@ -113,3 +113,21 @@ def test_unknown_target_is_reported_in_one_line() -> None:
 def test_spawn_reports_a_child_that_dies_with_its_stderr() -> None:
     with pytest.raises(PolicyUnavailable, match=r"(?s)exited.*cannot import module"):
         spawn_policy_server("no_such_team_module:Policy", startup_timeout_s=30)
+
+
+def test_team_policy_served_with_serve_policy_drives_a_scenario(team_dir: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from testbed.eval.runner import run_scenario
+    from testbed.scenario import load
+
+    monkeypatch.setenv("PYTHONPATH", str(team_dir))  # the served child finds the team's module, we do not import it
+    overrides = ["episodes:=1", "sim.max_episode_s:=2", "policy:={serve: 'team_policy:MirrorPolicy'}",
+                 "cell.cameras:=[{name: overhead, width: 96, height: 96}]"]
+    result = run_scenario(load("launch/factory_cell.yaml", overrides), runs_dir=tmp_path / "runs")
+    events = [json.loads(line) for line in (result.run_dir / "events.jsonl").read_text().splitlines()]
+    assert events[0]["policy"] == "mirror"
+    kinds = {e["kind"] for e in events}
+    assert "policy_timeout" not in kinds and "protective_stop" not in kinds
+    assert result.metrics["policy_latency_ms"]["p50"] > 0
