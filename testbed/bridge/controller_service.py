@@ -26,7 +26,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from testbed.bridge import codec
 from testbed.bridge.controller_backend import ControllerBackend, RobotSnapshot, Transition
 from testbed.bridge.generated import common_pb2, controller_pb2, controller_pb2_grpc
-from testbed.bridge.server import _TokenInterceptor, channel_options, format_address, is_loopback
+from testbed.bridge.server import TokenInterceptor, channel_options, format_address, is_loopback
 from testbed.errors import (
     BridgeConfigError,
     ControllerError,
@@ -296,7 +296,7 @@ def start_controller_server(
         )
     credentials = tls.credentials() if tls is not None else None
     servicer = ControllerServicer(backend, command_timeout_s=command_timeout_s)
-    interceptors = [_TokenInterceptor(token)] if token else []
+    interceptors = [TokenInterceptor(token)] if token else []
     # one more thread than calls, so health checks still get through when every call is busy
     pool = ThreadPoolExecutor(max_workers=max_concurrent_rpcs + 1, thread_name_prefix="controller-rpc")
     server = grpc.server(

@@ -267,7 +267,7 @@ def _error(code: grpc.StatusCode, message: str, step: int) -> policy_pb2.ActResu
     return policy_pb2.ActResult(error=policy_pb2.ActError(code=code.value[0], message=message, step=step))
 
 
-class _TokenInterceptor(grpc.ServerInterceptor):
+class TokenInterceptor(grpc.ServerInterceptor):
     """Refuses calls without ``authorization: Bearer <token>`` (health checks excepted)."""
 
     def __init__(self, token: str) -> None:
@@ -339,7 +339,7 @@ def start_policy_server(factory: PolicyFactory, options: ServerOptions) -> Runni
         BridgeConfigError: the port could not be bound.
     """
     servicer = PolicyServicer(factory, max_sessions=options.max_sessions, max_streams=options.max_streams)
-    interceptors = [_TokenInterceptor(options.token)] if options.token else []
+    interceptors = [TokenInterceptor(options.token)] if options.token else []
     # every open stream holds a thread; unary calls keep max_workers threads of their own
     threads = options.max_workers + options.max_streams
     server = grpc.server(ThreadPoolExecutor(max_workers=threads, thread_name_prefix="policy"),

@@ -27,7 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--arg", action="append", default=[], metavar="KEY=VALUE",
                        help="constructor keyword argument, repeatable")
     serve.add_argument("--max-message-mb", type=float, default=16.0, help="message size cap (MiB)")
-    serve.add_argument("--workers", type=int, default=8, help="threads running policy calls")
+    serve.add_argument("--workers", type=int, default=8,
+                       help="threads for unary Act calls (each StreamAct stream has its own)")
     serve.set_defaults(func=_serve)
 
     policy = subparsers.add_parser("policy", help="policy tools")
