@@ -187,6 +187,7 @@ class Component:
         target = self._check(transition)
         old = self._state
         self._state = target
+        self.last_error = reason  # why it stopped, until an explicit reset
         self._notify(old, transition, reason)
         self.on_stop(transition, reason)
         return True

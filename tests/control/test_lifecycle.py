@@ -183,3 +183,15 @@ def test_listener_sees_each_change_with_transition_name() -> None:
         ("ACTIVE", "PROTECTIVE_STOP", "protective_stop"),
         ("PROTECTIVE_STOP", "INACTIVE", "reset"),
     ]
+
+
+def test_a_stop_keeps_its_reason_until_reset() -> None:
+    from testbed.control.lifecycle import Component
+
+    component = Component("arm")
+    component.initialize()
+    component.activate()
+    component.protective_stop("stream_timeout")
+    assert component.last_error == "stream_timeout"
+    component.reset()
+    assert component.last_error is None
