@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
 
+from testbed.bridge.merge import merge_chunks
 from testbed.control import ControlLoop
 from testbed.control.job import Job, JobRunner
 from testbed.errors import JobError, PolicyUnavailable, SpecMismatch
 from testbed.eval.events import EventStream
 from testbed.eval.metrics import EpisodeTally
 from testbed.policies.protocol import ActionKind, PolicySpec
-from testbed.policies.source import ActionSource
+from testbed.policies.source import ActionChunk, ActionSource
 from testbed.sim.cell import Cell
 
 PART_HELD_INPUT = 1  # vacuum switch: the cup has seized a part
@@ -68,9 +69,11 @@ class PolicyDriver:
     """
 
     def __init__(self, index: int, name: str, cell: Cell, source: ActionSource, spec: PolicySpec,
-                 deadline_s: float, reconnect_s: float) -> None:
+                 deadline_s: float, reconnect_s: float, merge: str = "latest", merge_weight: float = 0.5) -> None:
         self.index = index
         self.reconnect_s = reconnect_s
+        self.merge = merge
+        self.merge_weight = merge_weight
         self.name = name
         self.cell = cell
         self.source = source
@@ -88,6 +91,7 @@ class PolicyDriver:
         self.plan_t0 = 0.0
         self.step = 0
         self.in_flight: tuple[int, dict[str, np.ndarray], float] | None = None
+        self.executing: ActionChunk | None = None  # the chunk being followed, merged, aligned by its step
 
     def reset(self, ep: Episode) -> None:
         """Start an episode; a policy that is down gets ``reconnect_s`` to come back before the episode starts."""
@@ -174,6 +178,11 @@ class PolicyDriver:
             if ep.recorder is not None:
                 ep.recorder.add_frame({**asked_obs, "action": chunk.actions[0].astype(np.float32)},
                                       asked_step * self.period_s)
+        if self.executing is not None and self.merge != "latest":
+            merged = merge_chunks(self.executing.actions, self.executing.step, chunk, self.merge, self.merge_weight)
+            merged[:, self.n] = chunk.actions[:, self.n]  # the vacuum is switched, never averaged
+            chunk = replace(chunk, actions=merged)
+        self.executing = chunk
         # row k of a chunk computed for step s applies at step s + k; rows already past are skipped
         skip = self.step - chunk.step
         if skip >= chunk.actions.shape[0]:

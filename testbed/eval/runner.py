@@ -180,8 +180,9 @@ def _open_drivers(loaded: LoadedScenario, cell: Cell, stack: ExitStack, service:
         spec = source.spec()
         check_spec(spec, robot=robot_cfg, n_joints=n_joints, cameras=scenario.cell.cameras,
                    describe=lambda s=spec: repr(s.model_name))
-        drivers.append(PolicyDriver(i, robot_cfg.name, cell, source, spec, scenario.policy.deadline_s,
-                                    scenario.policy.reconnect_s))
+        policy = scenario.policy
+        drivers.append(PolicyDriver(i, robot_cfg.name, cell, source, spec, policy.deadline_s, policy.reconnect_s,
+                                    policy.merge, policy.merge_weight))
     return drivers
 
 

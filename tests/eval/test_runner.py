@@ -155,3 +155,18 @@ def test_two_robot_models_share_one_vectorized_loop(tmp_path):
     trace = pq.read_table(result.run_dir / "joint_states.parquet").to_pydict()
     widths = {robot: len(pos) for robot, pos in zip(trace["robot"], trace["position"], strict=True)}
     assert widths == {"gp7_arm": 6, "sia_arm": 7}
+
+
+def test_overlapping_chunks_are_merged_by_the_configured_rule(tmp_path):
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    commands = {}
+    for rule in ("latest", "average"):
+        result = run_scenario(one_of_each(tmp_path, f"policy.merge:={rule}", "sim.max_episode_s:=6"),
+                              runs_dir=tmp_path / rule)
+        commands[rule] = np.asarray(pq.read_table(result.run_dir / "joint_states.parquet").column("command")
+                                    .to_pylist())
+        assert result.metrics["collisions"] == 0
+    assert commands["latest"].shape == commands["average"].shape
+    assert not np.allclose(commands["latest"], commands["average"])  # averaging smooths the replanned rows
