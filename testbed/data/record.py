@@ -63,7 +63,7 @@ def episode_features(spec: PolicySpec, joint_names: Sequence[str]) -> dict[str, 
     Use it to build a ``LeRobotWriter`` that records a run (``record: true``).
     """
     from testbed.data.lerobot import FeatureSpec, features_from_policy_spec
-    from testbed.sim.cell import ENV_STATE_NAMES
+    from testbed.sim.observations import ENV_STATE_NAMES
 
     names = [*joint_names, "suction"]
     features = features_from_policy_spec(spec, names, names)
