@@ -44,10 +44,8 @@ class PartSlot:
     status: str = "parked"  # parked, conveying, ready, held, released, placed, dropped
     order_id: str = ""
     target_bin: str = ""
-    spawn_t: float = 0.0
     ready_t: float = 0.0
     released_t: float = 0.0
-    held_by: int = -1
     station: int = 0
 
 
@@ -222,7 +220,6 @@ class Cell:
         p.setCollisionFilterGroupMask(slot.body, -1, 0, 0, physicsClientId=self.client)
         p.changeDynamics(slot.body, -1, activationState=p.ACTIVATION_STATE_SLEEP, physicsClientId=self.client)
         slot.status = "parked"
-        slot.held_by = -1
 
     # ---- episodes ---------------------------------------------------------------------------------------
 
@@ -256,7 +253,6 @@ class Cell:
         slot.order_id = arrival.order_id
         slot.target_bin = arrival.bin or st.bin_for_type[arrival.part_type]
         slot.station = station
-        slot.spawn_t = self.t_s
         return True
 
     # ---- per-step ----------------------------------------------------------------------------------------
@@ -292,7 +288,6 @@ class Cell:
             if slot is not None:
                 slot.status = "released"
                 slot.released_t = self.t_s
-                slot.held_by = -1
 
     def step(self) -> None:
         """Drive the belt and advance physics by one step."""
@@ -370,7 +365,6 @@ class Cell:
                 p.changeConstraint(robot.constraint, maxForce=60.0, physicsClientId=self.client)
                 robot.held = slot
                 slot.status = "held"
-                slot.held_by = index
                 return PartEvent("pick", index, slot.kind.name, slot.order_id,
                                  {"wait_s": round(self.t_s - slot.ready_t, 6) if slot.ready_t else None})
         return None
