@@ -178,8 +178,7 @@ def _open_drivers(loaded: LoadedScenario, cell: Cell, stack: ExitStack, service:
         source = open_action_source(scenario.policy, robot_cfg, stack, n_joints=n_joints,
                                     cameras=scenario.cell.cameras)
         spec = source.spec()
-        check_spec(spec, robot=robot_cfg, n_joints=n_joints, cameras=scenario.cell.cameras,
-                   describe=lambda s=spec: repr(s.model_name))
+        check_spec(spec, robot=robot_cfg, n_joints=n_joints, cameras=scenario.cell.cameras)
         policy = scenario.policy
         drivers.append(PolicyDriver(i, robot_cfg.name, cell, source, spec, policy.deadline_s, policy.reconnect_s,
                                     policy.merge, policy.merge_weight))

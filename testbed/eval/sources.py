@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from contextlib import ExitStack
 
 from testbed.errors import ScenarioError, SpecMismatch
@@ -71,14 +70,13 @@ def open_action_source(cfg: PolicyConfig, robot: RobotConfig, stack: ExitStack, 
     return source
 
 
-def check_spec(spec: PolicySpec, *, robot: RobotConfig, n_joints: int, cameras: tuple[CameraConfig, ...],
-               describe: Callable[[], str]) -> None:
+def check_spec(spec: PolicySpec, *, robot: RobotConfig, n_joints: int, cameras: tuple[CameraConfig, ...]) -> None:
     """Fail before the first episode if the policy's spec does not fit the scenario's robot and cameras.
 
     Raises:
         SpecMismatch: naming the policy, the robot and the first disagreement.
     """
-    where = f"policy {describe()} for robot {robot.name!r} ({robot.model}, {n_joints} joints)"
+    where = f"policy {spec.model_name!r} for robot {robot.name!r} ({robot.model}, {n_joints} joints)"
     available = cell_observations(n_joints, cameras)
     for key, tspec in spec.observation.items():
         if key not in available:
