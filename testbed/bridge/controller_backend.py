@@ -8,6 +8,10 @@ loop's state is copied into preallocated buffers (``publish``) that readers turn
 snapshots under a lock. Callers get a ``concurrent.futures.Future`` that resolves once
 their command took effect. Streamed set-points go through ``ControlLoop.submit_chunk``,
 so every position, velocity and acceleration limit of the loop applies to them.
+Joint trajectories (``follow_trajectory``) are checked on the caller's thread, started on the
+ticking thread with a ``TrajectoryController`` and checked against their tolerances every
+cycle; their feedback reaches the caller through a bounded, drop-oldest queue
+(``TrajectoryHandle``), so a slow caller never holds the loop back.
 
 A run loop attaches a backend in one line::
 
@@ -23,6 +27,7 @@ import enum
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -31,10 +36,26 @@ from typing import Any, Protocol
 import numpy as np
 import yaml
 
-from testbed.control import ControlLoop, LifecycleState
+from testbed.control import (
+    ControlLoop,
+    JointTrajectory,
+    LifecycleState,
+    TrajectoryController,
+    TrajectoryPoint,
+    TrajectoryStatus,
+)
 from testbed.errors import ControllerError, FeatureUnavailable, InvalidCommand, JobError
 
 MAX_CHUNK_ROWS = 10_000
+MAX_TRAJECTORY_POINTS = 10_000
+MAX_TRAJECTORY_S = 600.0
+DEFAULT_PATH_TOLERANCE = 0.1  # rad or m, per joint
+DEFAULT_GOAL_TOLERANCE = 0.01  # rad or m, per joint
+DEFAULT_GOAL_TIME_TOLERANCE_S = 0.5
+# a trajectory is sampled into at most this many rows for the loop (the loop interpolates
+# linearly between them): sampling runs on the ticking thread, ~20 us a row for a cubic
+_MAX_TRAJECTORY_ROWS = 1000
+_MIN_TRAJECTORY_ROW_S = 0.004
 
 
 class Transition(enum.Enum):
@@ -110,6 +131,128 @@ class RobotSnapshot:
     def protective_stop(self) -> bool:
         """True while the robot is in PROTECTIVE_STOP."""
         return self.lifecycle_state == LifecycleState.PROTECTIVE_STOP.name
+
+
+class TrajectoryResultCode(enum.Enum):
+    """How a trajectory goal ended (``testbed.v1.TrajectoryResultCode``)."""
+
+    SUCCESSFUL = "successful"
+    INVALID_GOAL = "invalid_goal"  # refused when it was to start: robot not ACTIVE or running a job
+    PATH_TOLERANCE_VIOLATED = "path_tolerance_violated"
+    GOAL_TOLERANCE_VIOLATED = "goal_tolerance_violated"
+    PREEMPTED = "preempted"  # a new trajectory, a set-point stream or a job took the robot over
+    ABORTED = "aborted"  # the controller stopped or faulted, the caller cancelled, or the clock restarted
+
+
+@dataclass(frozen=True)
+class TrajectoryResult:
+    """The end of a trajectory goal: a code and a sentence saying what happened."""
+
+    code: TrajectoryResultCode
+    text: str
+
+
+@dataclass(frozen=True)
+class TrajectoryFeedback:
+    """One feedback item of a trajectory goal; arrays are float64 ``(joints,)`` in the goal's joint order.
+
+    Args:
+        t_s: controller time of the cycle the item describes.
+        time_from_start_s: ``t_s`` minus the time the trajectory started.
+        desired: the trajectory at ``time_from_start_s``.
+        actual: measured positions (the set-point when the cell reports none).
+        error: ``desired - actual``.
+        result: set on the last item of the goal only.
+    """
+
+    t_s: float
+    time_from_start_s: float
+    desired: np.ndarray
+    actual: np.ndarray
+    error: np.ndarray
+    result: TrajectoryResult | None = None
+
+
+class TrajectoryHandle:
+    """A caller's view of one trajectory goal: feedback items, the last one carrying the result.
+
+    The ticking thread puts items into a bounded queue and never waits: when the caller
+    falls behind, the oldest feedback is dropped (counted in ``dropped``); the final item
+    is never dropped. Safe to use from any thread.
+
+    Args:
+        robot: robot name.
+        joint_names: the goal's joint order (feedback arrays follow it).
+        max_queued: feedback items kept for the caller.
+    """
+
+    def __init__(self, robot: str, joint_names: tuple[str, ...], max_queued: int = 64) -> None:
+        self.robot = robot
+        self.joint_names = joint_names
+        self._items: deque[TrajectoryFeedback] = deque()
+        self._max = max(1, int(max_queued))
+        self._final: TrajectoryFeedback | None = None
+        self._final_taken = False
+        self._dropped = 0
+        self._cancel = False
+        self._cv = threading.Condition()
+
+    @property
+    def dropped(self) -> int:
+        """Feedback items dropped because the caller read too slowly."""
+        with self._cv:
+            return self._dropped
+
+    @property
+    def result(self) -> TrajectoryResult | None:
+        """The result once the goal ended, else None."""
+        with self._cv:
+            return self._final.result if self._final is not None else None
+
+    @property
+    def cancel_requested(self) -> bool:
+        """True once ``cancel`` was called."""
+        with self._cv:
+            return self._cancel
+
+    def get(self, timeout_s: float | None = None) -> TrajectoryFeedback | None:
+        """The next feedback item, waiting up to ``timeout_s`` (None: no limit); None on timeout.
+
+        The item whose ``result`` is set comes last; once it was returned, ``get`` returns it again.
+        """
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        with self._cv:
+            while not self._items and self._final is None:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return None
+                self._cv.wait(left)
+            if self._items:
+                return self._items.popleft()
+            self._final_taken = True
+            return self._final
+
+    def cancel(self) -> None:
+        """Stop the goal: at the next cycle the robot holds at its set-point and the goal ends ABORTED.
+
+        No effect once the goal ended.
+        """
+        with self._cv:
+            self._cancel = True
+
+    # called by the ticking thread only
+    def _push(self, item: TrajectoryFeedback) -> None:
+        with self._cv:
+            if len(self._items) >= self._max:
+                self._items.popleft()
+                self._dropped += 1
+            self._items.append(item)
+            self._cv.notify_all()
+
+    def _finish(self, item: TrajectoryFeedback) -> None:
+        with self._cv:
+            self._final = item
+            self._cv.notify_all()
 
 
 class JobOutputs(Protocol):
@@ -222,6 +365,43 @@ class ControllerBackend(Protocol):
         """The stream ended normally: reach the last target and hold, without a stream timeout."""
         ...
 
+    def follow_trajectory(
+        self,
+        robot: str,
+        points: Sequence[TrajectoryPoint],
+        *,
+        joint_names: Sequence[str] | None = None,
+        path_tolerance: Sequence[float] | None = None,
+        goal_tolerance: Sequence[float] | None = None,
+        goal_time_tolerance_s: float | None = None,
+    ) -> TrajectoryHandle:
+        """Check a joint trajectory and queue it; the handle gives its feedback, then its result.
+
+        Raises ``InvalidCommand`` naming the field and point index of an invalid goal.
+        """
+        ...
+
+
+@dataclass(frozen=True)
+class _TrajectoryGoal:
+    """A checked goal; arrays in the robot's joint order, ``order[k]`` = robot joint of goal joint ``k``."""
+
+    trajectory: JointTrajectory
+    order: np.ndarray
+    path_tolerance: np.ndarray
+    goal_tolerance: np.ndarray
+    goal_time_tolerance_s: float
+
+
+@dataclass
+class _TrajectoryRun:
+    goal: _TrajectoryGoal
+    handle: TrajectoryHandle
+    controller: TrajectoryController
+    bound: Any  # testbed.control.trajectory.BoundTrajectory: the desired motion
+    t0_s: float
+    checks: int = 0
+
 
 @dataclass
 class _Command:
@@ -232,6 +412,7 @@ class _Command:
     dt_s: float = 0.0
     gripper_on: bool = False
     job: Job | None = None
+    trajectory: tuple[_TrajectoryGoal, TrajectoryHandle] | None = None
 
 
 @dataclass
@@ -251,6 +432,8 @@ class ControlLoopBackend:
         job_loader: turns job YAML into a runnable ``Job``; default ``control_job_loader(loop)``
             when ``testbed.control.job`` is importable, else ``send_job`` checks the YAML and
             refuses with ``FeatureUnavailable``. Pass ``False`` to refuse jobs.
+        feedback_every: a running trajectory publishes feedback every this many cycles.
+        feedback_queue: feedback items kept per trajectory for a slow caller (oldest dropped).
 
     Raises:
         ControllerError: ``names`` has the wrong length or duplicates.
@@ -262,6 +445,8 @@ class ControlLoopBackend:
         *,
         names: Sequence[str] | None = None,
         job_loader: JobLoader | bool | None = None,
+        feedback_every: int = 10,
+        feedback_queue: int = 64,
     ) -> None:
         models = loop.models
         if names is None:
@@ -277,6 +462,13 @@ class ControlLoopBackend:
                 f"ControlLoopBackend: robot names must be unique, {dupes} repeat; pass names=[...] "
                 "(e.g. the cell's robot names)"
             )
+        if feedback_every < 1 or feedback_queue < 1:
+            raise ControllerError(
+                f"ControlLoopBackend: feedback_every and feedback_queue must be >= 1, got {feedback_every}, "
+                f"{feedback_queue}"
+            )
+        self._feedback_every = int(feedback_every)
+        self._feedback_queue = int(feedback_queue)
         self._loop = loop
         self._job_loader: JobLoader | None = None
         self._job_missing = "job_loader=False was given"
@@ -324,6 +516,7 @@ class ControlLoopBackend:
         self._jobs: dict[int, Job] = {}
         self._job_failed: dict[int, str] = {}
         self._last_chunk: dict[int, _LastChunk] = {}
+        self._trajectories: dict[int, _TrajectoryRun] = {}
         self._cycle_cv = threading.Condition(self._lock)
 
     @property
@@ -428,6 +621,54 @@ class ControlLoopBackend:
         """
         self._queue(_Command(self._robot_index(robot), "end_stream", None))
 
+    def follow_trajectory(
+        self,
+        robot: str,
+        points: Sequence[TrajectoryPoint],
+        *,
+        joint_names: Sequence[str] | None = None,
+        path_tolerance: Sequence[float] | None = None,
+        goal_tolerance: Sequence[float] | None = None,
+        goal_time_tolerance_s: float | None = None,
+    ) -> TrajectoryHandle:
+        """Check a joint trajectory and queue it for the next cycle; the handle streams its feedback.
+
+        At the next cycle the trajectory starts from the robot's current set-point and replaces
+        any trajectory in progress (that one ends PREEMPTED). It is checked every cycle against
+        the last measured positions (the set-point when the cell reports none).
+
+        Args:
+            robot: robot name.
+            points: the trajectory, positions etc. in ``joint_names`` order; all points carry the
+                same fields (positions: linear, + velocities: cubic, + accelerations: quintic).
+            joint_names: order of the joints in ``points`` and the tolerances, each of the robot's
+                joints once; None for the robot's own order.
+            path_tolerance, goal_tolerance: per joint, None for the defaults
+                (``DEFAULT_PATH_TOLERANCE``, ``DEFAULT_GOAL_TOLERANCE``); a value of 0 takes
+                the default for that joint, a negative value leaves the joint unchecked.
+            goal_time_tolerance_s: how long after the last point the goal may still be reached;
+                None for ``DEFAULT_GOAL_TIME_TOLERANCE_S``.
+
+        Raises:
+            InvalidCommand: unknown robot, joint name or field size, NaN/inf, times not increasing,
+                a position outside the joint range or a velocity/acceleration beyond the robot's
+                limits (the message names the field and point index; nothing moved).
+        """
+        r = self._robot_index(robot)
+        desc = self._robots[r]
+        goal = _check_trajectory_goal(
+            desc,
+            points,
+            joint_names=joint_names,
+            path_tolerance=path_tolerance,
+            goal_tolerance=goal_tolerance,
+            goal_time_tolerance_s=goal_time_tolerance_s,
+        )
+        order = tuple(desc.joint_names[j] for j in goal.order)
+        handle = TrajectoryHandle(desc.name, order, self._feedback_queue)
+        self._queue(_Command(r, "trajectory", None, trajectory=(goal, handle)))
+        return handle
+
     # ------------------------------------------------------------------ the ticking thread
     def tick(self, t_s: float, measured_pos: np.ndarray | None = None) -> np.ndarray:
         """``apply_pending``, the loop's ``tick`` and ``publish`` in one call; returns the set-point view."""
@@ -442,8 +683,10 @@ class ControlLoopBackend:
         Only the thread that ticks the loop may call this.
         """
         with self._lock:
-            if not self._pending and not self._jobs:
+            if not self._pending and not self._jobs and not self._trajectories:
                 return
+            if self._trajectories:
+                self._advance_trajectories(t_s)
             pending, self._pending = self._pending, []
             for cmd in pending:
                 if cmd.future is not None and not cmd.future.set_running_or_notify_cancel():
@@ -511,7 +754,10 @@ class ControlLoopBackend:
         loop, r = self._loop, cmd.robot
         comp = loop.component(r)
         name = self._robots[r].name
-        if cmd.kind == "setpoints":
+        if cmd.kind == "trajectory":
+            assert cmd.trajectory is not None
+            self._start_trajectory(r, *cmd.trajectory, t_s)
+        elif cmd.kind == "setpoints":
             assert cmd.targets is not None and cmd.future is not None
             if comp.state is not LifecycleState.ACTIVE:
                 raise ControllerError(_not_active(name, comp.state, comp.last_error))
@@ -520,6 +766,7 @@ class ControlLoopBackend:
                     f"robot {name!r} is running job {self._jobs[r].name!r}: set-points are refused until it "
                     "ends (or stop it with TRANSITION_PROTECTIVE_STOP and RESET)"
                 )
+            self._end_trajectory(r, TrajectoryResultCode.PREEMPTED, "preempted by a set-point stream", t_s)
             loop.submit_chunk(r, cmd.targets, t_s, cmd.dt_s)
             self._last_chunk[r] = _LastChunk(cmd.targets, t_s, cmd.dt_s)
             self._gripper[r] = cmd.gripper_on
@@ -537,6 +784,7 @@ class ControlLoopBackend:
             if r in self._jobs:
                 raise ControllerError(f"robot {name!r} is already running job {self._jobs[r].name!r}")
             cmd.job.start(t_s)  # plans from the current set-point; a JobError leaves the robot untouched
+            self._end_trajectory(r, TrajectoryResultCode.PREEMPTED, f"preempted by job {cmd.job.name!r}", t_s)
             self._jobs[r] = cmd.job
             self._job_failed.pop(r, None)
             self._last_chunk.pop(r, None)
@@ -552,7 +800,126 @@ class ControlLoopBackend:
                 getattr(comp, transition.value)()
             if comp.state is not LifecycleState.ACTIVE:
                 self._jobs.pop(r, None)
+                why = f" ({comp.last_error})" if comp.last_error else ""
+                self._end_trajectory(
+                    r, TrajectoryResultCode.ABORTED, f"robot {name!r} left ACTIVE: {comp.state.name}{why}", t_s
+                )
             cmd.future.set_result(comp.state.name)
+
+    def _start_trajectory(self, r: int, goal: _TrajectoryGoal, handle: TrajectoryHandle, t_s: float) -> None:
+        if handle.cancel_requested:
+            return  # the caller left before it started: a late goal must not move the robot
+        loop, desc = self._loop, self._robots[r]
+        comp = loop.component(r)
+        refusal = None
+        if comp.state is not LifecycleState.ACTIVE:
+            refusal = _not_active(desc.name, comp.state, comp.last_error)
+        elif r in self._jobs:
+            refusal = (
+                f"robot {desc.name!r} is running job {self._jobs[r].name!r}: trajectories are refused until it "
+                "ends (or stop it with TRANSITION_PROTECTIVE_STOP and RESET)"
+            )
+        if refusal is not None:
+            here = loop.setpoint[r, : desc.n_joints][goal.order]
+            result = TrajectoryResult(TrajectoryResultCode.INVALID_GOAL, refusal)
+            handle._finish(_feedback(t_s, 0.0, here, here, result))
+            return
+        self._end_trajectory(r, TrajectoryResultCode.PREEMPTED, "preempted by a new trajectory", t_s)
+        self._last_chunk.pop(r, None)
+        n = desc.n_joints
+        duration = goal.trajectory.duration_s
+        row_dt = max(loop.dt_s, _MIN_TRAJECTORY_ROW_S, duration / _MAX_TRAJECTORY_ROWS)
+        controller = TrajectoryController(
+            loop,
+            r,
+            path_tolerance=goal.path_tolerance,
+            goal_tolerance=goal.goal_tolerance,
+            goal_time_tolerance_s=goal.goal_time_tolerance_s,
+            row_dt_s=row_dt,
+        )
+        # the same start state follow() binds to, kept to report the desired positions
+        bound = goal.trajectory.bind(loop.setpoint[r, :n].copy(), loop.setpoint_vel[r, :n].copy())
+        controller.follow(goal.trajectory, t_s)
+        self._trajectories[r] = _TrajectoryRun(goal, handle, controller, bound, t_s)
+
+    def _advance_trajectories(self, t_s: float) -> None:
+        """Check running trajectories against the last published cycle (its time and measured positions)."""
+        t_meas = self._t_s
+        measured = self._pub_measured if self._has_measured else self._pub_setpoint
+        for r in list(self._trajectories):
+            run = self._trajectories[r]
+            n = self._robots[r].n_joints
+            if run.handle.cancel_requested:
+                if self._loop.state(r) is LifecycleState.ACTIVE:
+                    self._loop.hold(r)
+                self._end_trajectory(r, TrajectoryResultCode.ABORTED, "cancelled by the caller; the robot holds", t_s)
+                continue
+            if t_s < run.t0_s:
+                self._end_trajectory(
+                    r, TrajectoryResultCode.ABORTED,
+                    f"the controller clock went back from {run.t0_s:.3f} s to {t_s:.3f} s (a new episode started)",
+                    t_s,
+                )
+                continue
+            if t_meas < run.t0_s:
+                continue  # no cycle of this trajectory was measured yet
+            meas = measured[r, :n]
+            status = run.controller.tick(t_meas, meas)
+            run.checks += 1
+            if status.state == "executing":
+                if run.checks % self._feedback_every == 0:
+                    run.handle._push(self._trajectory_feedback(run, t_meas, meas))
+                continue
+            code, text = self._trajectory_outcome(r, run, status, t_meas, meas)
+            self._end_trajectory(r, code, text, t_meas, meas)
+
+    def _trajectory_outcome(
+        self, r: int, run: _TrajectoryRun, status: TrajectoryStatus, t_s: float, meas: np.ndarray
+    ) -> tuple[TrajectoryResultCode, str]:
+        desc, goal = self._robots[r], run.goal
+        since = t_s - run.t0_s
+        if status.state == "succeeded":
+            err = np.abs(meas - run.bound.end)
+            j = int(np.argmax(err))
+            return TrajectoryResultCode.SUCCESSFUL, (
+                f"robot {desc.name!r} reached the goal {since:.3f} s after the start "
+                f"(largest error {err[j]:.3g} at {desc.joint_names[j]})"
+            )
+        if status.reason == "path_tolerance":
+            err = np.abs(meas - run.bound.sample(since)[0])
+            j = int(np.argmax(err - goal.path_tolerance))
+            return TrajectoryResultCode.PATH_TOLERANCE_VIOLATED, (
+                f"{desc.joint_names[j]}: |actual - desired| = {err[j]:.4g} > path_tolerance "
+                f"{goal.path_tolerance[j]:.4g} at {since:.3f} s from the start; the robot holds where it was"
+            )
+        if status.reason == "goal_tolerance":
+            err = np.abs(meas - run.bound.end)
+            j = int(np.argmax(err - goal.goal_tolerance))
+            return TrajectoryResultCode.GOAL_TOLERANCE_VIOLATED, (
+                f"{desc.joint_names[j]}: |actual - goal| = {err[j]:.4g} > goal_tolerance {goal.goal_tolerance[j]:.4g} "
+                f"{goal.goal_time_tolerance_s:g} s after the last point's time ({goal.trajectory.duration_s:g} s)"
+            )
+        comp = self._loop.component(r)
+        why = f" ({comp.last_error})" if comp.last_error else ""
+        return TrajectoryResultCode.ABORTED, f"robot {desc.name!r} left ACTIVE: {comp.state.name}{why}"
+
+    def _trajectory_feedback(
+        self, run: _TrajectoryRun, t_s: float, meas: np.ndarray, result: TrajectoryResult | None = None
+    ) -> TrajectoryFeedback:
+        order = run.goal.order
+        since = t_s - run.t0_s
+        desired = run.bound.sample(since)[0]
+        return _feedback(t_s, since, desired[order], meas[order], result)
+
+    def _end_trajectory(
+        self, r: int, code: TrajectoryResultCode, text: str, t_s: float, meas: np.ndarray | None = None
+    ) -> None:
+        run = self._trajectories.pop(r, None)
+        if run is None:
+            return
+        if meas is None:
+            meas = self._loop.setpoint[r, : self._robots[r].n_joints]
+        run.handle._finish(self._trajectory_feedback(run, t_s, np.array(meas), TrajectoryResult(code, text)))
 
     def _advance_jobs(self, t_s: float) -> None:
         for r in list(self._jobs):
@@ -589,6 +956,165 @@ class ControlLoopBackend:
         )
 
 
+def _feedback(
+    t_s: float, since_s: float, desired: np.ndarray, actual: np.ndarray, result: TrajectoryResult | None
+) -> TrajectoryFeedback:
+    desired = np.array(desired, dtype=np.float64)
+    actual = np.array(actual, dtype=np.float64)
+    return TrajectoryFeedback(float(t_s), float(since_s), desired, actual, desired - actual, result)
+
+
+def _check_trajectory_goal(
+    desc: RobotDescription,
+    points: Sequence[TrajectoryPoint],
+    *,
+    joint_names: Sequence[str] | None = None,
+    path_tolerance: Sequence[float] | None = None,
+    goal_tolerance: Sequence[float] | None = None,
+    goal_time_tolerance_s: float | None = None,
+) -> _TrajectoryGoal:
+    """Check a trajectory goal for ``desc``; see ``ControlLoopBackend.follow_trajectory``.
+
+    Raises:
+        InvalidCommand: naming the field (``points[i].positions[j]``, ``joint_names[k]``, ...).
+    """
+    n = desc.n_joints
+    order = _joint_order(desc, joint_names)
+    names = [desc.joint_names[j] for j in order]
+    if not points:
+        raise InvalidCommand(f"points: robot {desc.name!r}: a trajectory needs at least one point")
+    if len(points) > MAX_TRAJECTORY_POINTS:
+        raise InvalidCommand(f"points: at most {MAX_TRAJECTORY_POINTS} points, got {len(points)}")
+    kind = None
+    last_t = 0.0
+    robot_points = []
+    limits = {"velocities": desc.velocity_max[order], "accelerations": desc.acceleration_max[order]}
+    for i, point in enumerate(points):
+        fields: dict[str, np.ndarray | None] = {}
+        for field in ("positions", "velocities", "accelerations"):
+            raw = getattr(point, field)
+            if raw is None or (field != "positions" and len(raw) == 0):
+                fields[field] = None
+                continue
+            arr = np.asarray(raw, dtype=np.float64)
+            if arr.shape != (n,):
+                raise InvalidCommand(
+                    f"points[{i}].{field}: robot {desc.name!r} has {n} joints ({', '.join(names)}): "
+                    f"expected {n} values{'' if field == 'positions' else ' or none'}, got {len(raw)}"
+                )
+            bad = np.flatnonzero(~np.isfinite(arr))
+            if bad.size:
+                j = int(bad[0])
+                raise InvalidCommand(f"points[{i}].{field}[{j}] ({names[j]}): NaN or inf; every value must be finite")
+            if field == "positions":
+                lo, hi = desc.lower[order], desc.upper[order]
+                out = np.flatnonzero((arr < lo) | (arr > hi))
+                if out.size:
+                    j = int(out[0])
+                    raise InvalidCommand(
+                        f"points[{i}].positions[{j}] ({names[j]}): {arr[j]:.6g} is outside the joint range "
+                        f"[{lo[j]:.6g}, {hi[j]:.6g}]"
+                    )
+            else:
+                over = np.flatnonzero(np.abs(arr) > limits[field])
+                if over.size:
+                    j = int(over[0])
+                    raise InvalidCommand(
+                        f"points[{i}].{field}[{j}] ({names[j]}): |{arr[j]:.6g}| exceeds the joint's limit "
+                        f"{limits[field][j]:.6g}"
+                    )
+            fields[field] = arr
+        if fields["accelerations"] is not None and fields["velocities"] is None:
+            raise InvalidCommand(f"points[{i}].accelerations: given without velocities; quintic points need both")
+        this = "quintic" if fields["accelerations"] is not None else "cubic" if fields["velocities"] is not None \
+            else "linear"
+        if kind is not None and this != kind:
+            raise InvalidCommand(
+                f"points[{i}]: carries the fields of a {this} point but points[0] those of a {kind} one; "
+                "give every point the same fields (positions; + velocities; + accelerations)"
+            )
+        kind = this
+        t = float(point.time_from_start_s)
+        if not (math.isfinite(t) and t > last_t):
+            before = f"points[{i - 1}]'s {last_t:g} s" if i else "0"
+            raise InvalidCommand(f"points[{i}].time_from_start_s: must be greater than {before}, got {t!r}")
+        if t > MAX_TRAJECTORY_S:
+            raise InvalidCommand(f"points[{i}].time_from_start_s: at most {MAX_TRAJECTORY_S:g} s, got {t:g}")
+        last_t = t
+        robot_points.append(
+            TrajectoryPoint(
+                positions=_to_robot_order(fields["positions"], order).tolist(),  # type: ignore[arg-type]
+                time_from_start_s=t,
+                velocities=_optional_to_robot_order(fields["velocities"], order),
+                accelerations=_optional_to_robot_order(fields["accelerations"], order),
+            )
+        )
+    path = _tolerance("path_tolerance", path_tolerance, DEFAULT_PATH_TOLERANCE, n, names)
+    goal = _tolerance("goal_tolerance", goal_tolerance, DEFAULT_GOAL_TOLERANCE, n, names)
+    goal_time = DEFAULT_GOAL_TIME_TOLERANCE_S if goal_time_tolerance_s is None else float(goal_time_tolerance_s)
+    if not (math.isfinite(goal_time) and goal_time >= 0):
+        raise InvalidCommand(f"goal_time_tolerance_s: expected a finite time >= 0 s, got {goal_time_tolerance_s!r}")
+    try:
+        trajectory = JointTrajectory(robot_points, n)
+    except ControllerError as exc:  # checked above; kept so no goal the controller refuses gets through
+        raise InvalidCommand(f"points: {exc}") from exc
+    return _TrajectoryGoal(
+        trajectory=trajectory,
+        order=order,
+        path_tolerance=_to_robot_order(path, order),
+        goal_tolerance=_to_robot_order(goal, order),
+        goal_time_tolerance_s=goal_time,
+    )
+
+
+def _joint_order(desc: RobotDescription, joint_names: Sequence[str] | None) -> np.ndarray:
+    if not joint_names:
+        return np.arange(desc.n_joints)
+    index = {name: j for j, name in enumerate(desc.joint_names)}
+    known = ", ".join(desc.joint_names)
+    seen: set[str] = set()
+    for k, name in enumerate(joint_names):
+        if name not in index:
+            raise InvalidCommand(f"joint_names[{k}]: robot {desc.name!r} has no joint {name!r} (joints: {known})")
+        if name in seen:
+            raise InvalidCommand(f"joint_names[{k}]: joint {name!r} is named twice; name each joint once")
+        seen.add(name)
+    if len(joint_names) != desc.n_joints:
+        missing = ", ".join(n for n in desc.joint_names if n not in seen)
+        raise InvalidCommand(
+            f"joint_names: robot {desc.name!r} has {desc.n_joints} joints; name each once or none (missing: {missing})"
+        )
+    return np.array([index[name] for name in joint_names])
+
+
+def _to_robot_order(values: np.ndarray, order: np.ndarray) -> np.ndarray:
+    out = np.empty_like(values)
+    out[order] = values
+    return out
+
+
+def _optional_to_robot_order(values: np.ndarray | None, order: np.ndarray) -> list[float] | None:
+    return None if values is None else _to_robot_order(values, order).tolist()
+
+
+def _tolerance(
+    field: str, values: Sequence[float] | None, default: float, n: int, names: Sequence[str]
+) -> np.ndarray:
+    if values is None or len(values) == 0:
+        return np.full(n, default)
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.shape != (n,):
+        raise InvalidCommand(
+            f"{field}: expected {n} values (one per joint: {', '.join(names)}) or none, got {len(values)}"
+        )
+    nan = np.flatnonzero(np.isnan(arr))
+    if nan.size:
+        j = int(nan[0])
+        raise InvalidCommand(f"{field}[{j}] ({names[j]}): NaN; use > 0, 0 for the default or < 0 for unchecked")
+    # ros2's convention: 0 takes the default, a negative value leaves the joint unchecked
+    return np.where(arr > 0, arr, np.where(arr == 0, default, np.inf))
+
+
 def _not_active(name: str, state: LifecycleState, last_error: str | None) -> str:
     why = f" ({last_error})" if last_error else ""
     fix = (
@@ -614,11 +1140,21 @@ class TickerThread:
     Args:
         backend: the backend to tick (it owns the loop).
         dt_s: period; None for the loop's cycle.
+        plant: stands in for the robots: maps the set-points after a cycle, ``(robots, max_joints)``,
+            to the positions measured at the next one (e.g. a lag or an offset); None reports no
+            measurement (the loop and the backend then use the set-points).
     """
 
-    def __init__(self, backend: ControlLoopBackend, dt_s: float | None = None) -> None:
+    def __init__(
+        self,
+        backend: ControlLoopBackend,
+        dt_s: float | None = None,
+        *,
+        plant: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> None:
         self._backend = backend
         self.dt_s = float(dt_s) if dt_s is not None else backend.loop.dt_s
+        self._plant = plant
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="controller-ticker", daemon=True)
         self.error: BaseException | None = None
@@ -648,9 +1184,12 @@ class TickerThread:
     def _run(self) -> None:
         cycle = 0
         start = time.monotonic()
+        measured = None
         try:
             while not self._stop.is_set():
-                self._backend.tick(cycle * self.dt_s)
+                setpoint = self._backend.tick(cycle * self.dt_s, measured)
+                if self._plant is not None:
+                    measured = np.array(self._plant(setpoint), dtype=np.float64)
                 cycle += 1
                 delay = start + cycle * self.dt_s - time.monotonic()
                 if delay > 0:

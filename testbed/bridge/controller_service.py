@@ -6,9 +6,12 @@ reach a controller: an unknown robot, a wrong joint count, a bad dtype or NaN/in
 answered with ``INVALID_ARGUMENT`` naming the field; a transition the lifecycle refuses
 (or a set-point for a robot that is not ACTIVE) with ``FAILED_PRECONDITION``; a job
 when no job language is available with ``UNIMPLEMENTED``; a control loop that is not
-ticking with ``UNAVAILABLE``. Security follows the policy server: bearer token checked
-by the same interceptor (``UNAUTHENTICATED``), refused to listen beyond loopback without
-one, optional TLS (mutual with a client CA), message size caps, health service.
+ticking with ``UNAVAILABLE``. ``FollowTrajectory`` streams feedback read from the
+backend's bounded queue, the result last; an invalid goal is ``INVALID_ARGUMENT``
+before anything moves, and a cancelled call stops its trajectory (the robot holds).
+Security follows the policy server: bearer token checked by the same interceptor
+(``UNAUTHENTICATED``), refused to listen beyond loopback without one, optional TLS
+(mutual with a client CA), message size caps, health service.
 """
 
 from __future__ import annotations
@@ -24,9 +27,16 @@ import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from testbed.bridge import codec
-from testbed.bridge.controller_backend import ControllerBackend, RobotSnapshot, Transition
+from testbed.bridge.controller_backend import (
+    ControllerBackend,
+    RobotSnapshot,
+    TrajectoryFeedback,
+    TrajectoryResultCode,
+    Transition,
+)
 from testbed.bridge.generated import common_pb2, controller_pb2, controller_pb2_grpc
 from testbed.bridge.server import TokenInterceptor, channel_options, format_address, is_loopback
+from testbed.control import TrajectoryPoint
 from testbed.errors import (
     BridgeConfigError,
     ControllerError,
@@ -47,6 +57,15 @@ _TRANSITIONS = {
     controller_pb2.TRANSITION_RESET: Transition.RESET,
     controller_pb2.TRANSITION_PROTECTIVE_STOP: Transition.PROTECTIVE_STOP,
     controller_pb2.TRANSITION_EMERGENCY_STOP: Transition.EMERGENCY_STOP,
+}
+
+_RESULT_CODES = {
+    TrajectoryResultCode.SUCCESSFUL: controller_pb2.TRAJECTORY_RESULT_SUCCESSFUL,
+    TrajectoryResultCode.INVALID_GOAL: controller_pb2.TRAJECTORY_RESULT_INVALID_GOAL,
+    TrajectoryResultCode.PATH_TOLERANCE_VIOLATED: controller_pb2.TRAJECTORY_RESULT_PATH_TOLERANCE_VIOLATED,
+    TrajectoryResultCode.GOAL_TOLERANCE_VIOLATED: controller_pb2.TRAJECTORY_RESULT_GOAL_TOLERANCE_VIOLATED,
+    TrajectoryResultCode.PREEMPTED: controller_pb2.TRAJECTORY_RESULT_PREEMPTED,
+    TrajectoryResultCode.ABORTED: controller_pb2.TRAJECTORY_RESULT_ABORTED,
 }
 
 
@@ -90,6 +109,35 @@ def snapshot_to_message(snap: RobotSnapshot) -> controller_pb2.RobotState:
         last_error=snap.last_error,
         cycle=snap.cycle,
     )
+
+
+def feedback_to_message(item: TrajectoryFeedback, dropped: int = 0) -> controller_pb2.TrajectoryFeedback:
+    """A ``TrajectoryFeedback`` message from a backend feedback item (``result`` set on the last one)."""
+    msg = controller_pb2.TrajectoryFeedback(
+        t_s=item.t_s,
+        time_from_start_s=item.time_from_start_s,
+        desired=codec.encode_tensor(item.desired, "desired"),
+        actual=codec.encode_tensor(item.actual, "actual"),
+        error=codec.encode_tensor(item.error, "error"),
+        dropped=dropped,
+    )
+    if item.result is not None:
+        msg.result.code = _RESULT_CODES[item.result.code]
+        msg.result.text = item.result.text
+    return msg
+
+
+def points_from_request(request: controller_pb2.FollowTrajectoryRequest) -> list[TrajectoryPoint]:
+    """The request's points as ``TrajectoryPoint`` (an empty velocities/accelerations field means none)."""
+    return [
+        TrajectoryPoint(
+            positions=list(p.positions),
+            time_from_start_s=p.time_from_start_s,
+            velocities=list(p.velocities) if p.velocities else None,
+            accelerations=list(p.accelerations) if p.accelerations else None,
+        )
+        for p in request.points
+    ]
 
 
 class ControllerServicer(controller_pb2_grpc.ControllerServiceServicer):
@@ -183,6 +231,40 @@ class ControllerServicer(controller_pb2_grpc.ControllerServiceServicer):
             # a normal end of the stream: reach the last set-point and hold (no stream-timeout stop)
             for robot in streamed:
                 self._backend.end_stream(robot)
+        finally:
+            self.streams_open -= 1
+
+    def FollowTrajectory(
+        self, request: controller_pb2.FollowTrajectoryRequest, context: grpc.ServicerContext
+    ) -> Iterator[controller_pb2.TrajectoryFeedback]:
+        try:
+            handle = self._backend.follow_trajectory(
+                request.robot,
+                points_from_request(request),
+                joint_names=list(request.joint_names) or None,
+                path_tolerance=list(request.path_tolerance) or None,
+                goal_tolerance=list(request.goal_tolerance) or None,
+                goal_time_tolerance_s=(
+                    request.goal_time_tolerance_s if request.HasField("goal_time_tolerance_s") else None
+                ),
+            )
+        except _EXPECTED as exc:
+            _abort(context, exc)
+        # however the call ends (client gone, deadline, server stop), a trajectory still running stops
+        context.add_callback(handle.cancel)
+        self.streams_open += 1
+        try:
+            while True:
+                item = handle.get(self._timeout_s)
+                if item is None:
+                    handle.cancel()
+                    _abort(context, _LoopNotTicking(
+                        f"the control loop gave no trajectory feedback within {self._timeout_s:g} s; "
+                        "is the run paused, finished or not started?"
+                    ))
+                yield feedback_to_message(item, handle.dropped)
+                if item.result is not None:
+                    return
         finally:
             self.streams_open -= 1
 

@@ -16,12 +16,29 @@ class Transition(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TRANSITION_RESET: _ClassVar[Transition]
     TRANSITION_PROTECTIVE_STOP: _ClassVar[Transition]
     TRANSITION_EMERGENCY_STOP: _ClassVar[Transition]
+
+class TrajectoryResultCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TRAJECTORY_RESULT_UNSPECIFIED: _ClassVar[TrajectoryResultCode]
+    TRAJECTORY_RESULT_SUCCESSFUL: _ClassVar[TrajectoryResultCode]
+    TRAJECTORY_RESULT_INVALID_GOAL: _ClassVar[TrajectoryResultCode]
+    TRAJECTORY_RESULT_PATH_TOLERANCE_VIOLATED: _ClassVar[TrajectoryResultCode]
+    TRAJECTORY_RESULT_GOAL_TOLERANCE_VIOLATED: _ClassVar[TrajectoryResultCode]
+    TRAJECTORY_RESULT_PREEMPTED: _ClassVar[TrajectoryResultCode]
+    TRAJECTORY_RESULT_ABORTED: _ClassVar[TrajectoryResultCode]
 TRANSITION_UNSPECIFIED: Transition
 TRANSITION_ACTIVATE: Transition
 TRANSITION_DEACTIVATE: Transition
 TRANSITION_RESET: Transition
 TRANSITION_PROTECTIVE_STOP: Transition
 TRANSITION_EMERGENCY_STOP: Transition
+TRAJECTORY_RESULT_UNSPECIFIED: TrajectoryResultCode
+TRAJECTORY_RESULT_SUCCESSFUL: TrajectoryResultCode
+TRAJECTORY_RESULT_INVALID_GOAL: TrajectoryResultCode
+TRAJECTORY_RESULT_PATH_TOLERANCE_VIOLATED: TrajectoryResultCode
+TRAJECTORY_RESULT_GOAL_TOLERANCE_VIOLATED: TrajectoryResultCode
+TRAJECTORY_RESULT_PREEMPTED: TrajectoryResultCode
+TRAJECTORY_RESULT_ABORTED: TrajectoryResultCode
 
 class ListRobotsRequest(_message.Message):
     __slots__ = ()
@@ -132,3 +149,57 @@ class Setpoint(_message.Message):
     gripper_on: bool
     dt_s: float
     def __init__(self, robot: _Optional[str] = ..., joint_pos_rad: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., gripper_on: _Optional[bool] = ..., dt_s: _Optional[float] = ...) -> None: ...
+
+class TrajectoryPoint(_message.Message):
+    __slots__ = ("positions", "velocities", "accelerations", "time_from_start_s")
+    POSITIONS_FIELD_NUMBER: _ClassVar[int]
+    VELOCITIES_FIELD_NUMBER: _ClassVar[int]
+    ACCELERATIONS_FIELD_NUMBER: _ClassVar[int]
+    TIME_FROM_START_S_FIELD_NUMBER: _ClassVar[int]
+    positions: _containers.RepeatedScalarFieldContainer[float]
+    velocities: _containers.RepeatedScalarFieldContainer[float]
+    accelerations: _containers.RepeatedScalarFieldContainer[float]
+    time_from_start_s: float
+    def __init__(self, positions: _Optional[_Iterable[float]] = ..., velocities: _Optional[_Iterable[float]] = ..., accelerations: _Optional[_Iterable[float]] = ..., time_from_start_s: _Optional[float] = ...) -> None: ...
+
+class FollowTrajectoryRequest(_message.Message):
+    __slots__ = ("robot", "joint_names", "points", "path_tolerance", "goal_tolerance", "goal_time_tolerance_s")
+    ROBOT_FIELD_NUMBER: _ClassVar[int]
+    JOINT_NAMES_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    PATH_TOLERANCE_FIELD_NUMBER: _ClassVar[int]
+    GOAL_TOLERANCE_FIELD_NUMBER: _ClassVar[int]
+    GOAL_TIME_TOLERANCE_S_FIELD_NUMBER: _ClassVar[int]
+    robot: str
+    joint_names: _containers.RepeatedScalarFieldContainer[str]
+    points: _containers.RepeatedCompositeFieldContainer[TrajectoryPoint]
+    path_tolerance: _containers.RepeatedScalarFieldContainer[float]
+    goal_tolerance: _containers.RepeatedScalarFieldContainer[float]
+    goal_time_tolerance_s: float
+    def __init__(self, robot: _Optional[str] = ..., joint_names: _Optional[_Iterable[str]] = ..., points: _Optional[_Iterable[_Union[TrajectoryPoint, _Mapping]]] = ..., path_tolerance: _Optional[_Iterable[float]] = ..., goal_tolerance: _Optional[_Iterable[float]] = ..., goal_time_tolerance_s: _Optional[float] = ...) -> None: ...
+
+class TrajectoryResult(_message.Message):
+    __slots__ = ("code", "text")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    code: TrajectoryResultCode
+    text: str
+    def __init__(self, code: _Optional[_Union[TrajectoryResultCode, str]] = ..., text: _Optional[str] = ...) -> None: ...
+
+class TrajectoryFeedback(_message.Message):
+    __slots__ = ("t_s", "time_from_start_s", "desired", "actual", "error", "result", "dropped")
+    T_S_FIELD_NUMBER: _ClassVar[int]
+    TIME_FROM_START_S_FIELD_NUMBER: _ClassVar[int]
+    DESIRED_FIELD_NUMBER: _ClassVar[int]
+    ACTUAL_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    t_s: float
+    time_from_start_s: float
+    desired: _common_pb2.Tensor
+    actual: _common_pb2.Tensor
+    error: _common_pb2.Tensor
+    result: TrajectoryResult
+    dropped: int
+    def __init__(self, t_s: _Optional[float] = ..., time_from_start_s: _Optional[float] = ..., desired: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., actual: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., error: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., result: _Optional[_Union[TrajectoryResult, _Mapping]] = ..., dropped: _Optional[int] = ...) -> None: ...

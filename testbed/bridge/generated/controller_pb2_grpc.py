@@ -59,6 +59,11 @@ class ControllerServiceStub:
                 request_serializer=testbed_dot_v1_dot_controller__pb2.Setpoint.SerializeToString,
                 response_deserializer=testbed_dot_v1_dot_controller__pb2.RobotState.FromString,
                 _registered_method=True)
+        self.FollowTrajectory = channel.unary_stream(
+                '/testbed.v1.ControllerService/FollowTrajectory',
+                request_serializer=testbed_dot_v1_dot_controller__pb2.FollowTrajectoryRequest.SerializeToString,
+                response_deserializer=testbed_dot_v1_dot_controller__pb2.TrajectoryFeedback.FromString,
+                _registered_method=True)
 
 
 class ControllerServiceServicer:
@@ -102,6 +107,19 @@ class ControllerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FollowTrajectory(self, request, context):
+        """Follow a time-parameterized joint trajectory (as ros2's joint_trajectory_controller behind
+        FollowJointTrajectory): feedback every few control cycles, then one last item carrying the
+        result. An invalid goal (NaN, times not increasing, wrong joint count, a position outside
+        the joint range, an unknown joint name) is answered with INVALID_ARGUMENT naming the field
+        and point index before anything moves. A new trajectory, a set-point stream or a job for the
+        same robot preempts the running trajectory (its stream ends PREEMPTED). Cancelling the call
+        stops the trajectory: the robot holds where its set-point is.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControllerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -129,6 +147,11 @@ def add_ControllerServiceServicer_to_server(servicer, server):
                     servicer.StreamSetpoints,
                     request_deserializer=testbed_dot_v1_dot_controller__pb2.Setpoint.FromString,
                     response_serializer=testbed_dot_v1_dot_controller__pb2.RobotState.SerializeToString,
+            ),
+            'FollowTrajectory': grpc.unary_stream_rpc_method_handler(
+                    servicer.FollowTrajectory,
+                    request_deserializer=testbed_dot_v1_dot_controller__pb2.FollowTrajectoryRequest.FromString,
+                    response_serializer=testbed_dot_v1_dot_controller__pb2.TrajectoryFeedback.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -266,6 +289,33 @@ class ControllerService:
             '/testbed.v1.ControllerService/StreamSetpoints',
             testbed_dot_v1_dot_controller__pb2.Setpoint.SerializeToString,
             testbed_dot_v1_dot_controller__pb2.RobotState.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FollowTrajectory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/testbed.v1.ControllerService/FollowTrajectory',
+            testbed_dot_v1_dot_controller__pb2.FollowTrajectoryRequest.SerializeToString,
+            testbed_dot_v1_dot_controller__pb2.TrajectoryFeedback.FromString,
             options,
             channel_credentials,
             insecure,
