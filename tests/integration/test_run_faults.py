@@ -35,7 +35,7 @@ def test_killed_policy_server_stops_the_episode_and_the_next_one_reconnects(tmp_
         threading.Thread(target=watch, daemon=True).start()
 
     scenario = load("launch/factory_cell.yaml", ["episodes:=2", "seed:=4", "policy.serve:=null",
-                                                 f"policy.endpoint:={first.endpoint}", "policy.deadline_s:=1.0"])
+                                                 f"policy.endpoint:={first.endpoint}", "policy.deadline_s:=0.3"])
     try:
         result = run_scenario(scenario, runs_dir=tmp_path, events_hook=chaos)
     finally:
