@@ -21,7 +21,11 @@ def follow_from_outside(stream, seen):
             stub = controller_pb2_grpc.ControllerServiceStub(channel)
             info = next(r for r in stub.ListRobots(controller_pb2.ListRobotsRequest(), timeout=5).robots
                         if r.name == "sia_arm")
+            # run_start comes before the episode resets the robots: wait for a cycle of the episode
             before = stub.GetState(controller_pb2.GetStateRequest(robot="sia_arm"), timeout=5)
+            while before.cycle < 1:
+                threading.Event().wait(0.01)
+                before = stub.GetState(controller_pb2.GetStateRequest(robot="sia_arm"), timeout=5)
             home = codec.decode_tensor(before.setpoint_rad).copy()
             offsets = [np.zeros(7), np.zeros(7), np.zeros(7)]
             offsets[0][[0, 1]] = [0.15, 0.05]
