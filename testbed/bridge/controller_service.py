@@ -251,7 +251,9 @@ class ControllerServicer(controller_pb2_grpc.ControllerServiceServicer):
         except _EXPECTED as exc:
             _abort(context, exc)
         # however the call ends (client gone, deadline, server stop), a trajectory still running stops
-        context.add_callback(handle.cancel)
+        if not context.add_callback(handle.cancel):
+            handle.cancel()  # the call already ended: the goal must not start
+            return
         self.streams_open += 1
         try:
             while True:
