@@ -10,7 +10,14 @@ Entry points: ``GrpcActionSource`` (the run loop's client of a policy server),
 """
 
 from testbed.bridge.client import GrpcActionSource
-from testbed.bridge.controller_backend import ControllerBackend, ControlLoopBackend
+from testbed.bridge.controller_backend import (
+    ControllerBackend,
+    ControlLoopBackend,
+    TrajectoryFeedback,
+    TrajectoryHandle,
+    TrajectoryResult,
+    TrajectoryResultCode,
+)
 from testbed.bridge.controller_service import TlsFiles, start_controller_server
 from testbed.bridge.merge import MERGE_RULES, merge_chunks
 from testbed.bridge.server import ServerOptions, start_policy_server
@@ -24,6 +31,10 @@ __all__ = [
     "PolicyServerProcess",
     "ServerOptions",
     "TlsFiles",
+    "TrajectoryFeedback",
+    "TrajectoryHandle",
+    "TrajectoryResult",
+    "TrajectoryResultCode",
     "merge_chunks",
     "spawn_policy_server",
     "start_controller_server",

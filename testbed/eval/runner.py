@@ -86,6 +86,7 @@ def run_scenario(loaded: LoadedScenario, *, runs_dir: Path = Path("runs"),
         robot0 = scenario.cell.robots[0].controller
         control = ControlLoop([r.model for r in cell.robots], cell.dt_s,
                               stream_timeout_s=robot0.stream_timeout_s, speed_scale=robot0.speed_scale)
+        control.reset(cell.read_joint_positions().copy())  # outside callers see the real pose from the start
         service = _serve_controllers(scenario, control, stack)
         drivers = _open_drivers(loaded, cell, stack, service)
         policy_drivers = [d for d in drivers if isinstance(d, PolicyDriver)]
