@@ -34,7 +34,11 @@ class JointMotion(Protocol):
 def sample_rows(motion: JointMotion, dt_s: float, t_from_s: float = 0.0) -> np.ndarray:
     """Positions of ``motion`` every ``dt_s`` from ``t_from_s`` through its end, ``(rows, n_joints)``."""
     n = max(1, math.ceil((motion.duration_s - t_from_s) / dt_s - 1e-9) + 1)
-    return np.array([motion.sample(t_from_s + k * dt_s)[0] for k in range(n)])
+    times = t_from_s + np.arange(n) * dt_s
+    many = getattr(motion, "sample_many", None)
+    if many is not None:
+        return many(times)
+    return np.array([motion.sample(t)[0] for t in times])
 
 
 class PtpMotion:
@@ -321,19 +325,24 @@ class JointTrajectory:
 
 
 class BoundTrajectory:
-    """A ``JointTrajectory`` with its start state: a ``JointMotion``."""
+    """A ``JointTrajectory`` with its start state: a ``JointMotion``.
+
+    Each segment is a polynomial in the time since its first point, ``sum(c[k] * tau**k)``;
+    the coefficients are worked out once here, so sampling is a lookup and a Horner pass.
+    """
 
     def __init__(self, traj: JointTrajectory, start_pos: np.ndarray, start_vel: np.ndarray | None) -> None:
         self.traj = traj
-        self._pos = traj._pos.copy()
-        self._vel = traj._vel.copy()
-        self._acc = traj._acc.copy()
-        self._pos[0] = start_pos
+        pos = traj._pos.copy()
+        vel = traj._vel.copy()
+        acc = traj._acc.copy()
+        pos[0] = start_pos
         if start_vel is not None and traj.kind != "linear":
-            self._vel[0] = start_vel
+            vel[0] = start_vel
         self.duration_s = traj.duration_s
-        self.start = self._pos[0].copy()
-        self.end = self._pos[-1].copy()
+        self.start = pos[0].copy()
+        self.end = pos[-1].copy()
+        self._coef = _segment_coefficients(traj.kind, np.diff(traj._t), pos, vel, acc)  # (segments, 6, joints)
 
     def sample(self, t_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Position, velocity, acceleration at ``t_s`` from the start (held after the last point)."""
@@ -343,30 +352,43 @@ class BoundTrajectory:
             return self.end.copy(), z, z.copy()
         t_s = max(t_s, 0.0)
         i = int(np.searchsorted(ts, t_s, side="right")) - 1
-        h = ts[i + 1] - ts[i]
+        c = self._coef[i]
         tau = t_s - ts[i]
-        p0, p1 = self._pos[i], self._pos[i + 1]
-        if self.traj.kind == "linear":
-            v = (p1 - p0) / h
-            return p0 + v * tau, v, np.zeros_like(p0)
-        v0, v1 = self._vel[i], self._vel[i + 1]
-        if self.traj.kind == "cubic":
-            c2 = (3 * (p1 - p0) - (2 * v0 + v1) * h) / h**2
-            c3 = (2 * (p0 - p1) + (v0 + v1) * h) / h**3
-            return (
-                p0 + v0 * tau + c2 * tau**2 + c3 * tau**3,
-                v0 + 2 * c2 * tau + 3 * c3 * tau**2,
-                2 * c2 + 6 * c3 * tau,
-            )
-        a0, a1 = self._acc[i], self._acc[i + 1]
-        # the three highest coefficients meet position, velocity and acceleration at the segment end
-        lhs = np.array(
-            [[h**3, h**4, h**5], [3 * h**2, 4 * h**3, 5 * h**4], [6 * h, 12 * h**2, 20 * h**3]]
-        )
-        rhs = np.stack([p1 - p0 - v0 * h - a0 / 2 * h**2, v1 - v0 - a0 * h, a1 - a0])
-        c3, c4, c5 = np.linalg.solve(lhs, rhs)
-        return (
-            p0 + v0 * tau + a0 / 2 * tau**2 + c3 * tau**3 + c4 * tau**4 + c5 * tau**5,
-            v0 + a0 * tau + 3 * c3 * tau**2 + 4 * c4 * tau**3 + 5 * c5 * tau**4,
-            a0 + 6 * c3 * tau + 12 * c4 * tau**2 + 20 * c5 * tau**3,
-        )
+        powers = tau ** np.arange(6)
+        pos = powers @ c
+        vel = (np.arange(1, 6) * powers[:5]) @ c[1:]
+        acc = (np.arange(2, 6) * np.arange(1, 5) * powers[:4]) @ c[2:]
+        return pos, vel, acc
+
+    def sample_many(self, times_s: np.ndarray) -> np.ndarray:
+        """Positions at many times at once, ``(len(times_s), n_joints)`` (held after the last point)."""
+        ts = self.traj._t
+        t = np.clip(np.asarray(times_s, dtype=float), 0.0, ts[-1])
+        seg = np.clip(np.searchsorted(ts, t, side="right") - 1, 0, len(ts) - 2)
+        tau = (t - ts[seg])[:, None]
+        c = self._coef[seg]  # (times, 6, joints)
+        out = c[:, 5]
+        for k in range(4, -1, -1):
+            out = out * tau + c[:, k]
+        return out
+
+
+def _segment_coefficients(kind: str, h: np.ndarray, pos: np.ndarray, vel: np.ndarray, acc: np.ndarray) -> np.ndarray:
+    """Polynomial coefficients per segment, ``(segments, 6, joints)``, lowest power first."""
+    p0, p1, v0, v1, a0, a1 = pos[:-1], pos[1:], vel[:-1], vel[1:], acc[:-1], acc[1:]
+    h = h[:, None]
+    coef = np.zeros((len(h), 6, pos.shape[1]))
+    coef[:, 0] = p0
+    if kind == "linear":
+        coef[:, 1] = (p1 - p0) / h
+    elif kind == "cubic":
+        coef[:, 1] = v0
+        coef[:, 2] = (3 * (p1 - p0) - (2 * v0 + v1) * h) / h**2
+        coef[:, 3] = (2 * (p0 - p1) + (v0 + v1) * h) / h**3
+    else:  # quintic: position, velocity and acceleration met at both ends
+        coef[:, 1] = v0
+        coef[:, 2] = a0 / 2
+        coef[:, 3] = (20 * (p1 - p0) - (8 * v1 + 12 * v0) * h - (3 * a0 - a1) * h**2) / (2 * h**3)
+        coef[:, 4] = (30 * (p0 - p1) + (14 * v1 + 16 * v0) * h + (3 * a0 - 2 * a1) * h**2) / (2 * h**4)
+        coef[:, 5] = (12 * (p1 - p0) - 6 * (v1 + v0) * h - (a0 - a1) * h**2) / (2 * h**5)
+    return coef

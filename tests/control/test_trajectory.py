@@ -215,3 +215,30 @@ def test_goal_not_reached_in_time_aborts() -> None:
     ctrl.follow(JointTrajectory([TrajectoryPoint([0.1] * 7, 0.5)], 7), 0.0)
     _run(loop, ctrl, 0.0, 1.0, offset=0.05)
     assert ctrl.status == TrajectoryStatus("aborted", "goal_tolerance")
+
+
+@settings(max_examples=60, deadline=None)
+@given(kind=st.sampled_from(["linear", "cubic", "quintic"]), seed=st.integers(0, 10_000))
+def test_batch_sampling_matches_point_sampling(kind: str, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    times = np.cumsum(rng.uniform(0.1, 1.0, 4))
+    points = [
+        TrajectoryPoint(
+            list(rng.uniform(-1, 1, 3)),
+            float(t),
+            velocities=list(rng.uniform(-1, 1, 3)) if kind != "linear" else None,
+            accelerations=list(rng.uniform(-1, 1, 3)) if kind == "quintic" else None,
+        )
+        for t in times
+    ]
+    bound = JointTrajectory(points, 3).bind(np.zeros(3))
+    query = np.linspace(-0.2, times[-1] + 0.2, 97)
+    expected = np.array([bound.sample(float(t))[0] for t in query])
+    np.testing.assert_allclose(bound.sample_many(query), expected, atol=1e-9)
+    for point in points:  # every point is met at its time, in position and in what it specifies
+        pos, vel, acc = bound.sample(point.time_from_start_s - 1e-12)
+        np.testing.assert_allclose(pos, point.positions, atol=1e-6)
+        if point.velocities is not None:
+            np.testing.assert_allclose(vel, point.velocities, atol=1e-5)
+        if point.accelerations is not None:
+            np.testing.assert_allclose(acc, point.accelerations, atol=1e-4)
