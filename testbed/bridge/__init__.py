@@ -10,18 +10,17 @@ Entry points: ``GrpcActionSource`` (the run loop's client of a policy server),
 """
 
 from testbed.bridge.client import GrpcActionSource
-from testbed.bridge.controller_backend import (
-    ControllerBackend,
-    ControlLoopBackend,
+from testbed.bridge.controller_backend import ControllerBackend, ControlLoopBackend
+from testbed.bridge.controller_service import TlsFiles, start_controller_server
+from testbed.bridge.merge import MERGE_RULES, merge_chunks
+from testbed.bridge.server import ServerOptions, start_policy_server
+from testbed.bridge.spawn import PolicyServerProcess, spawn_policy_server
+from testbed.bridge.trajectory_goals import (
     TrajectoryFeedback,
     TrajectoryHandle,
     TrajectoryResult,
     TrajectoryResultCode,
 )
-from testbed.bridge.controller_service import TlsFiles, start_controller_server
-from testbed.bridge.merge import MERGE_RULES, merge_chunks
-from testbed.bridge.server import ServerOptions, start_policy_server
-from testbed.bridge.spawn import PolicyServerProcess, spawn_policy_server
 
 __all__ = [
     "MERGE_RULES",

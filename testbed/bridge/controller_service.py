@@ -27,15 +27,10 @@ import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from testbed.bridge import codec
-from testbed.bridge.controller_backend import (
-    ControllerBackend,
-    RobotSnapshot,
-    TrajectoryFeedback,
-    TrajectoryResultCode,
-    Transition,
-)
+from testbed.bridge.controller_backend import ControllerBackend, RobotSnapshot, Transition
 from testbed.bridge.generated import common_pb2, controller_pb2, controller_pb2_grpc
 from testbed.bridge.server import TokenInterceptor, channel_options, format_address, is_loopback
+from testbed.bridge.trajectory_goals import TrajectoryFeedback, TrajectoryResultCode
 from testbed.control import TrajectoryPoint
 from testbed.errors import (
     BridgeConfigError,

@@ -13,16 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from testbed.bridge import codec
-from testbed.bridge.controller_backend import (
-    ControlLoopBackend,
-    TickerThread,
-    TrajectoryFeedback,
-    TrajectoryHandle,
-    TrajectoryResultCode,
-    Transition,
-)
+from testbed.bridge.controller_backend import ControlLoopBackend, TickerThread, Transition
 from testbed.bridge.controller_service import ControllerServer, start_controller_server
 from testbed.bridge.generated import controller_pb2, controller_pb2_grpc
+from testbed.bridge.trajectory_goals import TrajectoryFeedback, TrajectoryHandle, TrajectoryResultCode
 from testbed.control import ControlLoop, TrajectoryPoint
 from testbed.errors import InvalidCommand
 from testbed.robots import load_robot
