@@ -144,11 +144,11 @@ class GrpcActionSource:
         self._failure: TestbedError | None = None  # raised once by result()
         self._unavailable: PolicyUnavailable | None = None  # raised while disconnected
         self._closed = False
+        self._waiter: asyncio.Future[None] | None = None  # what result() waits on, resolved by _notify
 
         self._loop = asyncio.new_event_loop()
         with self._cond:
             self._wake: asyncio.Event = self._call(self._make_event())
-            self._arrived: asyncio.Event = self._call(self._make_event())
             self._sending: asyncio.Event = self._call(self._make_event())  # connected, the sender waits
             self._channel: grpc.aio.Channel = self._call(self._open_channel())
             self._stub = policy_pb2_grpc.PolicyServiceStub(self._channel)
@@ -209,7 +209,11 @@ class GrpcActionSource:
         """
         end = None if timeout_s is None else time.monotonic() + max(0.0, timeout_s)
         with self._cond:
-            self._pump(2)  # collect what arrived while the caller worked
+            if (self._ready is not None or self._failure is not None or self._unavailable is not None
+                    or (timeout_s is not None and timeout_s <= 0)):
+                # collect what arrived while the caller worked: a newer chunk, or news of the connection.
+                # Otherwise waiting below does the collecting, without two loop turns spent first.
+                self._pump(2)
             while True:
                 if self._failure is not None:
                     failure, self._failure = self._failure, None
@@ -226,8 +230,7 @@ class GrpcActionSource:
                     return None
                 if self._closed:
                     raise PolicyUnavailable(f"{self.endpoint}: the policy client is closed")
-                self._arrived.clear()
-                self._drive(self._wait_event(self._arrived, remaining))
+                self._await_arrival(remaining)
 
     def close(self) -> None:
         """Close the stream and the channel and stop the background thread."""
@@ -278,6 +281,26 @@ class GrpcActionSource:
     async def _turns(iterations: int) -> None:
         for _ in range(iterations):
             await asyncio.sleep(0)
+
+    def _await_arrival(self, timeout_s: float | None) -> None:
+        """Turn the private loop until ``_notify`` or ``timeout_s`` passes (caller holds ``_cond``).
+
+        A bare future rather than ``wait_for(event.wait())``: the latter costs two more tasks
+        and as many loop turns after the answer is read, on every round trip.
+        """
+        waiter = self._loop.create_future()
+        self._waiter = waiter
+        timer = None if timeout_s is None else self._loop.call_later(timeout_s, _resolve, waiter)
+        try:
+            self._drive(waiter)
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
+
+    def _notify(self) -> None:
+        """Wake ``result()`` if it waits: an answer, a failure or a connection change arrived."""
+        _resolve(self._waiter)
 
     @staticmethod
     async def _wait_event(event: asyncio.Event, timeout_s: float | None) -> None:
@@ -330,13 +353,13 @@ class GrpcActionSource:
                 f"(was {self._spec.model_name} {self._spec.model_version}, "
                 f"now {spec.model_name} {spec.model_version})"
             )
-            self._arrived.set()
+            self._notify()
         self._spec = self._spec or spec
         needs_reset = self._needs_reset
         if needs_reset:
             await self._send_reset()
         self._unavailable = None
-        self._arrived.set()
+        self._notify()
 
     async def _run(self) -> None:
         backoff = self._backoff_s[0]
@@ -354,7 +377,7 @@ class GrpcActionSource:
                 raise
             except TestbedError as exc:  # e.g. a malformed spec from the server
                 self._failure = exc
-                self._arrived.set()
+                self._notify()
             await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
             backoff = min(backoff * 2.0, self._backoff_s[1])
 
@@ -369,7 +392,7 @@ class GrpcActionSource:
         self._unavailable = error
         self._needs_reset = True  # a restarted server has a fresh policy instance
         self._in_flight_sent = None
-        self._arrived.set()
+        self._notify()
 
     def _take_pending(self) -> common_pb2.Observation | None:
         if self._in_flight_sent is not None or self._pending is None:
@@ -428,7 +451,7 @@ class GrpcActionSource:
                 if exc.code() != grpc.StatusCode.DEADLINE_EXCEEDED:  # a late answer is just None
                     self._failure = translate(exc, self.endpoint, f"Act(step={msg.step})")
                     self._failure.__cause__ = exc
-                    self._arrived.set()
+                    self._notify()
                 self._in_flight_sent = None
                 self._wake.set()
                 continue
@@ -458,11 +481,16 @@ class GrpcActionSource:
             else:
                 if self._ready is None or chunk.step >= self._ready.step:
                     self._ready = chunk
-        self._arrived.set()
+        self._notify()
         self._wake.set()  # the next pending observation may go now
 
 
 _CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
+
+
+def _resolve(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
 
 
 def _read(path: Path | None, name: str) -> bytes | None:

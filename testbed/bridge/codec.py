@@ -10,6 +10,7 @@ the field that failed.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping
 
 import numpy as np
@@ -36,6 +37,20 @@ _KINDS: dict[ActionKind, int] = {
 }
 _KINDS_BY_ENUM = {code: kind for kind, code in _KINDS.items()}
 MAX_DIMS = 8
+_F32 = np.dtype("<f4")
+# float32 tensors up to this many elements are checked for NaN/inf by summing them as Python
+# floats (a NaN or inf anywhere makes the sum non-finite; float32 values cannot overflow a
+# double's sum): ~0.2 us for 7 values, against ~1.3 us for a numpy isfinite call, more when
+# cold, as in a server thread woken once per request
+_SUM_SCAN_MAX = 128
+_SUM_SCAN = sys.byteorder == "little"  # memoryview casts use native order; the wire is little-endian
+
+
+def _all_finite(value: np.ndarray, data: bytes) -> bool:
+    """True unless the float array ``value`` (with little-endian bytes ``data``) holds NaN or inf."""
+    if _SUM_SCAN and value.dtype == _F32 and value.size <= _SUM_SCAN_MAX:
+        return math.isfinite(sum(memoryview(data).cast("f")))
+    return bool(np.isfinite(value).all())
 
 
 def _dtype_name(value: np.ndarray, name: str) -> str:
@@ -59,12 +74,12 @@ def encode_tensor(value: np.ndarray, name: str = "tensor", out: pb.Tensor | None
     value = np.asarray(value)
     dtype_name = _dtype_name(value, name)
     code, wire_dtype = _DTYPES[dtype_name]
-    # astype(copy=False) and ascontiguousarray are no-ops for the common native, contiguous case
-    data = np.ascontiguousarray(value.astype(wire_dtype, copy=False)).tobytes()
+    # astype(copy=False) is a no-op for native little-endian input; tobytes() writes C order
+    # whatever the strides, so this is the one copy of the data before the message takes it
     msg = pb.Tensor() if out is None else out
     msg.dtype = code
     msg.shape[:] = value.shape
-    msg.data = data
+    msg.data = value.astype(wire_dtype, copy=False).tobytes()
     return msg
 
 
@@ -85,10 +100,11 @@ def decode_tensor(msg: pb.Tensor, name: str = "tensor", spec: TensorSpec | None 
     shape = tuple(msg.shape)
     if len(shape) > MAX_DIMS or any(d < 0 for d in shape):
         raise SpecMismatch(f"{name}: shape {shape} is invalid (at most {MAX_DIMS} non-negative dimensions)")
+    data = msg.data  # read the field once: every read builds a new bytes object
     expected_bytes = math.prod(shape) * wire_dtype.itemsize
-    if len(msg.data) != expected_bytes:
+    if len(data) != expected_bytes:
         raise SpecMismatch(
-            f"{name}: {len(msg.data)} bytes do not fit dtype {dtype_name} shape {shape} "
+            f"{name}: {len(data)} bytes do not fit dtype {dtype_name} shape {shape} "
             f"(expected {expected_bytes} bytes)"
         )
     if spec is not None:
@@ -96,8 +112,9 @@ def decode_tensor(msg: pb.Tensor, name: str = "tensor", spec: TensorSpec | None 
             raise SpecMismatch(f"{name}: expected dtype {spec.dtype}, got {dtype_name}")
         if shape != spec.shape:
             raise SpecMismatch(f"{name}: expected shape {spec.shape}, got {shape}")
-    value = np.frombuffer(msg.data, dtype=wire_dtype).reshape(shape)
-    if spec is not None and value.dtype.kind == "f" and not np.isfinite(value).all():
+    value: np.ndarray = np.ndarray(shape, wire_dtype, data)  # a read-only view of the bytes
+    # only floats can hold NaN or inf: integer images (the bulk of an observation) skip the scan
+    if spec is not None and wire_dtype.kind == "f" and not _all_finite(value, data):
         raise SpecMismatch(f"{name}: contains NaN or inf")
     return value
 
@@ -182,12 +199,45 @@ def encode_chunk(actions: np.ndarray, *, step: int, episode: int, compute_ms: fl
     )
 
 
+def encode_actions(actions: np.ndarray, spec: PolicySpec, out: pb.Tensor) -> None:
+    """Check a policy's chunk against ``spec.validate_action`` and write it into ``out``.
+
+    Args:
+        actions: float32 ``(chunk, action_dim)`` as the policy returned it.
+        spec: the policy's spec.
+        out: the message to fill (e.g. ``ActResult.chunk.actions``).
+
+    Raises:
+        SpecMismatch: the chunk has the wrong dtype or shape, or is not finite.
+    """
+    shape = actions.shape
+    if (actions.dtype == _F32 and len(shape) == 2 and shape[1] == spec.action_dim
+            and 1 <= shape[0] <= spec.chunk_size):
+        data = actions.tobytes()  # C order whatever the strides: the one copy
+        if _all_finite(actions, data):
+            out.dtype = pb.DTYPE_FLOAT32
+            out.shape[:] = shape
+            out.data = data
+            return
+    spec.validate_action(actions)  # names what is wrong; passes only for valid non-native input
+    encode_tensor(actions, "actions", out=out)
+
+
 def decode_chunk(msg: pb.ActionChunk, spec: PolicySpec, *, latency_ms: float = 0.0) -> ActionChunk:
     """Decode an action chunk and check it against ``spec.validate_action``.
 
     Raises:
         SpecMismatch: the chunk is malformed, has the wrong shape or dtype, or is not finite.
     """
-    actions = decode_tensor(msg.actions, "actions")
+    tensor = msg.actions
+    shape = tuple(tensor.shape)
+    data = tensor.data
+    # the common, valid case in one pass; anything else goes the long way, which names the fault
+    if (tensor.dtype == pb.DTYPE_FLOAT32 and len(shape) == 2 and shape[1] == spec.action_dim
+            and 1 <= shape[0] <= spec.chunk_size and len(data) == shape[0] * shape[1] * 4):
+        actions: np.ndarray = np.ndarray(shape, _F32, data)
+        if _all_finite(actions, data):
+            return ActionChunk(actions=actions, step=msg.step, compute_ms=msg.compute_ms, latency_ms=latency_ms)
+    actions = decode_tensor(tensor, "actions")
     spec.validate_action(actions)
     return ActionChunk(actions=actions, step=msg.step, compute_ms=msg.compute_ms, latency_ms=latency_ms)

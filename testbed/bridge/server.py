@@ -245,15 +245,13 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         except Exception as exc:
             message = f"policy act raised {type(exc).__name__}: {exc}"
             return _error(grpc.StatusCode.INTERNAL, message, request.step)
-        actions = np.asarray(actions)
+        result = policy_pb2.ActResult()
+        chunk = result.chunk  # filled in place: no copy of a separately built message
         try:
-            self._spec.validate_action(actions)
+            codec.encode_actions(np.asarray(actions), self._spec, chunk.actions)  # checked as it is encoded
         except SpecMismatch as exc:
             message = f"policy {self._spec.model_name!r} returned a bad chunk for step {request.step}: {exc}"
             return _error(grpc.StatusCode.FAILED_PRECONDITION, message, request.step)
-        result = policy_pb2.ActResult()
-        chunk = result.chunk  # filled in place: no copy of a separately built message
-        codec.encode_tensor(actions, "actions", out=chunk.actions)
         chunk.step = request.step
         chunk.episode = request.episode
         chunk.compute_ms = compute_ms
