@@ -482,7 +482,8 @@ class GrpcActionSource:
                 if self._ready is None or chunk.step >= self._ready.step:
                     self._ready = chunk
         self._notify()
-        self._wake.set()  # the next pending observation may go now
+        if self._pending is not None:
+            self._wake.set()  # the next pending observation may go now
 
 
 _CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}

@@ -53,11 +53,20 @@ def _all_finite(value: np.ndarray, data: bytes) -> bool:
     return bool(np.isfinite(value).all())
 
 
-def _dtype_name(value: np.ndarray, name: str) -> str:
-    dtype_name = value.dtype.name
-    if dtype_name not in _DTYPES:
-        raise SpecMismatch(f"{name}: dtype {dtype_name} cannot be sent (supported: {', '.join(_DTYPES)})")
-    return dtype_name
+# numpy dtype (any byte order) -> (wire enum, little-endian numpy dtype); filled on first use,
+# because ``dtype.name`` is computed in Python on every access (~1 us) and encode is per step
+_WIRE_BY_DTYPE: dict[np.dtype, tuple[int, np.dtype]] = {}
+
+
+def _wire_type(value: np.ndarray, name: str) -> tuple[int, np.dtype]:
+    dtype = value.dtype
+    wire = _WIRE_BY_DTYPE.get(dtype)
+    if wire is None:
+        dtype_name = dtype.name
+        if dtype_name not in _DTYPES:
+            raise SpecMismatch(f"{name}: dtype {dtype_name} cannot be sent (supported: {', '.join(_DTYPES)})")
+        wire = _WIRE_BY_DTYPE[dtype] = _DTYPES[dtype_name]
+    return wire
 
 
 def encode_tensor(value: np.ndarray, name: str = "tensor", out: pb.Tensor | None = None) -> pb.Tensor:
@@ -72,8 +81,7 @@ def encode_tensor(value: np.ndarray, name: str = "tensor", out: pb.Tensor | None
         SpecMismatch: the dtype is not one of the supported ones.
     """
     value = np.asarray(value)
-    dtype_name = _dtype_name(value, name)
-    code, wire_dtype = _DTYPES[dtype_name]
+    code, wire_dtype = _wire_type(value, name)
     # astype(copy=False) is a no-op for native little-endian input; tobytes() writes C order
     # whatever the strides, so this is the one copy of the data before the message takes it
     msg = pb.Tensor() if out is None else out
@@ -190,6 +198,51 @@ def decode_observation(msg: pb.Observation, spec: PolicySpec) -> dict[str, np.nd
         key: decode_tensor(tensor, f"observation[{key!r}]", spec.observation.get(key))
         for key, tensor in msg.tensors.items()
     }
+
+
+class ObservationDecoder:
+    """``decode_observation`` for one spec, with each key's checks prepared once.
+
+    The server decodes every observation of a stream against the same spec, so the
+    expected dtype code, shape and byte count per key are computed here once; an
+    observation that does not match them exactly (or carries keys the spec does not
+    declare) goes through ``decode_observation``, which names what is wrong.
+
+    Args:
+        spec: the policy's spec.
+    """
+
+    def __init__(self, spec: PolicySpec) -> None:
+        self.spec = spec
+        self._plan = [
+            (key, _DTYPES[ts.dtype][0], ts.shape, math.prod(ts.shape) * _DTYPES[ts.dtype][1].itemsize,
+             _DTYPES[ts.dtype][1], _DTYPES[ts.dtype][1].kind == "f")
+            for key, ts in spec.observation.items()
+        ]
+
+    def __call__(self, msg: pb.Observation) -> dict[str, np.ndarray]:
+        """Decode ``msg``; same result and errors as ``decode_observation(msg, spec)``.
+
+        Raises:
+            SpecMismatch: a key is missing or a tensor does not fit, naming the key.
+        """
+        tensors = msg.tensors
+        if len(tensors) == len(self._plan):
+            obs: dict[str, np.ndarray] = {}
+            for key, code, shape, nbytes, wire_dtype, floats in self._plan:
+                if key not in tensors:  # (indexing a missing key would insert it)
+                    break
+                tensor = tensors[key]
+                data = tensor.data
+                if tensor.dtype != code or len(data) != nbytes or tuple(tensor.shape) != shape:
+                    break
+                value: np.ndarray = np.ndarray(shape, wire_dtype, data)
+                if floats and not _all_finite(value, data):
+                    break
+                obs[key] = value
+            else:
+                return obs
+        return decode_observation(msg, self.spec)
 
 
 def encode_chunk(actions: np.ndarray, *, step: int, episode: int, compute_ms: float = 0.0) -> pb.ActionChunk:

@@ -132,6 +132,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         self._factory = factory
         self._spec: PolicySpec = default.spec()
         self._spec_msg = codec.encode_spec(self._spec)
+        self._decode = codec.ObservationDecoder(self._spec)
         self._sessions: collections.OrderedDict[str, _Session] = collections.OrderedDict()
         self._default = _Session(default)
         self._sessions_lock = threading.Lock()
@@ -233,7 +234,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
 
     def _act_checked(self, session_id: str, request: common_pb2.Observation) -> policy_pb2.ActResult:
         try:
-            obs = codec.decode_observation(request, self._spec)
+            obs = self._decode(request)
         except SpecMismatch as exc:
             return _error(grpc.StatusCode.INVALID_ARGUMENT, str(exc), request.step)
         try:
