@@ -34,6 +34,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
@@ -50,6 +51,20 @@ from testbed.policies.source import ActionChunk
 
 T = TypeVar("T")
 MODES = ("stream", "unary")
+_SERVICE = policy_pb2.DESCRIPTOR.services_by_name["PolicyService"]
+
+
+def _method_path(name: str) -> str:
+    return f"/{_SERVICE.full_name}/{_SERVICE.methods_by_name[name].name}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """An observation ready to send: its episode and step, and its ``Observation`` wire bytes."""
+
+    episode: int
+    step: int
+    payload: bytes
 
 
 def parse_endpoint(endpoint: str) -> tuple[str, bool]:
@@ -138,7 +153,8 @@ class GrpcActionSource:
         self._spec: PolicySpec | None = None
         self._episode = 0
         self._needs_reset = False
-        self._pending: common_pb2.Observation | None = None
+        self._pending: _Request | None = None
+        self._encode = codec.ObservationEncoder()
         self._in_flight_sent: float | None = None
         self._ready: ActionChunk | None = None
         self._failure: TestbedError | None = None  # raised once by result()
@@ -152,6 +168,11 @@ class GrpcActionSource:
             self._sending: asyncio.Event = self._call(self._make_event())  # connected, the sender waits
             self._channel: grpc.aio.Channel = self._call(self._open_channel())
             self._stub = policy_pb2_grpc.PolicyServiceStub(self._channel)
+            # observations go as wire bytes from ObservationEncoder: no message objects, one copy
+            self._stream_act = self._channel.stream_stream(
+                _method_path("StreamAct"), response_deserializer=policy_pb2.ActResult.FromString)
+            self._act = self._channel.unary_unary(
+                _method_path("Act"), response_deserializer=common_pb2.ActionChunk.FromString)
             self._task = self._loop.create_task(self._run())
             self._pump(1)
 
@@ -194,7 +215,8 @@ class GrpcActionSource:
         with self._cond:
             if self._closed:
                 return
-            self._pending = codec.encode_observation(obs, episode=self._episode, step=int(step))
+            step = int(step)
+            self._pending = _Request(self._episode, step, self._encode(obs, episode=self._episode, step=step))
             self._wake.set()
             # the sender task starts the write now, in the C core; unary mode needs a turn more
             self._pump(1 if self._mode == "stream" else 2)
@@ -394,25 +416,25 @@ class GrpcActionSource:
         self._in_flight_sent = None
         self._notify()
 
-    def _take_pending(self) -> common_pb2.Observation | None:
+    def _take_pending(self) -> _Request | None:
         if self._in_flight_sent is not None or self._pending is None:
             return None
-        msg, self._pending = self._pending, None
-        if msg.episode != self._episode:
+        request, self._pending = self._pending, None
+        if request.episode != self._episode:
             return None
         self._in_flight_sent = time.perf_counter()
-        return msg
+        return request
 
     async def _stream(self) -> None:
-        call = self._stub.StreamAct(metadata=self._metadata)
+        call = self._stream_act(metadata=self._metadata)
 
         async def send() -> None:
             while True:
                 await self._wake.wait()
                 self._wake.clear()
-                msg = self._take_pending()
-                if msg is not None:
-                    await call.write(msg)
+                request = self._take_pending()
+                if request is not None:
+                    await call.write(request.payload)
 
         await call.wait_for_connection()  # headers sent: the first write goes out on the next turn
         sender = asyncio.ensure_future(send())
@@ -440,16 +462,16 @@ class GrpcActionSource:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            msg = self._take_pending()
-            if msg is None:
+            request = self._take_pending()
+            if request is None:
                 continue
             try:
-                chunk = await self._stub.Act(msg, timeout=self._deadline_s, metadata=self._metadata)
+                chunk = await self._act(request.payload, timeout=self._deadline_s, metadata=self._metadata)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() == grpc.StatusCode.UNAVAILABLE:
                     raise
                 if exc.code() != grpc.StatusCode.DEADLINE_EXCEEDED:  # a late answer is just None
-                    self._failure = translate(exc, self.endpoint, f"Act(step={msg.step})")
+                    self._failure = translate(exc, self.endpoint, f"Act(step={request.step})")
                     self._failure.__cause__ = exc
                     self._notify()
                 self._in_flight_sent = None

@@ -148,3 +148,128 @@ def test_chunk_round_trip_and_validation() -> None:
     np.testing.assert_array_equal(chunk.actions, actions)
     with pytest.raises(SpecMismatch, match=r"action: expected shape \(1..5, 7\), got \(5, 8\)"):
         codec.decode_chunk(codec.encode_chunk(np.ones((5, 8), np.float32), step=0, episode=0), spec)
+
+
+_KEYS = st.text(min_size=1, max_size=12)
+_ARRAYS = st.sampled_from(DTYPES).flatmap(
+    lambda name: hnp.arrays(np.dtype(name), hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=4))
+)
+_INT64 = st.integers(-(2**63), 2**63 - 1)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.dictionaries(_KEYS, _ARRAYS, max_size=3), _INT64, _INT64, st.floats(allow_nan=False))
+def test_observation_encoder_bytes_parse_to_the_message_encode_observation_builds(
+    obs: dict[str, np.ndarray], episode: int, step: int, sim_time_s: float
+) -> None:
+    wire = codec.ObservationEncoder()(obs, episode=episode, step=step, sim_time_s=sim_time_s)
+    assert pb.Observation.FromString(wire) == codec.encode_observation(
+        obs, episode=episode, step=step, sim_time_s=sim_time_s
+    )
+
+
+def test_observation_encoder_sends_non_contiguous_and_big_endian_arrays_as_c_order_little_endian() -> None:
+    encoder = codec.ObservationEncoder()
+    obs = {"t": np.arange(12, dtype=np.float32).reshape(3, 4).T, "b": np.arange(3, dtype=">i8")}
+    for step in range(2):  # the second call uses the cached headers
+        back = pb.Observation.FromString(encoder(obs, episode=1, step=step))
+        assert back.step == step
+        np.testing.assert_array_equal(codec.decode_tensor(back.tensors["t"]), obs["t"])
+        np.testing.assert_array_equal(codec.decode_tensor(back.tensors["b"]), obs["b"])
+
+
+def test_observation_encoder_refuses_an_unsupported_dtype_naming_the_key() -> None:
+    with pytest.raises(SpecMismatch, match=r"observation\['img'\]: dtype complex64 cannot be sent"):
+        codec.ObservationEncoder()({"img": np.zeros(2, np.complex64)}, episode=0, step=0)
+
+
+def _wire_observation(**overrides: np.ndarray) -> pb.Observation:
+    obs = {
+        "observation.state": np.linspace(0, 1, 7, dtype=np.float32),
+        "observation.images.overhead": np.full((4, 4, 3), 9, np.uint8),
+    }
+    obs.update(overrides)
+    return pb.Observation.FromString(codec.encode_observation(obs, episode=0, step=0).SerializeToString())
+
+
+def test_observation_decoder_matches_decode_observation_on_a_valid_observation() -> None:
+    msg = _wire_observation()
+    fast = codec.ObservationDecoder(_spec())(msg)
+    slow = codec.decode_observation(msg, _spec())
+    assert fast.keys() == slow.keys()
+    for key in fast:
+        assert fast[key].dtype == slow[key].dtype
+        np.testing.assert_array_equal(fast[key], slow[key])
+        assert not fast[key].flags.writeable
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"observation.state": np.array([0, 1, 2, 3, 4, 5, np.nan], np.float32)},
+     r"observation\['observation.state'\]: contains NaN or inf"),
+    ({"observation.state": np.array([0, 1, 2, 3, 4, 5, np.inf], np.float32)}, "contains NaN or inf"),
+    ({"observation.state": np.zeros(6, np.float32)}, r"expected shape \(7,\), got \(6,\)"),
+    ({"observation.state": np.zeros(7, np.float64)}, "expected dtype float32, got float64"),
+    ({"observation.images.overhead": np.zeros((4, 4, 3), np.int32)}, "expected dtype uint8, got int32"),
+])
+def test_observation_decoder_refuses_what_decode_observation_refuses(
+    overrides: dict[str, np.ndarray], message: str
+) -> None:
+    with pytest.raises(SpecMismatch, match=message):
+        codec.ObservationDecoder(_spec())(_wire_observation(**overrides))
+
+
+def test_observation_decoder_names_a_missing_key_and_keeps_undeclared_ones() -> None:
+    spec = _spec()
+    missing = pb.Observation.FromString(
+        codec.encode_observation({"observation.state": np.zeros(7, np.float32), "x": np.zeros(1)},
+                                 episode=0, step=0).SerializeToString())
+    with pytest.raises(SpecMismatch, match=r"missing 'observation.images.overhead'"):
+        codec.ObservationDecoder(spec)(missing)
+    extra = codec.ObservationDecoder(spec)(_wire_observation(extra=np.arange(3, dtype=np.int64)))
+    np.testing.assert_array_equal(extra["extra"], [0, 1, 2])
+
+
+def test_bad_byte_count_is_refused_by_the_decoder() -> None:
+    msg = _wire_observation()
+    msg.tensors["observation.state"].data = b"\0" * 27
+    with pytest.raises(SpecMismatch, match=r"27 bytes do not fit dtype float32 shape \(7,\)"):
+        codec.ObservationDecoder(_spec())(msg)
+
+
+@pytest.mark.parametrize("size", [7, 4000])  # both NaN scans: the Python sum and numpy's
+def test_nan_anywhere_in_a_float32_state_is_refused(size: int) -> None:
+    spec = PolicySpec(observation={"s": TensorSpec("float32", (size,))}, action_kind=ActionKind.JOINT_POSITIONS,
+                      action_dim=1, chunk_size=1, control_hz=1.0)
+    for bad in (np.nan, np.inf, -np.inf):
+        value = np.ones(size, np.float32)
+        value[size // 2] = bad
+        with pytest.raises(SpecMismatch, match=r"observation\['s'\]: contains NaN or inf"):
+            codec.ObservationDecoder(spec)(pb.Observation.FromString(
+                codec.encode_observation({"s": value}, episode=0, step=0).SerializeToString()))
+    big = np.full(size, np.finfo(np.float32).max, np.float32)  # finite values whose float32 sum would overflow
+    assert codec.ObservationDecoder(spec)(codec.encode_observation({"s": big}, episode=0, step=0))["s"][0] > 0
+
+
+def test_encode_actions_writes_a_valid_chunk_and_refuses_bad_ones_naming_the_fault() -> None:
+    spec = _spec()
+    out = pb.Tensor()
+    codec.encode_actions(np.ones((3, 7), np.float32), spec, out)
+    np.testing.assert_array_equal(codec.decode_tensor(out), np.ones((3, 7), np.float32))
+    nan = np.ones((5, 7), np.float32)
+    nan[4, 6] = np.nan
+    for bad, message in [(nan, "action: contains NaN or inf"),
+                         (np.ones((6, 7), np.float32), r"expected shape \(1..5, 7\), got \(6, 7\)"),
+                         (np.ones((5, 7)), "expected dtype float32, got float64")]:
+        with pytest.raises(SpecMismatch, match=message):
+            codec.encode_actions(bad, spec, pb.Tensor())
+
+
+def test_chunk_with_nan_or_a_wrong_byte_count_is_refused_on_decode() -> None:
+    spec = _spec()
+    msg = codec.encode_chunk(np.ones((5, 7), np.float32), step=0, episode=0)
+    msg.actions.data = np.array([np.inf] + [0.0] * 34, np.float32).tobytes()
+    with pytest.raises(SpecMismatch, match="action: contains NaN or inf"):
+        codec.decode_chunk(msg, spec)
+    msg.actions.data = b"\0" * 12
+    with pytest.raises(SpecMismatch, match="12 bytes do not fit"):
+        codec.decode_chunk(msg, spec)
