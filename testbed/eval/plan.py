@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
+from testbed.errors import DatasetError
 from testbed.scenario.schema import Scenario
 from testbed.scenario.workload import PartArrival
 
@@ -22,9 +24,7 @@ def plan_arrivals(scenario: Scenario) -> list[list[PartArrival]]:
     workload = scenario.workload
     plans: list[list[PartArrival]] = []
     if workload.orders is not None:
-        from testbed.data.orders import load_order_workload
-
-        orders = load_order_workload(Path(workload.orders), time_scale=workload.time_scale)
+        orders = _load_orders(Path(workload.orders), workload.time_scale)
         window = workload.limit or len(orders)
         for episode in range(scenario.episodes):
             start = (episode * window) % max(len(orders), 1)
@@ -51,3 +51,23 @@ def plan_arrivals(scenario: Scenario) -> list[list[PartArrival]]:
                                       order_id=f"ep{episode}-{i}") for i, (t, k) in enumerate(zip(times, kinds,
                                                                                                    strict=True))])
     return plans
+
+
+def _load_orders(directory: Path, time_scale: float) -> list[PartArrival]:
+    """Arrivals from an imported order dataset, or from a raw ``orders.csv`` + ``card.yaml`` imported on the fly.
+
+    Raises:
+        DatasetError: the raw log has bad rows (import it with ``testbed datasets import-orders`` to keep
+            the good ones and see every problem).
+    """
+    from testbed.data.orders import import_orders, load_order_workload
+
+    if (directory / "orders.parquet").is_file() or not (directory / "orders.csv").is_file():
+        return load_order_workload(directory, time_scale=time_scale)
+    with tempfile.TemporaryDirectory() as scratch:
+        report = import_orders(directory / "orders.csv", Path(scratch))
+        if report.errors:
+            shown = "; ".join(report.error_lines()[:3])
+            raise DatasetError(f"workload.orders: {directory}/orders.csv has {report.rows_rejected} bad row(s): "
+                               f"{shown}. Import it with `testbed datasets import-orders` to keep the good rows")
+        return load_order_workload(Path(scratch), time_scale=time_scale)

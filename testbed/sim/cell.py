@@ -26,6 +26,7 @@ BELT_X_M = 0.45  # belt centre line, relative to the first robot's base
 STOPPER_Y_M = 0.035  # front face of the stopper at the pick station
 BIN_INNER_M = 0.18
 BIN_WALL_HEIGHT_M = 0.10
+BIN_HEAP_M = 0.06
 SUCTION_REACH_M = 0.012  # cup tip to part top for the vacuum to seize it
 SUCTION_LATERAL_M = 0.02
 PARK_Z_M = 5.0
@@ -335,7 +336,8 @@ class Cell:
     def _classify_release(self, slot: PartSlot, pos: Sequence[float]) -> PartEvent:
         for name, (x, y, z) in self.bins.items():
             inside = abs(pos[0] - x) < BIN_INNER_M / 2 and abs(pos[1] - y) < BIN_INNER_M / 2
-            if inside and z - 0.01 < pos[2] < z + BIN_WALL_HEIGHT_M:
+            # a part resting on the heap in a busy bin may stand above the rim: still in the bin
+            if inside and z - 0.01 < pos[2] < z + BIN_WALL_HEIGHT_M + BIN_HEAP_M:
                 correct = name == slot.target_bin
                 return self._finish(slot, "placed", None, {"bin": name, "correct": correct,
                                                            "cycle_time_s": round(self.t_s - slot.ready_t, 6)})
