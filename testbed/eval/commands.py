@@ -1,4 +1,4 @@
-"""``testbed launch FILE [key:=value ...]``: run a scenario and print its summary."""
+"""``testbed launch FILE [key:=value ...]`` and ``testbed eval FILE --workers N``: run a scenario, print its summary."""
 
 from __future__ import annotations
 
@@ -19,6 +19,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--quiet", action="store_true", help="no per-episode progress lines")
     parser.set_defaults(func=_launch)
 
+    evaluate = subparsers.add_parser("eval", help="run a scenario's episodes across worker processes")
+    evaluate.add_argument("file", help="launch file (YAML)")
+    evaluate.add_argument("overrides", nargs="*", metavar="key:=value", help="overrides, e.g. episodes:=20")
+    evaluate.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    evaluate.add_argument("--runs-dir", default="runs", type=Path, help="where run records go (default: runs/)")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress lines")
+    evaluate.set_defaults(func=_evaluate)
+
 
 def _launch(args: argparse.Namespace) -> int:
     from testbed.eval.runner import run_scenario
@@ -31,6 +39,22 @@ def _launch(args: argparse.Namespace) -> int:
     print(format_summary(result.metrics))
     print(f"recorded in {result.run_dir}")
     sys.stdout.flush()
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from testbed.eval.parallel import evaluate
+
+    loaded = load(args.file, args.overrides)
+    scenario = loaded.scenario
+    print(f"evaluating {scenario.name!r}: {scenario.episodes} episode(s) on {args.workers} worker(s), "
+          f"seed {scenario.seed}", flush=True)
+    progress = None if args.quiet else (lambda line: print(f"  {line}", flush=True))
+    result = evaluate(loaded, workers=args.workers, runs_dir=args.runs_dir, progress=progress)
+    print(format_summary(result.metrics))
+    figures = result.metrics["evaluation"]
+    print(f"{figures['episodes_per_minute']} episodes/minute on {figures['workers']} worker(s); "
+          f"recorded in {result.run_dir}")
     return 0
 
 

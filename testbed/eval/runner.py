@@ -6,7 +6,7 @@ import json
 import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,11 +40,21 @@ RecorderFactory = Callable[[PolicySpec, RobotModel], Recorder]
 
 @dataclass(frozen=True)
 class RunResult:
-    """Where a finished run was recorded and what it measured."""
+    """Where a finished run was recorded and what it measured.
+
+    Args:
+        run_id: the run's id (its directory name).
+        run_dir: ``runs_dir/run_id``.
+        metrics: the content of ``metrics.json``.
+        tallies: per-episode tallies, cycle times included (for merging runs).
+        policy_latency_ms: every policy round trip collected.
+    """
 
     run_id: str
     run_dir: Path
     metrics: dict[str, Any]
+    tallies: tuple[EpisodeTally, ...] = ()
+    policy_latency_ms: tuple[float, ...] = ()
 
 
 def new_run_id(name: str) -> str:
@@ -54,7 +64,8 @@ def new_run_id(name: str) -> str:
 
 def run_scenario(loaded: LoadedScenario, *, runs_dir: Path = Path("runs"),
                  make_recorder: RecorderFactory | None = None, progress: Callable[[str], None] | None = None,
-                 events_hook: Callable[[EventStream], None] | None = None) -> RunResult:
+                 events_hook: Callable[[EventStream], None] | None = None,
+                 episodes: Sequence[int] | None = None) -> RunResult:
     """Run every episode of a scenario and record it under ``runs_dir/<run_id>/``.
 
     Args:
@@ -65,12 +76,17 @@ def run_scenario(loaded: LoadedScenario, *, runs_dir: Path = Path("runs"),
             launch file uses a LeRobot writer under ``runs/<run_id>/dataset`` when none is given.
         progress: called with one line per finished episode.
         events_hook: called with the live event stream before the first episode (dashboards subscribe here).
+        episodes: run only these episode indices (each is determined by the seed and its index alone,
+            so a run split across workers gives the same episodes as one run).
 
     Raises:
         SpecMismatch: the policy does not fit the scenario (before any episode runs).
         PolicyUnavailable: the policy cannot be reached at start.
     """
     scenario = loaded.scenario
+    bad = [i for i in (episodes or ()) if not 0 <= i < scenario.episodes]
+    if bad:
+        raise ScenarioError(f"{loaded.path}: episodes {bad} are outside 0..{scenario.episodes - 1}")
     run_id = new_run_id(scenario.name)
     run_dir = runs_dir / run_id
     run_dir.mkdir(parents=True, exist_ok=False)
@@ -114,7 +130,8 @@ def run_scenario(loaded: LoadedScenario, *, runs_dir: Path = Path("runs"),
         tallies: list[EpisodeTally] = []
         latencies: list[float] = []
         sim_s = wall_s = 0.0
-        for index in range(scenario.episodes):
+        indices = range(scenario.episodes) if episodes is None else episodes
+        for index in indices:
             ep = Episode(index, cell, control, events, EpisodeTally(episode=index, parts=len(arrivals[index])),
                          realtime=pacer is not None, recorder=recorder, latencies_ms=latencies)
             started = time.perf_counter()
@@ -133,7 +150,7 @@ def run_scenario(loaded: LoadedScenario, *, runs_dir: Path = Path("runs"),
                                 sim_s=sim_s, wall_s=wall_s, control=_control_metrics(cell.dt_s, len(drivers), pacer))
         events.emit("run_end", sim_s, None, success_rate=metrics["success_rate"])
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-    return RunResult(run_id, run_dir, metrics)
+    return RunResult(run_id, run_dir, metrics, tuple(tallies), tuple(latencies))
 
 
 def _raise_priority_for_the_run(stack: ExitStack) -> None:

@@ -52,3 +52,12 @@ def test_launch_with_a_bad_override_exits_2_without_running(tmp_path):
     assert done.returncode == 2
     assert "episodes: expected greater than or equal to 1" in done.stderr
     assert not any(tmp_path.iterdir())
+
+
+def test_eval_runs_episodes_on_workers_and_prints_throughput(tmp_path):
+    done = run_cli("eval", "launch/factory_cell.yaml", "episodes:=2", "policy.serve:=null", "policy.builtin:=expert",
+                   "--workers", "2", "--runs-dir", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert "episodes/minute on 2 worker(s)" in done.stdout and "success rate" in done.stdout
+    (run_dir,) = tmp_path.iterdir()
+    assert json.loads((run_dir / "metrics.json").read_text())["evaluation"]["workers"] == 2
