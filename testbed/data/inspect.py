@@ -6,18 +6,30 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
 from testbed.data.card import CARD_FILENAME, DatasetCard, card_to_dict, load_card
-from testbed.data.orders import ORDERS_FILENAME, REPORT_FILENAME, read_orders, source_columns
+from testbed.data.orders import (
+    ORDERS_FILENAME,
+    REPORT_FILENAME,
+    ImportReport,
+    import_orders,
+    read_orders,
+    source_columns,
+)
 from testbed.errors import DatasetError
 from testbed.scenario.workload import PART_TYPES
 
 # LeRobot's bookkeeping columns carry no factory information, so cards need not classify them.
+RAW_LOG_FILENAME = "orders.csv"
 BOOKKEEPING_FEATURES = frozenset({"timestamp", "frame_index", "episode_index", "index", "task_index"})
 
 
@@ -34,7 +46,43 @@ def dataset_kind(path: Path) -> str:
         return "orders"
     if (path / "meta" / "info.json").is_file():
         return "lerobot"
-    raise DatasetError(f"{path}: neither an order dataset ({ORDERS_FILENAME}) nor a LeRobot dataset (meta/info.json)")
+    if (path / RAW_LOG_FILENAME).is_file():
+        return "order_log"
+    raise DatasetError(f"{path}: neither an order dataset ({ORDERS_FILENAME}), a raw order log ({RAW_LOG_FILENAME}) "
+                       "nor a LeRobot dataset (meta/info.json)")
+
+
+@contextmanager
+def _imported(path: Path) -> Iterator[tuple[Path, ImportReport]]:
+    """A raw ``orders.csv`` (with its ``card.yaml``) imported into a scratch directory, for reading only."""
+    with tempfile.TemporaryDirectory() as scratch:
+        yield Path(scratch), import_orders(path / RAW_LOG_FILENAME, Path(scratch))
+
+
+def _order_log_summary(path: Path) -> dict[str, Any]:
+    with _imported(path) as (scratch, report):
+        summary = _order_summary(scratch)
+    summary.update(kind="order_log", source=RAW_LOG_FILENAME, rows_total=report.rows_total,
+                   rejected_rows=report.rows_rejected)
+    return summary
+
+
+def _order_log_problems(path: Path) -> list[str]:
+    try:
+        with _imported(path) as (_, report):
+            pass
+    except DatasetError as exc:
+        return [str(exc)]
+    problems = [f"{path}/{line}" for line in report.error_lines()]
+    card, card_problems = _card_problems(path, _csv_columns(path / RAW_LOG_FILENAME))
+    if card is not None and card.kind != "orders":
+        card_problems.append(f"{path / CARD_FILENAME} kind: expected 'orders' for an order log, got {card.kind!r}")
+    return problems + card_problems
+
+
+def _csv_columns(csv_path: Path) -> list[str]:
+    with csv_path.open(newline="", encoding="utf-8-sig") as f:
+        return [c.strip() for c in next(csv.reader(f), [])]
 
 
 def _order_summary(path: Path) -> dict[str, Any]:
@@ -80,7 +128,8 @@ def describe_dataset(path: Path) -> dict[str, Any]:
     """
     path = Path(path)
     kind = dataset_kind(path)
-    summary = _order_summary(path) if kind == "orders" else _lerobot_summary(path)
+    summarize = {"orders": _order_summary, "order_log": _order_log_summary, "lerobot": _lerobot_summary}[kind]
+    summary = summarize(path)
     summary["card"] = card_to_dict(load_card(path)) if (path / CARD_FILENAME).is_file() else None
     return summary
 
@@ -148,4 +197,5 @@ def check_dataset(path: Path) -> list[str]:
         kind = dataset_kind(path)
     except DatasetError as exc:
         return [str(exc)]
-    return _order_problems(path) if kind == "orders" else _lerobot_problems(path)
+    check = {"orders": _order_problems, "order_log": _order_log_problems, "lerobot": _lerobot_problems}[kind]
+    return check(path)

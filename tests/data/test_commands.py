@@ -91,3 +91,29 @@ def test_not_a_dataset_is_one_line_error(tmp_path: Path) -> None:
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "neither an order dataset" in errors[0]
     assert "Traceback" not in proc.stderr
+
+
+def test_shipped_raw_order_log_validates_and_describes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["datasets", "validate", str(SAMPLE)]) == 0
+    assert capsys.readouterr().out.strip().endswith(": ok")
+    assert main(["datasets", "info", str(SAMPLE)]) == 0
+    text = capsys.readouterr().out
+    assert "kind: order_log" in text and "orders: 400" in text and "rejected_rows: 0" in text
+
+
+def test_raw_order_log_with_bad_rows_names_each_row(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    shutil.copy(SAMPLE / "card.yaml", tmp_path / "card.yaml")
+    shutil.copy(SAMPLE / "orders_bad_rows.csv", tmp_path / "orders.csv")
+    assert main(["datasets", "validate", str(tmp_path)]) == 2
+    captured = capsys.readouterr()
+    out = captured.out + captured.err
+    assert f"{tmp_path}/orders.csv:7 column weight_g: expected a positive number, got 'abc'" in out
+    assert f"{tmp_path}/orders.csv:14: expected 15 fields, got 12" in out
+
+
+def test_output_into_a_closed_pipe_is_not_a_crash() -> None:
+    proc = subprocess.run(
+        f"{sys.executable} -m testbed.cli datasets info {SAMPLE} | head -1",
+        shell=True, capture_output=True, text=True, check=False,
+    )
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr
