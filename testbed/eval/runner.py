@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import time
@@ -17,6 +18,7 @@ import numpy as np
 
 from testbed.control import ControlLoop
 from testbed.control.pacing import Pacer, request_realtime_priority
+from testbed.control.tcp_guard import TcpSpeedGuard
 from testbed.errors import ScenarioError
 from testbed.eval.drivers import Driver, Episode, ExternalDriver, JobDriver, PolicyDriver, Recorder
 from testbed.eval.events import EventStream
@@ -103,6 +105,7 @@ def run_scenario(loaded: LoadedScenario, *, runs_dir: Path = Path("runs"),
         control = ControlLoop([r.model for r in cell.robots], cell.dt_s,
                               stream_timeout_s=robot0.stream_timeout_s, speed_scale=robot0.speed_scale)
         control.reset(cell.read_joint_positions().copy())  # outside callers see the real pose from the start
+        guard = _tcp_speed_guard(scenario, control, [r.model for r in cell.robots])
         service = _serve_controllers(scenario, control, stack)
         drivers = _open_drivers(loaded, cell, stack, service)
         policy_drivers = [d for d in drivers if isinstance(d, PolicyDriver)]
@@ -136,7 +139,7 @@ def run_scenario(loaded: LoadedScenario, *, runs_dir: Path = Path("runs"),
                          realtime=pacer is not None, recorder=recorder, latencies_ms=latencies)
             started = time.perf_counter()
             _run_episode(ep, scenario, drivers, arrivals[index], trace, pacer,
-                         service[0].tick if service else control.tick)
+                         service[0].tick if service else control.tick, guard)
             wall_s += time.perf_counter() - started
             sim_s += ep.tally.duration_s
             tallies.append(ep.tally)
@@ -160,6 +163,24 @@ def _raise_priority_for_the_run(stack: ExitStack) -> None:
     policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
     if request_realtime_priority():
         stack.callback(os.sched_setscheduler, 0, policy, param)
+
+
+def _tcp_speed_guard(scenario: Scenario, control: ControlLoop, models: list[RobotModel]) -> TcpSpeedGuard | None:
+    """Safe-speed monitoring of the TCP set-point for robots whose controller settings ask for it."""
+    limits = []
+    for robot, model in zip(scenario.cell.robots, models, strict=True):
+        settings = robot.controller
+        if settings.tcp_speed_limit_m_s is not None:
+            limits.append(settings.tcp_speed_limit_m_s)
+        elif settings.reduced_speed:
+            limits.append(model.reduced_tcp_speed_m_s)
+        else:
+            limits.append(math.inf)
+    if all(math.isinf(x) for x in limits):
+        return None
+    # forward kinematics costs ~0.15 ms a robot: check at the monitoring rate, not every physics step
+    every = max(1, round(1.0 / (MONITOR_HZ * control.dt_s)))
+    return TcpSpeedGuard(control, models, limits_m_s=limits, every_n_ticks=every)
 
 
 def _serve_controllers(scenario: Scenario, control: ControlLoop, stack: ExitStack) -> tuple[Any, Any] | None:
@@ -204,7 +225,8 @@ def _open_drivers(loaded: LoadedScenario, cell: Cell, stack: ExitStack, service:
 
 
 def _run_episode(ep: Episode, scenario: Scenario, drivers: list[Driver], arrivals: list[PartArrival],
-                 trace: JointTrace, pacer: Pacer | None, tick: Callable[[float, np.ndarray], np.ndarray]) -> None:
+                 trace: JointTrace, pacer: Pacer | None, tick: Callable[[float, np.ndarray], np.ndarray],
+                 guard: TcpSpeedGuard | None) -> None:
     cell, control, events, tally = ep.cell, ep.control, ep.events, ep.tally
     cell.reset_episode()
     control.reset(cell.read_joint_positions().copy())
@@ -246,6 +268,8 @@ def _run_episode(ep: Episode, scenario: Scenario, drivers: list[Driver], arrival
         for d in drivers:
             d.cycle(ep, step, t, measured)
         setpoint = tick(t, measured)
+        if guard is not None:
+            guard.check()
         cell.apply_joint_commands(setpoint, control.setpoint_vel)
         cell.step()
         if step % PART_CHECK_EVERY == 0:

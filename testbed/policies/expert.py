@@ -21,6 +21,8 @@ from testbed.policies.protocol import ActionKind, PolicySpec, TensorSpec
 from testbed.robots import RobotModel, load_robot
 from testbed.sim.observations import ENV_STATE_DIM
 
+TCP_PATH_MARGIN = 1.2
+
 
 class Phase(enum.Enum):
     WAIT = "wait"
@@ -64,14 +66,16 @@ class ExpertPolicy:
         control_hz: rate the run loop asks for chunks.
         chunk_size: rows per chunk.
         speed_fraction: share of the joint speed limits the plan uses.
+        tcp_speed_m_s: also keep the planned TCP speed under this (e.g. a reduced-speed cell).
     """
 
     def __init__(self, robot: str = "gp7", control_hz: float | str = 20.0, chunk_size: int | str = 10,
-                 speed_fraction: float | str = 0.5) -> None:
+                 speed_fraction: float | str = 0.5, tcp_speed_m_s: float | str | None = None) -> None:
         self.model: RobotModel = load_robot(robot)
         self.control_hz = float(control_hz)
         self.chunk_size = int(chunk_size)
         self.speed_fraction = float(speed_fraction)
+        self.tcp_speed_m_s = None if tcp_speed_m_s in (None, "") else float(tcp_speed_m_s)
         self.n = self.model.n_joints
         self._client = p.connect(p.DIRECT)
         self._body = p.loadURDF(str(self.model.urdf_path), useFixedBase=True, physicsClientId=self._client)
@@ -160,7 +164,7 @@ class ExpertPolicy:
             if not holding:
                 self._go(Phase.RETREAT, q, [], suction=False, joint_goal=self.model.home)
             else:
-                start = self._fk(self._segment.goal)
+                start = self._fk(self._segment.sample(self._step))
                 goal = np.array([bin_top[0], bin_top[1], bin_top[2] + 0.10])
                 via = [start + (goal - start) * f for f in (0.25, 0.5, 0.75)]
                 for v in via:
@@ -175,14 +179,15 @@ class ExpertPolicy:
 
     def _hold(self, phase: Phase, *, suction: bool) -> None:
         assert self._segment is not None
-        goal = self._segment.goal
-        self._segment = Segment(goal[None, :].repeat(2, axis=0), self._step, 1, suction)
+        # hold where the plan is now: a segment cut short must not jump to its goal
+        here = self._segment.sample(self._step)
+        self._segment = Segment(here[None, :].repeat(2, axis=0), self._step, 1, suction)
         self._phase, self._phase_start = phase, self._step
 
     def _go(self, phase: Phase, q: np.ndarray, points: list, *, suction: bool, speed: float = 1.0,
             joint_goal: np.ndarray | None = None) -> None:
         assert self._segment is not None
-        start = self._segment.goal.copy()
+        start = self._segment.sample(self._step)
         waypoints = [start]
         seed = start
         for point in points:
@@ -195,6 +200,11 @@ class ExpertPolicy:
         vmax = self.model.velocity * self.speed_fraction * speed
         # a minimum-jerk profile peaks at 1.875x the mean speed
         duration_s = max(float(np.max(1.875 * travel / vmax)), 0.25)
+        if self.tcp_speed_m_s is not None:
+            # joint interpolation between waypoints bows the TCP path: keep a margin over the chord length
+            tcp = np.array([self._fk(q) for q in path])
+            length = float(np.sum(np.linalg.norm(np.diff(tcp, axis=0), axis=1)))
+            duration_s = max(duration_s, 1.875 * TCP_PATH_MARGIN * length / self.tcp_speed_m_s)
         self._segment = Segment(path, self._step, duration_s * self.control_hz, suction)
         self._phase, self._phase_start = phase, self._step
 

@@ -39,6 +39,10 @@ class ControllerSettings(Strict):
 
     speed_scale: float = Field(1.0, gt=0, le=1.0, description="fraction of the model's joint speed limits")
     stream_timeout_s: float = Field(0.5, gt=0, description="no new set-points for this long -> protective stop")
+    reduced_speed: bool = Field(False, description="monitor the TCP against the model's reduced (collaborative) "
+                                                   "speed limit")
+    tcp_speed_limit_m_s: float | None = Field(None, gt=0, description="monitor the TCP against this speed; above "
+                                                                      "it the robot makes a protective stop")
 
 
 class RobotConfig(Strict):

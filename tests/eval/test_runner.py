@@ -170,3 +170,24 @@ def test_overlapping_chunks_are_merged_by_the_configured_rule(tmp_path):
         assert result.metrics["collisions"] == 0
     assert commands["latest"].shape == commands["average"].shape
     assert not np.allclose(commands["latest"], commands["average"])  # averaging smooths the replanned rows
+
+
+def test_reduced_speed_mode_stops_a_robot_whose_tcp_is_too_fast(tmp_path):
+    result = run_scenario(one_of_each(tmp_path, "cell.robots[0].controller.reduced_speed:=true"), runs_dir=tmp_path)
+    stops = [e for e in read_events(result.run_dir) if e["kind"] == "protective_stop"]
+    assert stops and stops[0]["reason"].startswith("tcp_speed:") and "exceeds the limit 250 mm/s" in stops[0]["reason"]
+    assert result.metrics["episode_results"][0]["end_reason"] == "protective_stop"
+
+
+def test_reduced_speed_cell_runs_with_a_policy_that_respects_it(tmp_path):
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    overrides = ["cell.robots[0].controller.reduced_speed:=true", "policy.args:={tcp_speed_m_s: '0.22'}",
+                 "sim.max_episode_s:=120"]
+    result = run_scenario(one_of_each(tmp_path, *overrides), runs_dir=tmp_path)
+    assert result.metrics["success_rate"] == 1.0 and result.metrics["safety_stops"] == 0
+    table = pq.read_table(result.run_dir / "joint_states.parquet").to_pydict()
+    xyz = np.asarray(table["tcp_pose_world"])[:, :3]
+    speeds = np.linalg.norm(np.diff(xyz, axis=0), axis=1) / np.diff(np.asarray(table["t_s"]))
+    assert speeds.max() < 0.25  # the measured TCP, sampled at 20 Hz, stayed under the collaborative limit
