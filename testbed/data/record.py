@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from testbed.policies.protocol import PolicySpec
     from testbed.robots import RobotModel
 
-TASK = "sort each arriving part into the bin for its type"
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from testbed.errors import ScenarioError
-from testbed.scenario.overrides import apply_overrides
+from testbed.scenario.overrides import apply_overrides, dotted
 from testbed.scenario.schema import Scenario
 from testbed.scenario.source_map import SourceMap, parse_yaml
 
@@ -106,7 +106,7 @@ def _check_references(scenario: Scenario, path: Path, source: SourceMap) -> None
             guess = difflib.get_close_matches(robot.model, known, n=1)
             hint = f" Did you mean {guess[0]!r}?" if guess else ""
             raise ScenarioError(
-                f"{_where(path, source, loc)} {_dotted(loc)}: unknown robot {robot.model!r}.{hint} "
+                f"{_where(path, source, loc)} {dotted(loc)}: unknown robot {robot.model!r}.{hint} "
                 f"(known: {', '.join(known)})"
             )
     if scenario.workload.orders is not None:
@@ -124,7 +124,7 @@ def _check_references(scenario: Scenario, path: Path, source: SourceMap) -> None
 def _describe(exc: ValidationError, path: Path, source: SourceMap, overrides: Sequence[str]) -> str:
     err = exc.errors()[0]
     loc = tuple(err["loc"])
-    field = _dotted(loc)
+    field = dotted(loc)
     kind = err["type"]
     if kind == "extra_forbidden":
         allowed = _allowed_keys(loc[:-1])
@@ -164,13 +164,6 @@ def _from_override(loc: Sequence[str | int], overrides: Sequence[str]) -> str | 
         if tuple(opath) == tuple(loc[: len(opath)]):
             return text
     return None
-
-
-def _dotted(loc: Sequence[str | int]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
 
 
 def _allowed_keys(loc: Sequence[str | int]) -> list[str]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import yaml
@@ -47,19 +47,19 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
             nxt = _get(node, part)
             if nxt is None:
                 if isinstance(part, int) or not isinstance(node, dict):
-                    where = _dotted(path[: depth + 1])
+                    where = dotted(path[: depth + 1])
                     raise ScenarioError(f"override {text!r}: {where} does not exist in the launch file")
                 nxt = node[part] = {}
             node = nxt
         last = path[-1]
         if isinstance(node, list):
             if not isinstance(last, int) or not 0 <= last < len(node):
-                raise ScenarioError(f"override {text!r}: index {last} out of range for {_dotted(path[:-1])}")
+                raise ScenarioError(f"override {text!r}: index {last} out of range for {dotted(path[:-1])}")
             node[last] = value
         elif isinstance(node, dict):
             node[last] = value
         else:
-            raise ScenarioError(f"override {text!r}: {_dotted(path[:-1])} is a value, not a section")
+            raise ScenarioError(f"override {text!r}: {dotted(path[:-1])} is a value, not a section")
     return data
 
 
@@ -71,8 +71,9 @@ def _get(node: Any, part: str | int) -> Any:
     return None
 
 
-def _dotted(path: list[str | int]) -> str:
+def dotted(path: Sequence[str | int]) -> str:
+    """``["cell", "robots", 0, "model"]`` as ``cell.robots[0].model``."""
     out = ""
     for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
-    return out
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
