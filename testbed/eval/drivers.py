@@ -30,6 +30,7 @@ class Recorder(Protocol):
     def start_episode(self, task: str) -> int: ...
     def add_frame(self, frame: Mapping[str, np.ndarray], timestamp_s: float) -> None: ...
     def end_episode(self, extra: Mapping[str, Any] | None = None) -> None: ...
+    def abort_episode(self) -> None: ...
     def close(self) -> None: ...
 
 
@@ -113,12 +114,16 @@ class PolicyDriver:
             time.sleep(RECONNECT_POLL_S)
 
     def observe(self, joint_pos: np.ndarray) -> dict[str, np.ndarray]:
+        """What the policy's spec asks for, and nothing else (privileged state only when asked)."""
         robot = self.cell.robots[self.index]
-        state = np.empty(self.n + 1, dtype=np.float32)
-        state[: self.n] = joint_pos[self.index, : self.n]
-        state[self.n] = 1.0 if robot.suction_on else 0.0
-        obs = {"observation.state": state,
-               "observation.environment_state": self.cell.environment_state(self.index)}
+        obs: dict[str, np.ndarray] = {}
+        if "observation.state" in self.spec.observation:
+            state = np.empty(self.n + 1, dtype=np.float32)
+            state[: self.n] = joint_pos[self.index, : self.n]
+            state[self.n] = 1.0 if robot.suction_on else 0.0
+            obs["observation.state"] = state
+        if "observation.environment_state" in self.spec.observation:
+            obs["observation.environment_state"] = self.cell.environment_state(self.index)
         for cam_index, key in self.cameras:
             obs[key] = self.cell.render(cam_index)
         return obs

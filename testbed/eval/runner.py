@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -19,7 +20,7 @@ import numpy as np
 from testbed.control import ControlLoop
 from testbed.control.pacing import Pacer, request_realtime_priority
 from testbed.control.tcp_guard import TcpSpeedGuard
-from testbed.errors import ScenarioError
+from testbed.errors import ScenarioError, TestbedError
 from testbed.eval.drivers import Driver, Episode, ExternalDriver, JobDriver, PolicyDriver, Recorder
 from testbed.eval.events import EventStream
 from testbed.eval.metrics import EpisodeTally, build_metrics
@@ -120,7 +121,7 @@ def run_scenario(loaded: LoadedScenario, *, runs_dir: Path = Path("runs"),
                                     f"got {len(policy_drivers)}")
             d = policy_drivers[0]
             recorder = make_recorder(d.spec, cell.robots[d.index].model)
-            stack.callback(recorder.close)
+            stack.push(_closing_recorder(recorder))
         trace = JointTrace(run_dir / "joint_states.parquet", cell)
         pacer = None
         if scenario.sim.realtime:
@@ -163,6 +164,21 @@ def _raise_priority_for_the_run(stack: ExitStack) -> None:
     policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
     if request_realtime_priority():
         stack.callback(os.sched_setscheduler, 0, policy, param)
+
+
+def _closing_recorder(recorder: Recorder) -> Callable[..., bool]:
+    """Exit callback: close the recorder; if the run failed, drop the unfinished episode and keep the ended ones."""
+
+    def close(exc_type: type[BaseException] | None, *_: object) -> bool:
+        if exc_type is None:
+            recorder.close()
+            return False
+        recorder.abort_episode()
+        with contextlib.suppress(TestbedError):  # e.g. no episode had ended yet: the run's own error matters
+            recorder.close()
+        return False
+
+    return close
 
 
 def _tcp_speed_guard(scenario: Scenario, control: ControlLoop, models: list[RobotModel]) -> TcpSpeedGuard | None:

@@ -15,7 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
-from testbed.errors import SpecMismatch
+from testbed.errors import PolicyUnavailable, SpecMismatch
 from testbed.policies.protocol import Policy, PolicySpec
 
 
@@ -82,7 +82,10 @@ class LocalActionSource:
 
     def submit(self, obs: Mapping[str, np.ndarray], step: int) -> None:
         started = time.perf_counter()
-        actions = np.asarray(self._policy.act(obs))
+        try:
+            actions = np.asarray(self._policy.act(obs))
+        except Exception as exc:  # a crashing policy is a dead policy: the run stops the robot and goes on
+            raise PolicyUnavailable(f"policy {self._spec.model_name!r} raised {type(exc).__name__}: {exc}") from exc
         elapsed_ms = (time.perf_counter() - started) * 1000.0
         try:
             self._spec.validate_action(actions)

@@ -81,8 +81,8 @@ class CameraConfig(Strict):
     width: int = Field(96, gt=0, le=1024)
     height: int = Field(96, gt=0, le=1024)
     fov_deg: float = Field(60.0, gt=1, lt=179)
-    eye: tuple[float, float, float] = (0.45, 0.0, 1.5)
-    target: tuple[float, float, float] = (0.45, 0.0, 0.4)
+    eye: tuple[float, float, float] = (0.12, 0.05, 1.9)  # above the cell: pick station, bins and robot in view
+    target: tuple[float, float, float] = (0.12, 0.05, 0.3)
 
 
 def _default_bins() -> tuple[BinConfig, ...]:

@@ -9,6 +9,7 @@ from testbed.scenario import load
 FIELDS = ("run_id", "scenario", "episodes", "success_rate", "parts_placed", "cycle_time_s", "collisions",
           "safety_stops", "policy_latency_ms", "sim_rtf", "control")
 TIMINGS = ("run_id", "sim_rtf", "policy_latency_ms")
+LOCAL_POLICY = ("policy.serve:=null", "policy.builtin:=expert")
 
 
 def one_of_each(tmp_path, *extra):
@@ -191,3 +192,53 @@ def test_reduced_speed_cell_runs_with_a_policy_that_respects_it(tmp_path):
     xyz = np.asarray(table["tcp_pose_world"])[:, :3]
     speeds = np.linalg.norm(np.diff(xyz, axis=0), axis=1) / np.diff(np.asarray(table["t_s"]))
     assert speeds.max() < 0.25  # the measured TCP, sampled at 20 Hz, stayed under the collaborative limit
+
+
+def test_a_policy_asking_for_the_overhead_camera_gets_live_frames(tmp_path):
+    import numpy as np
+
+    from testbed.data.lerobot import read_dataset
+
+    overrides = ["episodes:=1", "sim.max_episode_s:=3", "record:=true", "policy:={builtin: "
+                 "'testbed.bridge.reference:HoldPolicy', args: {image: '96'}}"]
+    result = run_scenario(load("launch/factory_cell.yaml", overrides), runs_dir=tmp_path)
+    frames = read_dataset(result.run_dir / "dataset").episode(0)["observation.images.overhead"]
+    assert frames.shape == (30, 96, 96, 3) and frames.dtype == np.uint8
+    assert np.abs(frames[-1].astype(int) - frames[0].astype(int)).sum() > 0  # parts moved on the belt
+
+
+def test_a_failed_run_keeps_the_episodes_it_recorded(tmp_path):
+    from testbed.data.lerobot import read_dataset
+    from testbed.data.record import lerobot_recorder
+    from testbed.errors import DatasetError
+
+    class DiskFull:
+        """A recorder that fails part-way through the second episode."""
+
+        def __init__(self, inner):
+            self.inner, self.frames = inner, 0
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def add_frame(self, frame, timestamp_s):
+            self.frames += 1
+            if self.frames == 150:
+                raise DatasetError("disk full")
+            self.inner.add_frame(frame, timestamp_s)
+
+    make = lerobot_recorder(tmp_path / "dataset")
+    loaded = load("launch/factory_cell.yaml", ["episodes:=2", "sim.max_episode_s:=6", *LOCAL_POLICY])
+    with pytest.raises(DatasetError, match="disk full"):
+        run_scenario(loaded, runs_dir=tmp_path / "runs", make_recorder=lambda spec, model: DiskFull(make(spec, model)))
+    dataset = read_dataset(tmp_path / "dataset")
+    assert dataset.num_episodes == 1 and dataset.num_frames == 120  # episode 0 whole, episode 1 dropped
+
+
+def test_a_policy_that_crashes_stops_the_robot_and_the_run_goes_on(tmp_path):
+    overrides = ["episodes:=2", "sim.max_episode_s:=3", "policy:={builtin: 'testbed.bridge.reference:HoldPolicy', "
+                 "args: {fault: raise}}"]
+    result = run_scenario(load("launch/factory_cell.yaml", overrides), runs_dir=tmp_path)
+    timeouts = [e for e in read_events(result.run_dir) if e["kind"] == "policy_timeout"]
+    assert timeouts and "raised" in timeouts[0]["reason"]
+    assert [e["end_reason"] for e in result.metrics["episode_results"]] == ["protective_stop"] * 2

@@ -159,6 +159,12 @@ class LeRobotWriter:
         self._timestamps[n] = timestamp_s
         self._length = n + 1
 
+    def abort_episode(self) -> None:
+        """Drop the open episode's frames (the run that fed it failed); episodes already ended stay."""
+        self._episode_index = None
+        self._length = 0
+        self._frames = {}
+
     def end_episode(self, extra: Mapping[str, Any] | None = None) -> None:
         """Write the open episode's frames and keep its metadata row and statistics.
 
