@@ -123,6 +123,8 @@ def run_scenario(loaded: LoadedScenario, *, runs_dir: Path = Path("runs"),
             recorder = make_recorder(d.spec, cell.robots[d.index].model)
             stack.push(_closing_recorder(recorder))
         trace = JointTrace(run_dir / "joint_states.parquet", cell)
+        stack.callback(trace.close)  # a failed run keeps the joint trace it gathered
+        stack.push(_noting_failure(events))
         pacer = None
         if scenario.sim.realtime:
             _raise_priority_for_the_run(stack)
@@ -149,7 +151,6 @@ def run_scenario(loaded: LoadedScenario, *, runs_dir: Path = Path("runs"),
                 verdict = "success" if t.success else f"failed ({t.end_reason})"
                 progress(f"episode {index + 1}/{scenario.episodes}: {verdict}, {t.placed}/{t.parts} parts placed, "
                          f"{t.duration_s:.1f} s simulated")
-        trace.close()
         metrics = build_metrics(run_id=run_id, scenario=scenario.name, tallies=tallies, policy_latency_ms=latencies,
                                 sim_s=sim_s, wall_s=wall_s, control=_control_metrics(cell.dt_s, len(drivers), pacer))
         events.emit("run_end", sim_s, None, success_rate=metrics["success_rate"])
@@ -164,6 +165,17 @@ def _raise_priority_for_the_run(stack: ExitStack) -> None:
     policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
     if request_realtime_priority():
         stack.callback(os.sched_setscheduler, 0, policy, param)
+
+
+def _noting_failure(events: EventStream) -> Callable[..., bool]:
+    """Exit callback: a run that ends by an error says so in its event stream before the stream closes."""
+
+    def note(exc_type: type[BaseException] | None, exc: BaseException | None, _tb: object) -> bool:
+        if exc_type is not None:
+            events.emit("run_aborted", 0.0, None, error=f"{exc_type.__name__}: {exc}")
+        return False
+
+    return note
 
 
 def _closing_recorder(recorder: Recorder) -> Callable[..., bool]:

@@ -17,6 +17,7 @@ class JointTrace:
     def __init__(self, path: Path, cell: Any) -> None:
         self.path = path
         self._cell = cell
+        self._written = False
         self._rows: dict[str, list] = {k: [] for k in ("t_s", "episode", "robot", "joint_names", "position",
                                                        "command", "tcp_pose_world")}
 
@@ -35,6 +36,10 @@ class JointTrace:
         rows["tcp_pose_world"].append([*link[4], *link[5]])
 
     def close(self) -> None:
+        """Write the rows gathered so far (once; later calls do nothing)."""
+        if self._written:
+            return
+        self._written = True
         schema = pa.schema([("t_s", pa.float64()), ("episode", pa.int32()), ("robot", pa.string()),
                             ("joint_names", pa.list_(pa.string())), ("position", pa.list_(pa.float64())),
                             ("command", pa.list_(pa.float64())), ("tcp_pose_world", pa.list_(pa.float64()))])

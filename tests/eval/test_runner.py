@@ -233,6 +233,10 @@ def test_a_failed_run_keeps_the_episodes_it_recorded(tmp_path):
         run_scenario(loaded, runs_dir=tmp_path / "runs", make_recorder=lambda spec, model: DiskFull(make(spec, model)))
     dataset = read_dataset(tmp_path / "dataset")
     assert dataset.num_episodes == 1 and dataset.num_frames == 120  # episode 0 whole, episode 1 dropped
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    events = read_events(run_dir)
+    assert events[-1]["kind"] == "run_aborted" and "disk full" in events[-1]["error"]
+    assert (run_dir / "joint_states.parquet").is_file()
 
 
 def test_a_policy_that_crashes_stops_the_robot_and_the_run_goes_on(tmp_path):
