@@ -469,8 +469,11 @@ class JobRunner:
         speed_scale: reduced-speed factor for every move.
     """
 
-    def __init__(self, job: Job, model: Any, loop: ControlLoop, robot: int, *, speed_scale: float = 1.0) -> None:
+    def __init__(self, job: Job, model: Any, loop: ControlLoop, robot: int, *, speed_scale: float = 1.0,
+                 plan_cache: dict[tuple[float, ...], JobPlan] | None = None) -> None:
         self.job = job
+        # planning takes tens of ms (IK along every path); a program restarted from the same pose reuses its plan
+        self._plan_cache = plan_cache
         self._model = model
         self._loop = loop
         self._robot = robot
@@ -496,7 +499,13 @@ class JobRunner:
         """
         n = int(self._model.n_joints)
         q0 = self._loop.setpoint[self._robot, :n].copy()
-        self.plan = plan_job(self.job, self._model, q0, chain=self._chain, speed_scale=self._speed_scale)
+        key = tuple(np.round(q0, 9).tolist())
+        cached = self._plan_cache.get(key) if self._plan_cache is not None else None
+        if cached is None:
+            cached = plan_job(self.job, self._model, q0, chain=self._chain, speed_scale=self._speed_scale)
+            if self._plan_cache is not None:
+                self._plan_cache[key] = cached
+        self.plan = cached
         self._block = 0
         self._done = False
         self._failed = None

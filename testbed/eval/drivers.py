@@ -11,7 +11,7 @@ import numpy as np
 
 from testbed.bridge.merge import merge_chunks
 from testbed.control import ControlLoop
-from testbed.control.job import Job, JobRunner
+from testbed.control.job import Job, JobPlan, JobRunner
 from testbed.errors import JobError, PolicyUnavailable, SpecMismatch
 from testbed.eval.events import EventStream
 from testbed.eval.metrics import EpisodeTally
@@ -216,6 +216,7 @@ class JobDriver:
         self.speed_scale = speed_scale
         self.runner: JobRunner | None = None
         self.failed = False
+        self.plans: dict[tuple[float, ...], JobPlan] = {}  # by start pose, kept across episodes
 
     def reset(self, ep: Episode) -> None:
         self.runner = None
@@ -226,7 +227,8 @@ class JobDriver:
             return
         robot = self.cell.robots[self.index]
         if self.runner is None:
-            self.runner = JobRunner(self.job, robot.model, ep.control, self.index, speed_scale=self.speed_scale)
+            self.runner = JobRunner(self.job, robot.model, ep.control, self.index, speed_scale=self.speed_scale,
+                                    plan_cache=self.plans)
             try:
                 self.runner.start(t)
             except JobError as exc:

@@ -44,3 +44,26 @@ def test_a_job_robot_and_a_policy_robot_share_the_cell(tmp_path):
     events = [json.loads(line) for line in (result.run_dir / "events.jsonl").read_text().splitlines()]
     assert any(e["kind"] == "job_end" and e["robot"] == "sia_arm" for e in events)
     assert any(e["kind"] == "place" and e["robot"] == "gp7_arm" for e in events)
+
+
+def test_replanned_and_cached_programs_give_identical_episodes(tmp_path):
+    result = run_scenario(load(SCARA_JOB, ["episodes:=2"]), runs_dir=tmp_path)
+    first, second = result.metrics["episode_results"]
+    assert {**first, "episode": 1} == second  # episode 1 reuses the plans episode 0 made
+
+
+def test_job_plans_are_reused_from_the_same_start_pose():
+    import numpy as np
+
+    from testbed.control import ControlLoop
+    from testbed.control.job import JobRunner
+    from testbed.robots import load_robot
+
+    model = load_robot("scara_t6")
+    loop = ControlLoop([model], 1 / 240)
+    loop.reset(np.asarray(model.home)[None])
+    cache = {}
+    job = load(SCARA_JOB).jobs[0]
+    first = JobRunner(job, model, loop, 0, plan_cache=cache).start(0.0)
+    again = JobRunner(job, model, loop, 0, plan_cache=cache).start(0.0)
+    assert again is first and len(cache) == 1
