@@ -202,7 +202,8 @@ def control_job_loader(loop: ControlLoop) -> JobLoader:
                 if key.value == "program" and isinstance(value, yaml.SequenceNode):
                     lines = [item.start_mark.line + 1 for item in value.value]
         job = job_mode.parse_job(data, source="job_yaml", lines=lines)
-        runner = job_mode.JobRunner(job, loop.models[robot], loop, robot, speed_scale=loop.speed_scale)
+        runner = job_mode.JobRunner(job, loop.models[robot], loop, robot,
+                                    speed_scale=loop.effective_speed_scale(robot))
         return _RunnerJob(runner)
 
     return load
@@ -819,7 +820,7 @@ class ControlLoopBackend:
             setpoint_rad=setpoint,
             setpoint_vel_rad_s=self._pub_vel[r, :n_j].copy(),
             gripper_on=bool(self._gripper[r]),
-            speed_scale=self._loop.speed_scale,
+            speed_scale=self._loop.effective_speed_scale(r),
             job=job.name if job is not None else "",
             last_error=comp.last_error or self._job_failed.get(r, ""),
         )

@@ -68,9 +68,11 @@ class ControlLoop:
         models: robot descriptions (``testbed.robots.RobotModel`` or anything with the
             fields of ``RobotLimits``); robot ``i`` of the loop is ``models[i]``.
         dt_s: control cycle in seconds (the time between two ``tick`` calls).
-        stream_timeout_s: a streaming robot whose queued targets ran out this long ago
+        stream_timeout_s: (a scalar or one per robot) a streaming robot whose queued targets ran out this long ago
             enters PROTECTIVE_STOP (reason ``stream_timeout``).
-        speed_scale: reduced-speed factor in (0, 1] applied to velocity and acceleration limits.
+        speed_scale: reduced-speed factor in (0, 1] applied to every robot's velocity and acceleration
+            limits (settable while running, e.g. a cell switching to reduced speed).
+        robot_speed_scale: per-robot factor in (0, 1] on top of ``speed_scale`` (a scalar or one per robot).
         following_error: largest allowed |measured - set-point| per joint before a protective
             stop; a scalar or ``(robots, max_joints)``; default 0.5 rad (revolute), 0.1 m (prismatic).
         chunk_capacity: rows preallocated per robot for streamed targets (grows on demand).
@@ -84,23 +86,21 @@ class ControlLoop:
         models: Sequence[RobotLimits],
         dt_s: float,
         *,
-        stream_timeout_s: float = 0.5,
+        stream_timeout_s: float | Sequence[float] = 0.5,
         speed_scale: float = 1.0,
+        robot_speed_scale: float | Sequence[float] = 1.0,
         following_error: float | np.ndarray | None = None,
         chunk_capacity: int = 64,
     ) -> None:
         if not (math.isfinite(dt_s) and dt_s > 0):
             raise ControllerError(f"ControlLoop: dt_s must be a finite number > 0, got {dt_s!r}")
-        if not (math.isfinite(stream_timeout_s) and stream_timeout_s > 0):
-            raise ControllerError(
-                f"ControlLoop: stream_timeout_s must be a finite number > 0, got {stream_timeout_s!r}"
-            )
         lim = stack_limits(models)
         self._lim = lim
         self.models = tuple(models)
         self.dt_s = float(dt_s)
-        self.stream_timeout_s = float(stream_timeout_s)
         r, j = lim.mask.shape
+        self.stream_timeout_s = _per_robot("stream_timeout_s", stream_timeout_s, r, upper=math.inf)
+        self.robot_speed_scale = _per_robot("robot_speed_scale", robot_speed_scale, r, upper=1.0)
         self.n_robots = r
         self.max_joints = j
         self.joint_mask = lim.mask.copy()
@@ -178,6 +178,10 @@ class ControlLoop:
         """Reduced-speed factor in (0, 1] on velocity and acceleration limits."""
         return self._speed_scale
 
+    def effective_speed_scale(self, robot: int) -> float:
+        """The factor robot ``robot``'s velocity and acceleration limits are scaled by (loop x robot)."""
+        return self._speed_scale * float(self.robot_speed_scale[robot])
+
     @speed_scale.setter
     def speed_scale(self, value: float) -> None:
         if not (math.isfinite(value) and 0 < value <= 1):
@@ -186,8 +190,9 @@ class ControlLoop:
         lim = self._lim
         # everything in per-cycle units: steps in rad/cycle, accelerations in rad/cycle^2
         dt = self.dt_s
-        self._vmax_c = lim.velocity * value * dt
-        self._acc_c = lim.acceleration * value * dt * dt
+        scale = (value * self.robot_speed_scale)[:, None]
+        self._vmax_c = lim.velocity * scale * dt
+        self._acc_c = lim.acceleration * scale * dt * dt
         self._neg_acc_c = -self._acc_c
         # largest step that still stops within d: sqrt(9 A^2 / 4 + 2 A d) - 3 A / 2
         self._k3 = 1.5 * self._acc_c
@@ -366,7 +371,7 @@ class ControlLoop:
         self._last_row[r] = n_rows - 1
         self._streaming[r] = not hold_after
         end_t = t0_s + (steps - 1) * dt_s
-        self._deadline[r] = np.inf if hold_after else end_t + self.stream_timeout_s
+        self._deadline[r] = np.inf if hold_after else end_t + self.stream_timeout_s[r]
 
     def hold(self, robot: int) -> None:
         """Drop ``robot``'s queued targets and hold its current set-point (no stream timeout)."""
@@ -587,3 +592,15 @@ class ControlLoop:
 
     def _emit(self, r: int, kind: str, **detail: object) -> None:
         self._events.append(ControlEvent(t_s=self._t, robot=r, kind=kind, detail=dict(detail)))
+
+
+def _per_robot(name: str, value: float | Sequence[float], robots: int, *, upper: float) -> np.ndarray:
+    """A scalar or one value per robot, as a read-only ``(robots,)`` array with every value in (0, upper]."""
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.ndim > 1 or (arr.ndim == 1 and arr.shape[0] != robots):
+        raise ControllerError(f"ControlLoop: {name} must be a number or {robots} numbers, got {value!r}")
+    arr = np.broadcast_to(arr, (robots,)).copy()
+    if not np.all(np.isfinite(arr) & (arr > 0) & (arr <= upper)):
+        raise ControllerError(f"ControlLoop: {name} must be finite and in (0, {upper:g}], got {value!r}")
+    arr.flags.writeable = False
+    return arr

@@ -208,12 +208,11 @@ class JobDriver:
     robot's stopper (a part is waiting). Output ``OT#(1)`` switches the vacuum.
     """
 
-    def __init__(self, index: int, name: str, cell: Cell, job: Job, speed_scale: float) -> None:
+    def __init__(self, index: int, name: str, cell: Cell, job: Job) -> None:
         self.index = index
         self.name = name
         self.cell = cell
         self.job = job
-        self.speed_scale = speed_scale
         self.runner: JobRunner | None = None
         self.failed = False
         self.plans: dict[tuple[float, ...], JobPlan] = {}  # by start pose, kept across episodes
@@ -227,7 +226,8 @@ class JobDriver:
             return
         robot = self.cell.robots[self.index]
         if self.runner is None:
-            self.runner = JobRunner(self.job, robot.model, ep.control, self.index, speed_scale=self.speed_scale,
+            self.runner = JobRunner(self.job, robot.model, ep.control, self.index,
+                                    speed_scale=ep.control.effective_speed_scale(self.index),
                                     plan_cache=self.plans)
             try:
                 self.runner.start(t)

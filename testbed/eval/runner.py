@@ -102,9 +102,10 @@ def run_scenario(loaded: LoadedScenario, *, runs_dir: Path = Path("runs"),
         stack.callback(events.close)
         cell = build_cell(scenario.cell, scenario.sim.physics_hz, arrivals)
         stack.callback(cell.close)
-        robot0 = scenario.cell.robots[0].controller
+        settings = [r.controller for r in scenario.cell.robots]
         control = ControlLoop([r.model for r in cell.robots], cell.dt_s,
-                              stream_timeout_s=robot0.stream_timeout_s, speed_scale=robot0.speed_scale)
+                              stream_timeout_s=[c.stream_timeout_s for c in settings],
+                              robot_speed_scale=[c.speed_scale for c in settings])
         control.reset(cell.read_joint_positions().copy())  # outside callers see the real pose from the start
         guard = _tcp_speed_guard(scenario, control, [r.model for r in cell.robots])
         service = _serve_controllers(scenario, control, stack)
@@ -240,7 +241,7 @@ def _open_drivers(loaded: LoadedScenario, cell: Cell, stack: ExitStack, service:
             drivers.append(ExternalDriver(i, robot_cfg.name, cell, service[0].gripper_request))
             continue
         if i in loaded.jobs:
-            drivers.append(JobDriver(i, robot_cfg.name, cell, loaded.jobs[i], robot_cfg.controller.speed_scale))
+            drivers.append(JobDriver(i, robot_cfg.name, cell, loaded.jobs[i]))
             continue
         source = open_action_source(scenario.policy, robot_cfg, stack, n_joints=n_joints,
                                     cameras=scenario.cell.cameras)

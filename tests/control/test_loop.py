@@ -306,3 +306,32 @@ def test_every_transition_is_an_event_with_from_and_to() -> None:
         (0, "state_change", "EMERGENCY_STOP", "INACTIVE"),
         (0, "state_change", "INACTIVE", "ACTIVE"),
     ]
+
+
+def test_each_robot_keeps_its_own_speed_scale() -> None:
+    loop = make_loop(speed_scale=0.5, robot_speed_scale=[1.0, 0.5], stream_timeout_s=5.0)
+    for robot, n in ((0, 7), (1, 4)):
+        loop.submit_chunk(robot, np.full((2, n), 0.15), 0.0, 0.01)
+    sps = np.array(run(loop, 0.0, 1.0))
+    speed = np.abs(np.diff(sps, axis=0)).max(axis=0) / DT  # (robots, joints)
+    arm, scara = loop.models
+    assert np.all(speed[0, :7] <= arm.velocity * 0.5 * (1 + 1e-9))
+    assert np.all(speed[1, :4] <= scara.velocity * 0.25 * (1 + 1e-9))
+    assert np.any(speed[0, :7] > arm.velocity * 0.25 * 1.01)  # robot 0 is not slowed by robot 1's factor
+    assert (loop.effective_speed_scale(0), loop.effective_speed_scale(1)) == (0.5, 0.25)
+
+
+def test_each_robot_keeps_its_own_stream_timeout() -> None:
+    loop = make_loop(stream_timeout_s=[0.05, 0.5])
+    loop.submit_chunk(0, np.zeros((2, 7)), 0.0, 0.01)
+    loop.submit_chunk(1, np.zeros((2, 4)), 0.0, 0.01)
+    run(loop, 0.0, 0.2)
+    # both streams ran out at 0.01 s: robot 0 stopped after its 0.05 s, robot 1 still waits for its 0.5 s
+    assert loop.state(0) is LifecycleState.PROTECTIVE_STOP and loop.state(1) is LifecycleState.ACTIVE
+
+
+def test_per_robot_settings_must_match_the_robots() -> None:
+    with pytest.raises(ControllerError, match=r"robot_speed_scale must be a number or 2 numbers"):
+        make_loop(robot_speed_scale=[1.0, 0.5, 0.5])
+    with pytest.raises(ControllerError, match=r"stream_timeout_s must be finite and in \(0, inf\]"):
+        make_loop(stream_timeout_s=[0.5, 0.0])

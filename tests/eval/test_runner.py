@@ -246,3 +246,22 @@ def test_a_policy_that_crashes_stops_the_robot_and_the_run_goes_on(tmp_path):
     timeouts = [e for e in read_events(result.run_dir) if e["kind"] == "policy_timeout"]
     assert timeouts and "raised" in timeouts[0]["reason"]
     assert [e["end_reason"] for e in result.metrics["episode_results"]] == ["protective_stop"] * 2
+
+
+def test_each_robot_runs_at_its_own_speed_scale(tmp_path):
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from testbed.robots import load_robot
+
+    overrides = ["episodes:=1", "sim.max_episode_s:=15", "cell.robots[1].controller.speed_scale:=0.3", *LOCAL_POLICY]
+    result = run_scenario(load("launch/two_robots.yaml", overrides), runs_dir=tmp_path)
+    trace = pq.read_table(result.run_dir / "joint_states.parquet").to_pydict()
+    fastest = {}
+    for robot in ("gp7_arm", "sia_arm"):
+        rows = [i for i, name in enumerate(trace["robot"]) if name == robot]
+        commands = np.array([trace["command"][i] for i in rows])
+        times = np.array([trace["t_s"][i] for i in rows])
+        fastest[robot] = (np.abs(np.diff(commands, axis=0)) / np.diff(times)[:, None]).max(axis=0)
+    assert np.all(fastest["sia_arm"] <= load_robot("sia10f").velocity * 0.3 * (1 + 1e-6))
+    assert np.any(fastest["gp7_arm"] > load_robot("gp7").velocity * 0.3)
