@@ -30,11 +30,10 @@ def plan_arrivals(scenario: Scenario) -> list[list[PartArrival]]:
             start = (episode * window) % max(len(orders), 1)
             chunk = [orders[(start + i) % len(orders)] for i in range(min(window, len(orders)))]
             t0 = chunk[0].t_s if chunk else 0.0
-            rebased = []
-            for i, a in enumerate(chunk):
+            rebased: list[PartArrival] = []
+            for a in chunk:
                 # wrapping past the end of the log restarts its clock: keep arrivals in order
-                t = a.t_s - t0 if a.t_s >= t0 else (rebased[-1].t_s if rebased else 0.0)
-                rebased.append(replace(a, t_s=max(t, rebased[i - 1].t_s if i else 0.0)))
+                rebased.append(replace(a, t_s=max(a.t_s - t0, rebased[-1].t_s if rebased else 0.0)))
             plans.append(rebased)
     elif workload.parts is not None:
         scripted = [PartArrival(t_s=e.t, part_type=e.type, order_id=f"part-{i}") for i, e in

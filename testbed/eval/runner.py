@@ -25,7 +25,7 @@ from testbed.eval.drivers import Driver, Episode, ExternalDriver, JobDriver, Pol
 from testbed.eval.events import EventStream
 from testbed.eval.metrics import EpisodeTally, build_metrics
 from testbed.eval.plan import plan_arrivals
-from testbed.eval.sources import check_spec, open_action_source
+from testbed.eval.sources import check_spec, open_action_source, token_from_env
 from testbed.eval.trace import JointTrace
 from testbed.policies.protocol import PolicySpec
 from testbed.robots import RobotModel
@@ -220,11 +220,7 @@ def _serve_controllers(scenario: Scenario, control: ControlLoop, stack: ExitStac
     from testbed.bridge.controller_backend import ControlLoopBackend
     from testbed.bridge.controller_service import start_controller_server
 
-    token = None
-    if cfg.token_env is not None:
-        token = os.environ.get(cfg.token_env)
-        if not token:
-            raise ScenarioError(f"controller_service.token_env: environment variable {cfg.token_env!r} is not set")
+    token = token_from_env("controller_service.token_env", cfg.token_env)
     backend = ControlLoopBackend(control, names=[r.name for r in scenario.cell.robots])
     server = stack.enter_context(start_controller_server(backend, host=cfg.host, port=cfg.port, token=token))
     return backend, server

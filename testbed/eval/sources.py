@@ -19,12 +19,17 @@ def _args_for(cfg: PolicyConfig, target: str, robot: RobotConfig) -> dict[str, s
     return args
 
 
-def _token(cfg: PolicyConfig) -> str | None:
-    if cfg.token_env is None:
+def token_from_env(field: str, variable: str | None) -> str | None:
+    """The bearer token a launch file names by environment variable (``field`` is where it was named).
+
+    Raises:
+        ScenarioError: the variable is named but not set.
+    """
+    if variable is None:
         return None
-    token = os.environ.get(cfg.token_env)
+    token = os.environ.get(variable)
     if not token:
-        raise ScenarioError(f"policy.token_env: environment variable {cfg.token_env!r} is not set")
+        raise ScenarioError(f"{field}: environment variable {variable!r} is not set")
     return token
 
 
@@ -65,7 +70,8 @@ def open_action_source(cfg: PolicyConfig, robot: RobotConfig, stack: ExitStack, 
         from testbed.bridge import GrpcActionSource
 
         assert cfg.endpoint is not None
-        source = GrpcActionSource(cfg.endpoint, token=_token(cfg), deadline_s=cfg.deadline_s)
+        token = token_from_env("policy.token_env", cfg.token_env)
+        source = GrpcActionSource(cfg.endpoint, token=token, deadline_s=cfg.deadline_s)
     stack.callback(source.close)
     return source
 
