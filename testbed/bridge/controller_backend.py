@@ -51,6 +51,7 @@ from testbed.control import (
     TrajectoryPoint,
     TrajectoryStatus,
 )
+from testbed.control import job as job_mode
 from testbed.errors import ControllerError, FeatureUnavailable, InvalidCommand, JobError
 
 MAX_CHUNK_ROWS = 10_000
@@ -182,26 +183,10 @@ def control_job_loader(loop: ControlLoop) -> JobLoader:
     """A ``JobLoader`` over the job language of ``testbed.control.job`` (``parse_job`` + ``JobRunner``).
 
     The loop's models must be ``testbed.robots.RobotModel`` (jobs need the URDF for kinematics).
-
-    Raises:
-        FeatureUnavailable: ``testbed.control.job`` cannot be imported.
     """
-    try:
-        from testbed.control import job as job_mode
-    except ImportError as exc:
-        raise FeatureUnavailable(
-            f"job mode needs testbed.control.job (the teach-pendant job language), which cannot be imported: {exc}"
-        ) from exc
 
     def load(robot: int, job_yaml: str) -> Job:
-        node = yaml.compose(job_yaml)
-        data = yaml.safe_load(job_yaml)
-        lines = None
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                if key.value == "program" and isinstance(value, yaml.SequenceNode):
-                    lines = [item.start_mark.line + 1 for item in value.value]
-        job = job_mode.parse_job(data, source="job_yaml", lines=lines)
+        job = job_mode.parse_job_text(job_yaml, source="job_yaml")
         runner = job_mode.JobRunner(job, loop.models[robot], loop, robot,
                                     speed_scale=loop.effective_speed_scale(robot))
         return _RunnerJob(runner)
@@ -345,10 +330,7 @@ class ControlLoopBackend:
         if callable(job_loader):
             self._job_loader = job_loader
         elif job_loader is None:
-            try:
-                self._job_loader = control_job_loader(loop)
-            except FeatureUnavailable as exc:
-                self._job_missing = str(exc)
+            self._job_loader = control_job_loader(loop)
         self._index = {n: i for i, n in enumerate(names)}
         lower, upper, vel, acc = loop.limits
         descs = []

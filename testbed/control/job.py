@@ -266,18 +266,30 @@ def load_job(path: Path | str, key: str | None = None) -> Job:
     """Read a job from a YAML file (the whole file, or the mapping under top-level ``key``).
 
     Raises:
-        JobError: unreadable YAML or an invalid job (naming the line).
+        JobError: unreadable file or YAML, or an invalid job (naming the line).
     """
     path = Path(path)
     try:
         text = path.read_text()
+    except OSError as exc:
+        raise JobError(f"{path}: cannot read job: {exc}") from exc
+    return parse_job_text(text, source=str(path), key=key)
+
+
+def parse_job_text(text: str, *, source: str, key: str | None = None) -> Job:
+    """Parse a job from YAML text, keeping each program line's line number for error messages.
+
+    Raises:
+        JobError: malformed YAML or an invalid job (naming ``source:line``).
+    """
+    try:
         node = yaml.compose(text)
         data = yaml.safe_load(text)
-    except (OSError, yaml.YAMLError) as exc:
-        raise JobError(f"{path}: cannot read job: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise JobError(f"{source}: cannot read job: {exc}") from exc
     if key is not None:
         if not isinstance(data, Mapping) or key not in data:
-            raise JobError(f"{path}: no top-level '{key}' holding a job")
+            raise JobError(f"{source}: no top-level '{key}' holding a job")
         data = data[key]
         node = next(v for k, v in node.value if k.value == key)  # type: ignore[union-attr]
     lines = None
@@ -285,7 +297,7 @@ def load_job(path: Path | str, key: str | None = None) -> Job:
         for k, v in node.value:
             if k.value == "program" and isinstance(v, yaml.SequenceNode):
                 lines = [item.start_mark.line + 1 for item in v.value]
-    return parse_job(data, source=str(path), lines=lines)
+    return parse_job(data, source=source, lines=lines)
 
 
 # --------------------------------------------------------------------------- planning
