@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from testbed import __version__
@@ -49,8 +51,18 @@ def _import_pybullet_quietly() -> None:
             os.close(copy)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so runs unwind and end their records with ``run_aborted``."""
+
+
+def _raise_terminated(signum: int, _frame: object) -> None:
+    raise Terminated(f"terminated by {signal.Signals(signum).name}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; user mistakes print one line and return 2."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_terminated)
     _import_pybullet_quietly()
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -67,6 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TestbedError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Terminated as exc:
+        print(f"stopped: {exc}", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

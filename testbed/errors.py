@@ -49,6 +49,10 @@ class BridgeConfigError(TestbedError):
     """A bridge server or client was configured unsafely or inconsistently (TLS files, token, bind address)."""
 
 
+class WorkerFailed(TestbedError):
+    """A worker process of an evaluation died or failed; the message names the worker and its record."""
+
+
 class InvalidCommand(ControllerError):
     """A command sent to a controller is malformed (unknown robot, wrong joint count, NaN/inf)."""
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from testbed.errors import ScenarioError
 from testbed.scenario.loader import load
 
 
@@ -45,6 +46,8 @@ def _launch(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from testbed.eval.parallel import evaluate
 
+    if args.workers < 1:
+        raise ScenarioError(f"--workers: expected a positive number of processes, got {args.workers}")
     loaded = load(args.file, args.overrides)
     scenario = loaded.scenario
     print(f"evaluating {scenario.name!r}: {scenario.episodes} episode(s) on {args.workers} worker(s), "
@@ -77,10 +80,15 @@ def format_summary(m: dict[str, Any]) -> str:
         ("policy latency", f"p50 {fmt(m['policy_latency_ms']['p50'], ' ms')}, "
                            f"p99 {fmt(m['policy_latency_ms']['p99'], ' ms')}"),
         ("sim real-time factor", fmt(m["sim_rtf"], "x")),
-        ("control", f"{m['control']['robots']} robot(s), cycle {m['control']['cycle_ms']} ms, "
-                    f"jitter p99 {fmt(m['control']['jitter_us_p99'], ' us')}, "
-                    f"missed cycles {m['control']['missed_cycles']}"),
+        ("control", _control_row(m["control"])),
     ]
     width = max(len(k) for k, _ in rows)
     line = "-" * (width + 50)
     return "\n".join([line, *(f"{k:<{width}}  {v}" for k, v in rows), line])
+
+
+def _control_row(control: dict[str, Any]) -> str:
+    head = f"{control['robots']} robot(s), cycle {control['cycle_ms']} ms"
+    if control.get("mode") == "lockstep":
+        return f"{head}, lockstep (no wall-clock deadlines: jitter and missed cycles n/a)"
+    return f"{head}, jitter p99 {control['jitter_us_p99']} us, missed cycles {control['missed_cycles']}"

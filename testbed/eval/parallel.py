@@ -13,13 +13,16 @@ import multiprocessing
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from testbed.errors import ScenarioError
+from testbed.errors import ScenarioError, WorkerFailed
+from testbed.eval.events import EventStream
 from testbed.eval.metrics import EpisodeTally, build_metrics
-from testbed.eval.runner import RunResult, new_run_id, run_scenario
+from testbed.eval.runner import RunResult, create_run_dir, noting_failure, run_scenario
 from testbed.scenario.loader import LoadedScenario, load
 
 
@@ -45,38 +48,60 @@ def evaluate(loaded: LoadedScenario, *, workers: int, runs_dir: Path = Path("run
     record per worker under ``workers/``.
 
     Raises:
-        ScenarioError: ``workers`` is not a positive number.
+        ScenarioError: ``workers`` is not a positive number, or ``runs_dir`` is not a directory.
+        WorkerFailed: a worker process died.
     """
     if workers < 1:
         raise ScenarioError(f"--workers: expected a positive number of processes, got {workers}")
     scenario = loaded.scenario
-    run_id = new_run_id(scenario.name)
-    run_dir = runs_dir / run_id
-    (run_dir / "workers").mkdir(parents=True)
-    (run_dir / "scenario.yaml").write_text(loaded.resolved_yaml(), encoding="utf-8")
+    run_id, run_dir = create_run_dir(runs_dir, scenario.name)
     shares = split_episodes(scenario.episodes, workers)
-    started = time.perf_counter()
+    events = EventStream(run_dir / "events.jsonl")
+    with ExitStack() as stack:
+        stack.callback(events.close)
+        stack.push(noting_failure(events))
+        (run_dir / "workers").mkdir()
+        (run_dir / "scenario.yaml").write_text(loaded.resolved_yaml(), encoding="utf-8")
+        events.emit("run_start", 0.0, None, run_id=run_id, scenario=scenario.name, seed=scenario.seed,
+                    episodes=scenario.episodes, workers=len(shares))
+        started = time.perf_counter()
+        parts = _run_shares(loaded, shares, run_dir, events, progress)
+        wall_s = time.perf_counter() - started
+        tallies = sorted((EpisodeTally(**t) for p in parts for t in p["tallies"]), key=lambda t: t.episode)
+        sim_s = sum(p["sim_s"] for p in parts)
+        metrics = build_metrics(run_id=run_id, scenario=scenario.name, tallies=tallies,
+                                policy_latency_ms=[x for p in parts for x in p["policy_latency_ms"]], sim_s=sim_s,
+                                wall_s=wall_s, control=parts[0]["control"])
+        metrics["evaluation"] = {
+            "workers": len(shares), "wall_s": round(wall_s, 3),
+            "episodes_per_minute": round(len(tallies) / wall_s * 60.0, 3),
+            "worker_runs": [str(Path(p["run_dir"]).relative_to(run_dir)) for p in parts],
+        }
+        events.emit("run_end", sim_s, None, success_rate=metrics["success_rate"])
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    return RunResult(run_id, run_dir, metrics, tuple(tallies))
+
+
+def _run_shares(loaded: LoadedScenario, shares: list[list[int]], run_dir: Path, events: EventStream,
+                progress: Callable[[str], None] | None) -> list[dict[str, Any]]:
+    """Run each share in its own spawned process; a worker that fails or dies fails the evaluation, named."""
+    episodes = loaded.scenario.episodes
     # spawn, not fork: pybullet and gRPC keep threads and sockets a forked child must not inherit
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=len(shares), mp_context=context) as pool:
         futures = [pool.submit(_run_share, str(loaded.path), loaded.overrides, share, str(run_dir / "workers"))
                    for share in shares]
         parts = []
-        for future in futures:
-            parts.append(future.result())
+        for number, future in enumerate(futures, start=1):
+            try:
+                part = future.result()
+            except BrokenProcessPool as exc:
+                raise WorkerFailed(f"evaluation worker {number}/{len(shares)} died (killed, or crashed in native "
+                                   f"code); its record is under {run_dir / 'workers'}") from exc
+            parts.append(part)
+            events.emit("worker_end", part["sim_s"], None, worker=number, run=part["run_dir"],
+                        episodes=[t["episode"] for t in part["tallies"]])
             if progress is not None:
                 done = sum(len(p["tallies"]) for p in parts)
-                progress(f"worker {len(parts)}/{len(shares)} finished: {done}/{scenario.episodes} episodes")
-    wall_s = time.perf_counter() - started
-    tallies = sorted((EpisodeTally(**t) for p in parts for t in p["tallies"]), key=lambda t: t.episode)
-    sim_s = sum(p["sim_s"] for p in parts)
-    metrics = build_metrics(run_id=run_id, scenario=scenario.name, tallies=tallies,
-                            policy_latency_ms=[x for p in parts for x in p["policy_latency_ms"]], sim_s=sim_s,
-                            wall_s=wall_s, control=parts[0]["control"])
-    metrics["evaluation"] = {
-        "workers": len(shares), "wall_s": round(wall_s, 3),
-        "episodes_per_minute": round(len(tallies) / wall_s * 60.0, 3),
-        "worker_runs": [str(Path(p["run_dir"]).relative_to(run_dir)) for p in parts],
-    }
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-    return RunResult(run_id, run_dir, metrics, tuple(tallies))
+                progress(f"worker {number}/{len(shares)} finished: {done}/{episodes} episodes")
+    return parts

@@ -90,16 +90,16 @@ def run_scenario(loaded: LoadedScenario, *, runs_dir: Path = Path("runs"),
     bad = [i for i in (episodes or ()) if not 0 <= i < scenario.episodes]
     if bad:
         raise ScenarioError(f"{loaded.path}: episodes {bad} are outside 0..{scenario.episodes - 1}")
-    run_id = new_run_id(scenario.name)
-    run_dir = runs_dir / run_id
-    run_dir.mkdir(parents=True, exist_ok=False)
-    (run_dir / "scenario.yaml").write_text(loaded.resolved_yaml(), encoding="utf-8")
-    arrivals = plan_arrivals(scenario)
+    run_id, run_dir = create_run_dir(runs_dir, scenario.name)
     events = EventStream(run_dir / "events.jsonl")
-    if events_hook is not None:
-        events_hook(events)
     with ExitStack() as stack:
         stack.callback(events.close)
+        # pushed first, so it runs last: whatever fails from here on, the stream ends with run_aborted
+        stack.push(noting_failure(events))
+        (run_dir / "scenario.yaml").write_text(loaded.resolved_yaml(), encoding="utf-8")
+        arrivals = plan_arrivals(scenario)
+        if events_hook is not None:
+            events_hook(events)
         cell = build_cell(scenario.cell, scenario.sim.physics_hz, arrivals)
         stack.callback(cell.close)
         settings = [r.controller for r in scenario.cell.robots]
@@ -109,7 +109,7 @@ def run_scenario(loaded: LoadedScenario, *, runs_dir: Path = Path("runs"),
         control.reset(cell.read_joint_positions().copy())  # outside callers see the real pose from the start
         guard = _tcp_speed_guard(scenario, control, [r.model for r in cell.robots])
         service = _serve_controllers(scenario, control, stack)
-        drivers = _open_drivers(loaded, cell, stack, service)
+        drivers = _open_drivers(loaded, cell, stack, service, run_dir / "logs")
         policy_drivers = [d for d in drivers if isinstance(d, PolicyDriver)]
         if make_recorder is None and scenario.record:
             from testbed.data.record import lerobot_recorder
@@ -125,7 +125,6 @@ def run_scenario(loaded: LoadedScenario, *, runs_dir: Path = Path("runs"),
             stack.push(_closing_recorder(recorder))
         trace = JointTrace(run_dir / "joint_states.parquet", cell)
         stack.callback(trace.close)  # a failed run keeps the joint trace it gathered
-        stack.push(_noting_failure(events))
         pacer = None
         if scenario.sim.realtime:
             _raise_priority_for_the_run(stack)
@@ -133,7 +132,8 @@ def run_scenario(loaded: LoadedScenario, *, runs_dir: Path = Path("runs"),
         events.emit("run_start", 0.0, None, run_id=run_id, scenario=scenario.name, seed=scenario.seed,
                     episodes=scenario.episodes, robots=[r.name for r in scenario.cell.robots],
                     policy=policy_drivers[0].spec.model_name if policy_drivers else None,
-                    controller_service=f"grpc://{service[1].address}" if service else None)
+                    controller_service=f"grpc://{service[1].address}" if service else None,
+                    policy_logs=sorted(str(p.relative_to(run_dir)) for p in (run_dir / "logs").glob("policy-*.log")))
         tallies: list[EpisodeTally] = []
         latencies: list[float] = []
         sim_s = wall_s = 0.0
@@ -168,12 +168,39 @@ def _raise_priority_for_the_run(stack: ExitStack) -> None:
         stack.callback(os.sched_setscheduler, 0, policy, param)
 
 
-def _noting_failure(events: EventStream) -> Callable[..., bool]:
+def create_run_dir(runs_dir: Path, name: str) -> tuple[str, Path]:
+    """Make a fresh ``runs_dir/<run_id>/`` for scenario ``name``; returns the id and the directory.
+
+    Raises:
+        ScenarioError: ``runs_dir`` names a file, or the directory cannot be created.
+    """
+    runs_dir = Path(runs_dir)
+    if runs_dir.exists() and not runs_dir.is_dir():
+        raise ScenarioError(f"--runs-dir {runs_dir}: is a file, expected a directory for run records")
+    run_id = new_run_id(name)
+    run_dir = runs_dir / run_id
+    try:
+        run_dir.mkdir(parents=True, exist_ok=False)
+    except OSError as exc:
+        raise ScenarioError(f"--runs-dir {runs_dir}: cannot create the run directory {run_dir}: "
+                            f"{exc.strerror or exc}") from exc
+    return run_id, run_dir
+
+
+def abort_reason(exc_type: type[BaseException], exc: BaseException | None) -> str:
+    """One line saying why a run ended early, for ``run_aborted``."""
+    if issubclass(exc_type, KeyboardInterrupt):
+        return f"interrupted ({str(exc or '') or exc_type.__name__})"
+    detail = str(exc) if exc is not None else ""
+    return f"{exc_type.__name__}: {detail}" if detail else exc_type.__name__
+
+
+def noting_failure(events: EventStream) -> Callable[..., bool]:
     """Exit callback: a run that ends by an error says so in its event stream before the stream closes."""
 
     def note(exc_type: type[BaseException] | None, exc: BaseException | None, _tb: object) -> bool:
         if exc_type is not None:
-            events.emit("run_aborted", 0.0, None, error=f"{exc_type.__name__}: {exc}")
+            events.emit("run_aborted", 0.0, None, reason=abort_reason(exc_type, exc))
         return False
 
     return note
@@ -226,8 +253,8 @@ def _serve_controllers(scenario: Scenario, control: ControlLoop, stack: ExitStac
     return backend, server
 
 
-def _open_drivers(loaded: LoadedScenario, cell: Cell, stack: ExitStack, service: tuple[Any, Any] | None
-                  ) -> list[Driver]:
+def _open_drivers(loaded: LoadedScenario, cell: Cell, stack: ExitStack, service: tuple[Any, Any] | None,
+                  log_dir: Path) -> list[Driver]:
     scenario = loaded.scenario
     drivers: list[Driver] = []
     for i, robot_cfg in enumerate(scenario.cell.robots):
@@ -240,7 +267,7 @@ def _open_drivers(loaded: LoadedScenario, cell: Cell, stack: ExitStack, service:
             drivers.append(JobDriver(i, robot_cfg.name, cell, loaded.jobs[i]))
             continue
         source = open_action_source(scenario.policy, robot_cfg, stack, n_joints=n_joints,
-                                    cameras=scenario.cell.cameras)
+                                    cameras=scenario.cell.cameras, log_dir=log_dir)
         spec = source.spec()
         check_spec(spec, robot=robot_cfg, n_joints=n_joints, cameras=scenario.cell.cameras)
         policy = scenario.policy
@@ -371,11 +398,11 @@ def _control_metrics(dt_s: float, robots: int, pacer: Pacer | None) -> dict[str,
     figures: dict[str, Any] = {"cycle_ms": round(dt_s * 1000, 6), "robots": robots}
     if pacer is None:
         # lockstep: the loop runs as fast as it can on simulated time; there is no wall-clock deadline to miss
-        return {**figures, "mode": "lockstep", "jitter_us_p99": None, "missed_cycles": 0}
+        return {**figures, "mode": "lockstep", "jitter_us_p99": None, "missed_cycles": None}
     stats = pacer.stats()
     return {**figures, "mode": "realtime", "jitter_us_p99": round(stats.wake_error_us_p99, 3),
             "jitter_us_p50": round(stats.wake_error_us_p50, 3), "jitter_us_max": round(stats.wake_error_us_max, 3),
             "missed_cycles": stats.missed_cycles, "missed_cycles_pct": round(stats.missed_cycles_pct, 5)}
 
 
-__all__ = ["Recorder", "RecorderFactory", "RunResult", "new_run_id", "run_scenario"]
+__all__ = ["Recorder", "RecorderFactory", "RunResult", "create_run_dir", "new_run_id", "noting_failure", "run_scenario"]

@@ -1,8 +1,9 @@
 import json
+import re
 
 import pytest
 
-from testbed.errors import SpecMismatch
+from testbed.errors import PolicyUnavailable, ScenarioError, SpecMismatch
 from testbed.eval.runner import run_scenario
 from testbed.scenario import load
 
@@ -76,7 +77,9 @@ def test_policy_spec_mismatch_fails_before_any_episode(tmp_path):
         run_scenario(scenario, runs_dir=tmp_path)
     (run_dir,) = tmp_path.iterdir()
     assert not (run_dir / "metrics.json").exists()
-    assert [json.loads(line)["kind"] for line in (run_dir / "events.jsonl").read_text().splitlines()] == []
+    events = read_events(run_dir)
+    assert [e["kind"] for e in events] == ["run_aborted"]
+    assert events[0]["reason"].startswith("SpecMismatch: policy 'expert-sia10f' for robot 'arm1'")
 
 
 def test_episode_is_cut_at_max_episode_s(tmp_path):
@@ -97,13 +100,6 @@ def test_realtime_mode_reports_wake_up_error_and_missed_cycles(tmp_path):
     assert control["jitter_us_max"] >= control["jitter_us_p99"] >= control["jitter_us_p50"]
     assert isinstance(control["missed_cycles"], int)
     assert result.metrics["episode_results"][0]["duration_s"] == pytest.approx(1.5, abs=0.01)
-
-
-def test_lockstep_mode_has_no_wall_clock_deadlines(tmp_path):
-    result = run_scenario(load("launch/factory_cell.yaml", ["episodes:=1", "sim.max_episode_s:=0.5"]),
-                          runs_dir=tmp_path)
-    assert result.metrics["control"]["mode"] == "lockstep"
-    assert result.metrics["control"]["missed_cycles"] == 0
 
 
 def test_live_subscribers_get_the_same_events_as_the_file(tmp_path):
@@ -235,7 +231,7 @@ def test_a_failed_run_keeps_the_episodes_it_recorded(tmp_path):
     assert dataset.num_episodes == 1 and dataset.num_frames == 120  # episode 0 whole, episode 1 dropped
     (run_dir,) = (tmp_path / "runs").iterdir()
     events = read_events(run_dir)
-    assert events[-1]["kind"] == "run_aborted" and "disk full" in events[-1]["error"]
+    assert events[-1]["kind"] == "run_aborted" and events[-1]["reason"] == "DatasetError: disk full"
     assert (run_dir / "joint_states.parquet").is_file()
 
 
@@ -265,3 +261,54 @@ def test_each_robot_runs_at_its_own_speed_scale(tmp_path):
         fastest[robot] = (np.abs(np.diff(commands, axis=0)) / np.diff(times)[:, None]).max(axis=0)
     assert np.all(fastest["sia_arm"] <= load_robot("sia10f").velocity * 0.3 * (1 + 1e-6))
     assert np.any(fastest["gp7_arm"] > load_robot("gp7").velocity * 0.3)
+
+
+FAILURES_WHILE_OPENING = {
+    "unknown policy target": (["policy.serve:=no_such_module:Policy"], PolicyUnavailable,
+                              "serve-policy 'no_such_module:Policy' exited"),
+    "unreachable endpoint": (["policy.serve:=null", "policy.endpoint:=grpc://127.0.0.1:9", "policy.deadline_s:=0.5",
+                              "policy.reconnect_s:=0.5"], PolicyUnavailable, "grpc://127.0.0.1:9"),
+    "token variable unset": (["policy.serve:=null", "policy.endpoint:=grpc://127.0.0.1:9",
+                              "policy.token_env:=TESTBED_TEST_UNSET_TOKEN"], ScenarioError,
+                             "TESTBED_TEST_UNSET_TOKEN"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FAILURES_WHILE_OPENING))
+def test_a_launch_that_fails_while_opening_its_drivers_ends_with_run_aborted(tmp_path, case):
+    overrides, error, text = FAILURES_WHILE_OPENING[case]
+    with pytest.raises(error, match=re.escape(text)):
+        run_scenario(load("launch/factory_cell.yaml", ["episodes:=1", *overrides]), runs_dir=tmp_path)
+    (run_dir,) = tmp_path.iterdir()
+    events = read_events(run_dir)
+    assert events[-1]["kind"] == "run_aborted"
+    assert events[-1]["reason"].startswith(error.__name__) and text in events[-1]["reason"]
+    assert (run_dir / "scenario.yaml").is_file() and not (run_dir / "metrics.json").exists()
+
+
+def test_an_interrupted_run_ends_with_run_aborted_and_keeps_its_episodes(tmp_path):
+    def interrupt_after_first_episode(stream):
+        emit = stream.emit
+
+        def emit_then_interrupt(kind, *args, **kwargs):
+            emit(kind, *args, **kwargs)
+            if kind == "episode_end":
+                raise KeyboardInterrupt
+
+        stream.emit = emit_then_interrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_scenario(one_of_each(tmp_path, "episodes:=2", *LOCAL_POLICY), runs_dir=tmp_path,
+                     events_hook=interrupt_after_first_episode)
+    (run_dir,) = tmp_path.iterdir()
+    kinds = [e["kind"] for e in read_events(run_dir)]
+    assert kinds.count("episode_end") == 1 and kinds[-1] == "run_aborted"
+    assert read_events(run_dir)[-1]["reason"] == "interrupted (KeyboardInterrupt)"
+
+
+def test_runs_dir_that_is_a_file_is_refused_before_anything_is_written(tmp_path):
+    not_a_dir = tmp_path / "runs"
+    not_a_dir.write_text("")
+    with pytest.raises(ScenarioError, match=r"--runs-dir .*runs: is a file, expected a directory"):
+        run_scenario(one_of_each(tmp_path), runs_dir=not_a_dir)
+
