@@ -18,9 +18,9 @@ from testbed import __version__
 from testbed.errors import TestbedError
 
 COMMAND_MODULES = (
+    "testbed.bridge.commands",
     "testbed.data.commands",
-    "testbed.eval.commands",
-    "testbed.policies.commands",
+    "testbed.eval.commands",  # after testbed.data.commands: it adds ``datasets record`` to that group
     "testbed.scenario.commands",
 )
 

@@ -1,4 +1,4 @@
-"""Factory data: production-order logs, dataset cards, recording, inspection and ROS 2 bag export.
+"""Factory data: production-order logs, dataset cards, recording features, inspection and ROS 2 bag export.
 
 LeRobot-format episodes live in ``testbed.data.lerobot``. Modules load lazily
 through this namespace's attributes so that importing one part (e.g. the order
@@ -23,9 +23,7 @@ _EXPORTS = {
     "read_orders": "testbed.data.orders",
     "check_dataset": "testbed.data.inspect",
     "describe_dataset": "testbed.data.inspect",
-    "RecordResult": "testbed.data.record",
     "episode_features": "testbed.data.record",
-    "record_dataset": "testbed.data.record",
     "BagExport": "testbed.data.bag",
     "export_bag": "testbed.data.bag",
 }

@@ -13,6 +13,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``datasets`` and ``train`` command groups."""
     datasets = subparsers.add_parser("datasets", help="import, inspect, validate, record and export datasets")
     sub = datasets.add_subparsers(dest="datasets_command", metavar="SUBCOMMAND", required=True)
+    # other packages add their own dataset commands here (``datasets record`` runs scenarios: testbed.eval)
+    datasets.set_defaults(subcommands=sub)
 
     imp = sub.add_parser("import-orders", help="validate a production-order CSV log and convert it")
     imp.add_argument("file", type=Path, help="CSV log (see datasets/README.md for its columns)")
@@ -30,14 +32,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     val.add_argument("dir", type=Path)
     val.set_defaults(func=_validate)
 
-    rec = sub.add_parser("record", help="run a scenario and record its episodes as a LeRobot dataset")
-    rec.add_argument("file", type=Path, help="launch file (YAML); its policy acts (the expert by default)")
-    rec.add_argument("overrides", nargs="*", metavar="key:=value", help="overrides, e.g. seed:=7")
-    rec.add_argument("--episodes", type=int, required=True)
-    rec.add_argument("--out", type=Path, required=True, help="dataset directory to create")
-    rec.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where the run record goes")
-    rec.add_argument("--card", type=Path, default=None, help="card.yaml template (default: simulated, public)")
-    rec.set_defaults(func=_record)
 
     train = subparsers.add_parser("train", help="train a policy from a demonstration dataset")
     train_sub = train.add_subparsers(dest="train_command", metavar="MODEL", required=True)
@@ -129,27 +123,6 @@ def _validate(args: argparse.Namespace) -> int:
         print(f"{args.dir}: {len(problems)} problem(s)", file=sys.stderr)
         return 2
     print(f"{args.dir}: ok")
-    return 0
-
-
-def _record(args: argparse.Namespace) -> int:
-    from testbed.data.card import load_card
-    from testbed.data.record import record_dataset
-
-    card = load_card(args.card) if args.card is not None else None
-    result = record_dataset(
-        args.file,
-        args.out,
-        episodes=args.episodes,
-        overrides=args.overrides,
-        runs_dir=args.runs_dir,
-        card=card,
-        progress=lambda line: print(f"  {line}", flush=True),
-    )
-    print(
-        f"{result.dataset_dir}: {result.metrics['episodes']} episode(s), "
-        f"success rate {result.metrics['success_rate']:.2f}; run record in {result.run_dir}"
-    )
     return 0
 
 

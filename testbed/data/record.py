@@ -1,42 +1,22 @@
-"""Record demonstrations: run a scenario and keep every policy step as a LeRobot episode.
+"""Recording as data: dataset features from a policy spec, the run loop's LeRobot recorder, the default card.
 
-``record_dataset`` asks the scenario's policy for its spec first, derives the
-dataset features from it (``observation.state``, ``observation.environment_state``,
-cameras, ``action``), then runs the scenario with a ``LeRobotWriter`` as the
-run loop's recorder and writes the dataset's ``card.yaml``.
+The run loop calls ``lerobot_recorder``'s factory with the running policy's spec;
+running a scenario to record it is ``testbed.eval.record.record_dataset``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from testbed.data.card import DataClass, DatasetCard, Origin, Provenance, Terms, save_card
-from testbed.errors import DatasetError
+from testbed.data.card import DataClass, DatasetCard, Origin, Terms
 
 if TYPE_CHECKING:
     from testbed.data.lerobot import FeatureSpec, LeRobotWriter
     from testbed.policies.protocol import PolicySpec
     from testbed.robots import RobotModel
-
-
-
-@dataclass(frozen=True)
-class RecordResult:
-    """A recorded dataset and the run that produced it.
-
-    Args:
-        dataset_dir: the LeRobot dataset written.
-        run_dir: the run record (events, metrics, joint trace).
-        metrics: the run's ``metrics.json`` content.
-    """
-
-    dataset_dir: Path
-    run_dir: Path
-    metrics: dict[str, Any]
 
 
 def default_card(name: str, *, site: str = "testbed-sim", jurisdiction: str = "KR") -> DatasetCard:
@@ -58,13 +38,13 @@ def episode_features(spec: PolicySpec, joint_names: Sequence[str]) -> dict[str, 
     """Dataset features for the cell's frames under a policy spec, with the cell's entry names.
 
     ``observation.state`` and ``action`` are the joints then ``suction``;
-    ``observation.environment_state`` uses ``testbed.sim.cell.ENV_STATE_NAMES``.
+    ``observation.environment_state`` uses ``testbed.policies.observations.ENV_STATE_NAMES``.
     Use it to build a ``LeRobotWriter`` that records a run (``record: true``).
     """
     from testbed.data.lerobot import FeatureSpec, features_from_policy_spec
-    from testbed.sim.observations import ENV_STATE_NAMES
+    from testbed.policies.observations import ENV_STATE_NAMES, state_names
 
-    names = [*joint_names, "suction"]
+    names = state_names(joint_names)
     features = features_from_policy_spec(spec, names, names)
     env = features.get("observation.environment_state")
     if env is not None and env.shape == (len(ENV_STATE_NAMES),):
@@ -82,68 +62,3 @@ def lerobot_recorder(out_dir: Path) -> Callable[[PolicySpec, RobotModel], LeRobo
         return LeRobotWriter(out_dir, fps=spec.control_hz, robot_type=robot.name, features=features)
 
     return make
-
-
-def record_dataset(
-    launch_file: Path,
-    out_dir: Path,
-    *,
-    episodes: int,
-    overrides: Sequence[str] = (),
-    runs_dir: Path = Path("runs"),
-    card: DatasetCard | None = None,
-    progress: Callable[[str], None] | None = None,
-) -> RecordResult:
-    """Run ``episodes`` episodes of a launch file and write them as a LeRobot dataset.
-
-    Args:
-        launch_file: scenario YAML; its policy (the expert by default) acts.
-        out_dir: dataset directory to create.
-        episodes: episodes to record (overrides the file's ``episodes``).
-        overrides: ``key:=value`` overrides applied before ``episodes``.
-        runs_dir: where the run record goes.
-        card: card to write (its ``data_classes`` and ``provenance`` are filled in);
-            default ``default_card``.
-        progress: called with one line per finished episode.
-
-    Raises:
-        DatasetError: ``out_dir`` already holds a dataset, or the cell has more than one robot.
-        ScenarioError, SpecMismatch, PolicyUnavailable: from loading and running the scenario.
-    """
-    from testbed.eval.runner import run_scenario
-    from testbed.robots import load_robot
-    from testbed.scenario import load
-
-    if episodes < 1:
-        raise DatasetError(f"--episodes: expected a positive integer, got {episodes}")
-    out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise DatasetError(f"{out_dir}: exists and is not empty; choose a new directory")
-    loaded = load(launch_file, [*overrides, f"episodes:={episodes}"])
-    scenario = loaded.scenario
-    if len(scenario.cell.robots) != 1:
-        raise DatasetError(
-            f"{launch_file} cell.robots: recording supports one robot per cell, got {len(scenario.cell.robots)}"
-        )
-    specs: list[PolicySpec] = []
-    make_writer = lerobot_recorder(out_dir)
-
-    def make_recorder(spec: PolicySpec, robot: RobotModel) -> LeRobotWriter:
-        specs.append(spec)
-        return make_writer(spec, robot)
-
-    result = run_scenario(loaded, runs_dir=runs_dir, make_recorder=make_recorder, progress=progress)
-    spec = specs[0]
-    features = episode_features(spec, load_robot(scenario.cell.robots[0].model).joint_names)
-
-    base = card or default_card(out_dir.name)
-    provenance = Provenance(
-        scenario=str(launch_file),
-        policy=f"{spec.model_name}@{spec.model_version}",
-        seed=scenario.seed,
-        generator=" ".join(["testbed datasets record", str(launch_file), *overrides, f"--episodes {episodes}"]),
-        derived_from=f"run {result.run_id}",
-    )
-    classes = {key: base.data_classes.get(key, DataClass.PUBLIC) for key in features}
-    save_card(base.model_copy(update={"kind": "episodes", "data_classes": classes, "provenance": provenance}), out_dir)
-    return RecordResult(out_dir, result.run_dir, result.metrics)

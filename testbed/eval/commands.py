@@ -12,7 +12,7 @@ from testbed.scenario.loader import load
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``launch`` command."""
+    """Add ``launch``, ``eval`` and ``datasets record`` (after testbed.data.commands made the group)."""
     parser = subparsers.add_parser("launch", help="run a scenario from a launch file")
     parser.add_argument("file", help="launch file (YAML)")
     parser.add_argument("overrides", nargs="*", metavar="key:=value", help="overrides, e.g. episodes:=3 seed:=7")
@@ -27,6 +27,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--runs-dir", default="runs", type=Path, help="where run records go (default: runs/)")
     evaluate.add_argument("--quiet", action="store_true", help="no progress lines")
     evaluate.set_defaults(func=_evaluate)
+
+    # ``testbed datasets record``: the group is testbed.data's, the command runs scenarios
+    datasets = subparsers.choices["datasets"]
+    sub = datasets.get_default("subcommands")
+    rec = sub.add_parser("record", help="run a scenario and record its episodes as a LeRobot dataset")
+    rec.add_argument("file", type=Path, help="launch file (YAML); its policy acts (the expert by default)")
+    rec.add_argument("overrides", nargs="*", metavar="key:=value", help="overrides, e.g. seed:=7")
+    rec.add_argument("--episodes", type=int, required=True)
+    rec.add_argument("--out", type=Path, required=True, help="dataset directory to create")
+    rec.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where the run record goes")
+    rec.add_argument("--card", type=Path, default=None, help="card.yaml template (default: simulated, public)")
+    rec.set_defaults(func=_record)
 
 
 def _launch(args: argparse.Namespace) -> int:
@@ -58,6 +70,27 @@ def _evaluate(args: argparse.Namespace) -> int:
     figures = result.metrics["evaluation"]
     print(f"{figures['episodes_per_minute']} episodes/minute on {figures['workers']} worker(s); "
           f"recorded in {result.run_dir}")
+    return 0
+
+
+def _record(args: argparse.Namespace) -> int:
+    from testbed.data.card import load_card
+    from testbed.eval.record import record_dataset
+
+    card = load_card(args.card) if args.card is not None else None
+    result = record_dataset(
+        args.file,
+        args.out,
+        episodes=args.episodes,
+        overrides=args.overrides,
+        runs_dir=args.runs_dir,
+        card=card,
+        progress=lambda line: print(f"  {line}", flush=True),
+    )
+    print(
+        f"{result.dataset_dir}: {result.metrics['episodes']} episode(s), "
+        f"success rate {result.metrics['success_rate']:.2f}; run record in {result.run_dir}"
+    )
     return 0
 
 

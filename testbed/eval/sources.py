@@ -9,7 +9,7 @@ from testbed.errors import ScenarioError, SpecMismatch
 from testbed.policies.protocol import ActionKind, PolicySpec, TensorSpec
 from testbed.policies.source import ActionSource, LocalActionSource
 from testbed.scenario.schema import CameraConfig, PolicyConfig, RobotConfig
-from testbed.sim.observations import ENV_STATE_DIM
+from testbed.policies.observations import ENV_STATE_DIM
 
 
 def _args_for(cfg: PolicyConfig, target: str, robot: RobotConfig) -> dict[str, str]:

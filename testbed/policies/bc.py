@@ -27,8 +27,9 @@ from testbed.policies.protocol import ActionKind, PolicySpec, TensorSpec
 MODEL_FORMAT = "testbed-bc-knn/1"
 OBS_KEYS = ("observation.state", "observation.environment_state")
 STD_FLOOR = 1e-3
-# The cell's environment state (see testbed.sim.cell.ENV_STATE_NAMES): part x y z yaw, part top z, part type,
-# ready, holding, bin x y top z. Where the part is, how tall, which type and whether it is held decide the motion.
+# The cell's environment state (see testbed.policies.observations.ENV_STATE_NAMES): part x y z yaw,
+# part top z, part type, ready, holding, bin x y top z. Where the part is, how tall, which type and whether it
+# is held decide the motion.
 DEFAULT_WEIGHTS: Mapping[str, Sequence[float]] = {
     "observation.environment_state": (2.0, 2.0, 2.0, 1.0, 3.0, 3.0, 2.0, 3.0, 1.0, 1.0, 1.0),
 }  # constant dimensions must not blow up the normalization

@@ -17,9 +17,9 @@ import numpy as np
 import pybullet as p
 
 from testbed.errors import SpecMismatch
+from testbed.policies.observations import ENV_STATE_DIM
 from testbed.policies.protocol import ActionKind, PolicySpec, TensorSpec
 from testbed.robots import RobotModel, load_robot
-from testbed.sim.observations import ENV_STATE_DIM
 
 TCP_PATH_MARGIN = 1.2
 

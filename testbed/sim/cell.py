@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pybullet as p
 
+from testbed.policies.observations import ENV_STATE_NAMES
 from testbed.robots import RobotModel, load_robot
 from testbed.scenario.schema import CellConfig, RobotConfig
 from testbed.scenario.workload import PART_TYPES, PartArrival
-from testbed.sim.observations import ENV_STATE_NAMES
 from testbed.sim.parts import PART_CATALOGUE, PartType, create_part_body
 
 BELT_WIDTH_M = 0.12

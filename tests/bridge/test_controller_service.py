@@ -456,7 +456,6 @@ program:
 def test_a_job_sent_over_grpc_runs_to_its_pose_and_sets_the_gripper(
     served: tuple, stub: controller_pb2_grpc.ControllerServiceStub
 ) -> None:
-    pytest.importorskip("testbed.control.job")
     _, backend, _ = served
     reply = stub.SendJob(controller_pb2.SendJobRequest(robot="gp7", job_yaml=JOB_YAML), metadata=AUTH)
     assert reply.job == "wave"
@@ -471,7 +470,6 @@ def test_a_job_sent_over_grpc_runs_to_its_pose_and_sets_the_gripper(
 
 
 def test_bad_jobs_are_invalid_argument_naming_the_line(stub: controller_pb2_grpc.ControllerServiceStub) -> None:
-    pytest.importorskip("testbed.control.job")
     bad = JOB_YAML.replace("VJ=50", "VJ=500")
     with pytest.raises(grpc.RpcError) as err:
         stub.SendJob(controller_pb2.SendJobRequest(robot="gp7", job_yaml=bad), metadata=AUTH)

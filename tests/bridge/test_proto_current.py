@@ -4,11 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from testbed.bridge import protogen
-
-pytest.importorskip("grpc_tools")
 
 
 def test_generated_code_is_current(tmp_path: Path) -> None:

@@ -118,7 +118,6 @@ def test_small_file_limit_spreads_episodes_over_files_and_chunks(tmp_path: Path)
 
 
 def test_camera_frames_round_trip_losslessly_as_png(tmp_path: Path) -> None:
-    pytest.importorskip("PIL")
     rng = np.random.default_rng(2)
     features = state_action_features() | {"observation.images.top": FeatureSpec("image", (16, 20, 3), CAMERA)}
     frames = rng.integers(0, 256, size=(6, 16, 20, 3), dtype=np.uint8)
@@ -144,7 +143,6 @@ def test_camera_frames_round_trip_losslessly_as_png(tmp_path: Path) -> None:
 
 
 def test_camera_frames_round_trip_closely_as_mp4(tmp_path: Path) -> None:
-    pytest.importorskip("av")
     features = {
         "observation.images.top": FeatureSpec("image", (32, 32, 3), CAMERA),
         "action": FeatureSpec("float32", (2,), ["x", "y"]),

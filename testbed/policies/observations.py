@@ -1,4 +1,8 @@
-"""The layout of the cell's observation vectors, shared by the cell, policies and dataset writers."""
+"""The observation contract: the layout of the cell's observation vectors.
+
+It sits beside the policy protocol: the simulator builds observations to it, policies and dataset
+writers read them by it, and neither side imports the other.
+"""
 
 from __future__ import annotations
 
