@@ -29,7 +29,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from testbed.bridge import codec
 from testbed.bridge.controller_backend import ControllerBackend, RobotSnapshot, Transition
 from testbed.bridge.generated import common_pb2, controller_pb2, controller_pb2_grpc
-from testbed.bridge.server import TokenInterceptor, channel_options, format_address, is_loopback
+from testbed.bridge.handles import GrpcServerHandle, format_address
+from testbed.bridge.server import TokenInterceptor, channel_options, is_loopback
 from testbed.bridge.trajectory_goals import TrajectoryFeedback, TrajectoryResultCode
 from testbed.control import TrajectoryPoint
 from testbed.errors import (
@@ -308,29 +309,8 @@ def _abort(context: grpc.ServicerContext, exc: Exception) -> NoReturn:
     raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
 
 
-class ControllerServer:
-    """A running controller server; ``port`` is the bound port. Stop it with ``stop()`` (or a ``with`` block)."""
-
-    def __init__(self, server: grpc.Server, servicer: ControllerServicer, host: str, port: int) -> None:
-        self._server = server
-        self.servicer = servicer
-        self.host = host
-        self.port = port
-
-    @property
-    def address(self) -> str:
-        """``host:port`` to dial."""
-        return format_address(self.host, self.port)
-
-    def stop(self, grace_s: float = 0.5) -> None:
-        """Stop accepting calls and give running ones ``grace_s`` (open streams are then cancelled)."""
-        self._server.stop(grace_s).wait()
-
-    def __enter__(self) -> ControllerServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+ControllerServer = GrpcServerHandle[ControllerServicer]
+"""A running controller server: ``address`` to dial, ``stop()`` (default grace 0.5 s) or a ``with`` block."""
 
 
 def start_controller_server(
@@ -398,4 +378,4 @@ def start_controller_server(
     server.start()
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return ControllerServer(server, servicer, host, bound)
+    return GrpcServerHandle(server, servicer, host, bound, grace_s=0.5)

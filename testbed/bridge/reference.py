@@ -4,11 +4,13 @@
 joint positions (the first ``joints`` entries of ``observation.state``) and the
 gripper bit. Its ``fault`` argument makes it misbehave on purpose, the way a
 broken model would, so the bridge's defences can be exercised with a real server:
-``testbed serve-policy testbed.bridge.reference:HoldPolicy --arg fault=nan``.
+``testbed serve-policy testbed.bridge.reference:HoldPolicy --arg fault=nan``. Its
+``print_bytes`` argument makes it print like a chatty model team's code does.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Mapping
 
@@ -30,6 +32,8 @@ class HoldPolicy:
         environment: length of ``observation.environment_state`` to require, 0 for none.
         sleep_s: seconds to sleep in every ``act`` (a slow model).
         fault: ``none``, ``nan`` (NaN actions), ``shape`` (one column too many) or ``raise``.
+        print_bytes: bytes to print to stdout in every ``act`` (newline included), 0 for none.
+        close_message: a line printed to stdout when ``close()`` is called, "" for none.
     """
 
     def __init__(
@@ -40,9 +44,13 @@ class HoldPolicy:
         environment: int = 0,
         sleep_s: float = 0.0,
         fault: str = "none",
+        print_bytes: int = 0,
+        close_message: str = "",
     ) -> None:
         if fault not in FAULTS:
             raise SpecMismatch(f"HoldPolicy fault: expected one of {', '.join(FAULTS)}, got {fault!r}")
+        if int(print_bytes) < 0:
+            raise SpecMismatch(f"HoldPolicy print_bytes: expected 0 or more, got {print_bytes}")
         observation = {"observation.state": TensorSpec("float32", (int(joints) + 1,))}
         if environment:
             observation["observation.environment_state"] = TensorSpec("float32", (int(environment),))
@@ -59,7 +67,10 @@ class HoldPolicy:
         )
         self._sleep_s = float(sleep_s)
         self._fault = fault
+        self._chatter = "#" * (int(print_bytes) - 1) + "\n" if int(print_bytes) else ""
+        self._close_message = close_message
         self.episode = -1
+        self.closed = False
 
     def spec(self) -> PolicySpec:
         """The spec built from the constructor arguments."""
@@ -71,6 +82,8 @@ class HoldPolicy:
 
     def act(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
         """Return ``chunk_size`` copies of the observed state, float32 ``(chunk, joints + 1)``."""
+        if self._chatter:
+            sys.stdout.write(self._chatter)
         if self._sleep_s:
             time.sleep(self._sleep_s)
         if self._fault == "raise":
@@ -82,6 +95,12 @@ class HoldPolicy:
         elif self._fault == "shape":
             chunk = np.concatenate([chunk, np.zeros((chunk.shape[0], 1), np.float32)], axis=1)
         return chunk
+
+    def close(self) -> None:
+        """Note that the server closed it (``closed``, and ``close_message`` on stdout)."""
+        self.closed = True
+        if self._close_message:
+            print(self._close_message, flush=True)
 
 
 def sample_observation(spec: PolicySpec, rng: np.random.Generator) -> dict[str, np.ndarray]:

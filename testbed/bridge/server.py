@@ -11,6 +11,11 @@ so episode state is never shared between clients and a slow request of one clien
 never blocks another's. Calls without the header share one default instance.
 Sessions beyond ``max_sessions`` evict the least recently used one.
 
+Closing: a policy with a ``close()`` method has it called once, when its session is
+evicted (by the request thread that evicts it, after any call running on that policy
+has returned, holding no lock a request waits on) and when the server stops. A
+``close()`` that raises is logged and the other policies are closed all the same.
+
 Safety: observations are checked against the policy's spec before the policy
 sees them (``INVALID_ARGUMENT`` naming the field); answers are checked before
 they are sent (a NaN or misshapen chunk answers ``FAILED_PRECONDITION``, a policy
@@ -24,12 +29,14 @@ from __future__ import annotations
 import collections
 import hmac
 import ipaddress
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 import numpy as np
@@ -37,6 +44,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from testbed.bridge import codec
 from testbed.bridge.generated import common_pb2, policy_pb2, policy_pb2_grpc
+from testbed.bridge.handles import GrpcServerHandle, format_address
 from testbed.errors import BridgeConfigError, SpecMismatch
 from testbed.policies.protocol import Policy, PolicySpec
 
@@ -44,8 +52,11 @@ SESSION_HEADER = "testbed-session"
 SERVICE_NAME = "testbed.v1.PolicyService"
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 _HEALTH_PREFIX = "/grpc.health.v1.Health/"
+CLOSE_WAIT_S = 10.0  # at stop, how long a policy still inside a call may keep its close() waiting
 
 PolicyFactory = Callable[[], Policy]
+_T = TypeVar("_T")
+_log = logging.getLogger(__name__)
 
 
 def is_loopback(host: str) -> bool:
@@ -114,11 +125,30 @@ class ServerOptions:
 
 
 class _Session:
-    """One policy instance and the lock that serialises calls to it."""
+    """One policy instance and the lock that serialises calls to it; ``closed`` is set under the lock."""
 
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
         self.lock = threading.Lock()
+        self.closed = False
+
+
+class _ServerStopping(Exception):
+    pass
+
+
+def _close_policy(policy: object) -> str | None:
+    """Call the policy's optional ``close()``; returns what went wrong (also logged), or None."""
+    close = getattr(policy, "close", None)
+    if not callable(close):
+        return None
+    try:
+        close()
+    except Exception as exc:
+        message = f"policy {type(policy).__name__} close() raised {type(exc).__name__}: {exc}"
+        _log.error(message, exc_info=True)
+        return message
+    return None
 
 
 class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
@@ -136,6 +166,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         self._sessions: collections.OrderedDict[str, _Session] = collections.OrderedDict()
         self._default = _Session(default)
         self._sessions_lock = threading.Lock()
+        self._stopping = False
         self._max_sessions = max_sessions
         self._max_streams = max_streams
         self._stats_lock = threading.Lock()  # handler threads update the counters concurrently
@@ -150,19 +181,74 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         return self._spec
 
     def _session(self, session_id: str) -> _Session:
+        if self._stopping:  # set under the dict lock before any policy is closed at stop
+            raise _ServerStopping
         if not session_id:
             return self._default
         with self._sessions_lock:
+            if self._stopping:
+                raise _ServerStopping
             session = self._sessions.get(session_id)
             if session is not None:
                 self._sessions.move_to_end(session_id)
                 return session
-        session = _Session(self._factory())  # may be slow (a model load): outside the dict lock
+        created = _Session(self._factory())  # may be slow (a model load): outside the dict lock
+        evicted: list[_Session] = []
         with self._sessions_lock:
-            session = self._sessions.setdefault(session_id, session)
-            while len(self._sessions) > self._max_sessions:
-                self._sessions.popitem(last=False)
+            if self._stopping:
+                evicted.append(created)
+                session = None
+            else:
+                session = self._sessions.setdefault(session_id, created)
+                if session is not created:
+                    evicted.append(created)  # another call of this session won the race
+                while len(self._sessions) > self._max_sessions:
+                    evicted.append(self._sessions.popitem(last=False)[1])
+        for old in evicted:
+            self._close_session(old)
+        if session is None:
+            raise _ServerStopping
         return session
+
+    def _with_policy(self, session_id: str, call: Callable[[Policy], _T]) -> _T:
+        """Run ``call`` on the session's policy under its lock; a session closed meanwhile is replaced."""
+        while True:
+            session = self._session(session_id)
+            with session.lock:
+                if not session.closed:
+                    return call(session.policy)
+
+    @staticmethod
+    def _close_session(session: _Session, wait_s: float | None = None) -> str | None:
+        """Mark the session closed once no call is inside its policy, then close the policy outside the lock."""
+        if not session.lock.acquire(timeout=-1 if wait_s is None else wait_s):
+            message = (f"policy {type(session.policy).__name__} was still inside a call after {wait_s:g} s; "
+                       "not closed")
+            _log.error(message)
+            return message
+        try:
+            if session.closed:
+                return None
+            session.closed = True
+        finally:
+            session.lock.release()
+        return _close_policy(session.policy)
+
+    def close_policies(self, wait_s: float = CLOSE_WAIT_S) -> list[str]:
+        """Close every policy instance (sessions and the default) and refuse new sessions.
+
+        Args:
+            wait_s: how long to wait for a call still running in a policy before giving up on closing it.
+
+        Returns:
+            One message per policy whose ``close()`` raised or could not run (each is also logged).
+        """
+        with self._sessions_lock:
+            self._stopping = True
+            sessions = [*self._sessions.values(), self._default]
+            self._sessions.clear()
+        problems = [self._close_session(s, wait_s) for s in sessions]
+        return [p for p in problems if p is not None]
 
     @staticmethod
     def _session_id(context: grpc.ServicerContext) -> str:
@@ -187,9 +273,9 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
 
     def Reset(self, request: policy_pb2.ResetRequest, context: grpc.ServicerContext) -> policy_pb2.ResetResponse:
         try:
-            session = self._session(self._session_id(context))
-            with session.lock:
-                session.policy.reset(int(request.episode))
+            self._with_policy(self._session_id(context), lambda policy: policy.reset(int(request.episode)))
+        except _ServerStopping:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "the policy server is stopping")
         except Exception as exc:
             context.abort(grpc.StatusCode.INTERNAL, f"policy reset raised {type(exc).__name__}: {exc}")
         return policy_pb2.ResetResponse()
@@ -237,12 +323,15 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             obs = self._decode(request)
         except SpecMismatch as exc:
             return _error(grpc.StatusCode.INVALID_ARGUMENT, str(exc), request.step)
+        def timed_act(policy: Policy) -> tuple[np.ndarray, float]:
+            start = time.perf_counter()
+            actions = policy.act(obs)
+            return actions, (time.perf_counter() - start) * 1e3
+
         try:
-            session = self._session(session_id)
-            with session.lock:
-                start = time.perf_counter()
-                actions = session.policy.act(obs)
-                compute_ms = (time.perf_counter() - start) * 1e3
+            actions, compute_ms = self._with_policy(session_id, timed_act)
+        except _ServerStopping:
+            return _error(grpc.StatusCode.UNAVAILABLE, "the policy server is stopping", request.step)
         except Exception as exc:
             message = f"policy act raised {type(exc).__name__}: {exc}"
             return _error(grpc.StatusCode.INTERNAL, message, request.step)
@@ -317,22 +406,14 @@ def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
     ]
 
 
-class RunningServer:
-    """A started policy server with its bound port; stop it with ``stop()``."""
-
-    def __init__(self, server: grpc.Server, servicer: PolicyServicer, host: str, port: int) -> None:
-        self.server = server
-        self.servicer = servicer
-        self.host = host
-        self.port = port
-
-    def stop(self, grace_s: float = 1.0) -> None:
-        """Stop accepting calls and wait up to ``grace_s`` for running ones (streams are cancelled)."""
-        self.server.stop(grace_s).wait()
+RunningServer = GrpcServerHandle[PolicyServicer]
+"""A started policy server: ``stop()`` (default grace 1 s) ends calls, then closes every policy."""
 
 
 def start_policy_server(factory: PolicyFactory, options: ServerOptions) -> RunningServer:
     """Build the policy, start serving it on background threads, and return once the port is bound.
+
+    Stopping the returned handle (``stop()`` or leaving a ``with`` block) also closes the policies.
 
     Raises:
         BridgeConfigError: the port could not be bound.
@@ -360,16 +441,14 @@ def start_policy_server(factory: PolicyFactory, options: ServerOptions) -> Runni
     server.start()
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, servicer, options.host, port)
-
-
-def format_address(host: str, port: int) -> str:
-    """``host:port`` with IPv6 hosts in brackets."""
-    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+    return GrpcServerHandle(server, servicer, options.host, port, grace_s=1.0, on_stop=servicer.close_policies)
 
 
 def serve(factory: PolicyFactory, options: ServerOptions) -> None:
-    """Serve until SIGINT/SIGTERM, printing exactly one ``listening on HOST:PORT`` line once bound."""
+    """Serve until SIGINT/SIGTERM, printing exactly one ``listening on HOST:PORT`` line once bound.
+
+    On the signal, running calls get a second to finish and every policy is closed.
+    """
     import signal
     import sys
 

@@ -2,67 +2,89 @@
 
 The lead's launch files use it for ``policy: {serve: expert}``: the policy runs in
 its own process, reached over gRPC exactly like a remote one.
+
+The child's stdout and stderr both go straight to a log file, never to a pipe: a
+model that prints can never fill a pipe nobody reads and stall its own answers.
+The ``listening on HOST:PORT`` line is found by reading that file.
 """
 
 from __future__ import annotations
 
 import os
-import selectors
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Mapping
+from pathlib import Path
 
+from testbed.bridge.handles import ServerHandle
 from testbed.errors import PolicyUnavailable
 
 TOKEN_ENV = "TESTBED_POLICY_TOKEN"
 LISTENING = "listening on "
+_POLL_S = 0.01
 
 
-class PolicyServerProcess:
+class PolicyServerProcess(ServerHandle):
     """A running ``testbed serve-policy`` child; ``endpoint`` is ``grpc://HOST:PORT``.
 
-    Use as a context manager or call ``close()``; the child's stderr goes to a temp file
-    whose tail ends up in error messages.
+    Use as a context manager or call ``stop()``/``close()``: SIGTERM (the child then
+    closes its policies), SIGKILL if it has not exited after ``grace_s``. Everything the
+    child prints is in ``log_path``; a temporary log (no path given) is deleted on stop.
+
+    Args:
+        proc: the child.
+        address: ``HOST:PORT`` the child announced.
+        log_path: the file holding the child's stdout and stderr.
+        temporary_log: delete ``log_path`` when stopping.
+        grace_s: default time the child gets to exit after SIGTERM.
     """
 
-    def __init__(self, proc: subprocess.Popen[bytes], address: str, log: tempfile._TemporaryFileWrapper) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], address: str, log_path: Path, *, log_start: int = 0,
+                 temporary_log: bool = False, grace_s: float = 5.0) -> None:
+        host, _, port = address.rpartition(":")
+        super().__init__(host, int(port), grace_s=grace_s)
         self.proc = proc
-        self.address = address
-        self.endpoint = f"grpc://{address}"
-        self.port = int(address.rsplit(":", 1)[1])
-        self._log = log
+        self.log_path = log_path
+        self._log_start = log_start
+        self._temporary_log = temporary_log
 
     @property
     def pid(self) -> int:
         """The child's process id."""
         return self.proc.pid
 
-    def log_tail(self, max_bytes: int = 4000) -> str:
-        """The end of the child's stderr."""
-        self._log.flush()
-        self._log.seek(0)
-        return self._log.read().decode(errors="replace")[-max_bytes:]
+    def exit_status(self) -> str | None:
+        """How the child ended (``exited with code 1``, ``killed by SIGKILL``), or None while it runs.
 
-    def close(self, timeout_s: float = 5.0) -> None:
-        """Terminate the child (SIGTERM, then SIGKILL after ``timeout_s``)."""
+        Never blocks: it only asks the OS whether the child has ended.
+        """
+        code = self.proc.poll()
+        if code is None:
+            return None
+        if code < 0:
+            try:
+                return f"killed by {signal.Signals(-code).name}"
+            except ValueError:
+                return f"killed by signal {-code}"
+        return f"exited with code {code}"
+
+    def log_tail(self, max_bytes: int = 4000) -> str:
+        """The last ``max_bytes`` of what this child printed (stdout and stderr)."""
+        return _read_tail(self.log_path, self._log_start, max_bytes)
+
+    def _shutdown(self, grace_s: float) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(timeout_s)
+                self.proc.wait(grace_s)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-                self.proc.wait(timeout_s)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        self._log.close()
-
-    def __enter__(self) -> PolicyServerProcess:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+                self.proc.wait(grace_s)
+        if self._temporary_log:
+            self.log_path.unlink(missing_ok=True)
 
 
 def spawn_policy_server(
@@ -75,6 +97,7 @@ def spawn_policy_server(
     extra_argv: tuple[str, ...] = (),
     env: Mapping[str, str] | None = None,
     startup_timeout_s: float = 30.0,
+    log_path: Path | None = None,
 ) -> PolicyServerProcess:
     """Start ``python -m testbed.cli serve-policy TARGET`` and wait for its ``listening on`` line.
 
@@ -87,47 +110,70 @@ def spawn_policy_server(
         extra_argv: more ``serve-policy`` flags (e.g. TLS files).
         env: environment overrides for the child (e.g. PYTHONPATH).
         startup_timeout_s: how long to wait for the port.
+        log_path: file that receives the child's stdout and stderr (appended to; parent folders are
+            created); None for a temporary file deleted when the server is stopped.
 
     Raises:
-        PolicyUnavailable: the child exited or did not announce its port in time (with its stderr).
+        PolicyUnavailable: the child exited or did not announce its port in time (with the end of its log).
     """
     argv = [sys.executable, "-m", "testbed.cli", "serve-policy", target, "--host", host, "--port", str(port)]
     for key, value in (args or {}).items():
         argv += ["--arg", f"{key}={value}"]
-    child_env = {**os.environ, **(env or {})}
+    # unbuffered: what a policy printed just before it crashed is in the log
+    child_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
     if token:
         argv += ["--token-env", TOKEN_ENV]
         child_env[TOKEN_ENV] = token
     argv += list(extra_argv)
-    # stderr to a file, not a pipe: a chatty server must never block on a full pipe
-    log = tempfile.NamedTemporaryFile(prefix="serve-policy-", suffix=".log")  # noqa: SIM115
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, env=child_env)
-    assert proc.stdout is not None
-    # other libraries may print to stdout first (pybullet announces its build time): skip such lines
-    buffer = b""
-    line = b""
-    end = time.monotonic() + startup_timeout_s
-    with selectors.DefaultSelector() as selector:
-        selector.register(proc.stdout, selectors.EVENT_READ)
-        while time.monotonic() < end:
-            if not selector.select(timeout=min(0.2, max(0.0, end - time.monotonic()))):
-                if proc.poll() is not None:
-                    break
-                continue
-            byte = os.read(proc.stdout.fileno(), 1)
-            if not byte:
-                break
-            buffer += byte
-            if byte == b"\n":
-                if buffer.startswith(LISTENING.encode()):
-                    line = buffer
-                    break
-                buffer = b""
-    text = line.decode(errors="replace").strip()
-    if not text.startswith(LISTENING):
-        server = PolicyServerProcess(proc, "?:0", log)
-        tail = server.log_tail()
-        server.close()
-        why = "exited" if proc.returncode is not None else f"did not announce a port in {startup_timeout_s:.0f} s"
-        raise PolicyUnavailable(f"serve-policy {target!r} {why}; stderr:\n{tail}")
-    return PolicyServerProcess(proc, text[len(LISTENING):], log)
+    if log_path is None:
+        fd, name = tempfile.mkstemp(prefix="serve-policy-", suffix=".log")
+        os.close(fd)
+        path, temporary = Path(name), True
+    else:
+        path, temporary = Path(log_path), False
+        path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "ab") as log:
+        start = log.tell()
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                env=child_env)
+    address = _wait_for_address(proc, path, start, startup_timeout_s)
+    if address is None:
+        why = "exited" if proc.poll() is not None else f"did not announce a port in {startup_timeout_s:.0f} s"
+        PolicyServerProcess(proc, "?:0", path).stop(1.0)  # leaves the log in place: read it now
+        tail = _read_tail(path, start)
+        if temporary:
+            path.unlink(missing_ok=True)
+        where = "" if temporary else f" ({path})"
+        raise PolicyUnavailable(f"serve-policy {target!r} {why}; its output{where} ends:\n{tail}")
+    return PolicyServerProcess(proc, address, path, log_start=start, temporary_log=temporary)
+
+
+def _read_tail(path: Path, start: int, max_bytes: int = 4000) -> str:
+    """The last ``max_bytes`` of ``path`` from offset ``start`` on ("" if it is gone)."""
+    try:
+        with open(path, "rb") as log:
+            size = log.seek(0, os.SEEK_END)
+            log.seek(max(start, size - max_bytes))
+            return log.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _wait_for_address(proc: subprocess.Popen[bytes], path: Path, start: int, timeout_s: float) -> str | None:
+    """Read the log from ``start`` until a ``listening on`` line appears; None if the child exits or time runs out."""
+    # other libraries may print first (pybullet announces its build time): skip such lines
+    end = time.monotonic() + timeout_s
+    pending = b""
+    with open(path, "rb") as log:
+        log.seek(start)
+        while True:
+            exited = proc.poll() is not None  # read once more after an exit: the line may have come just before
+            pending += log.read()
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                text = line.decode(errors="replace").strip()
+                if text.startswith(LISTENING):
+                    return text[len(LISTENING):]
+            if exited or time.monotonic() >= end:
+                return None
+            time.sleep(_POLL_S)

@@ -143,6 +143,11 @@ class BCPolicy:
         self._plan = None
         self._played = 0
 
+    def close(self) -> None:
+        """Drop the chunk being played; the model is plain arrays, freed with the object (no handles to release)."""
+        self._plan = None
+        self._played = 0
+
     def _features(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
         parts = []
         for key in self._spec.observation:

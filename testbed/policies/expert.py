@@ -240,5 +240,6 @@ class ExpertPolicy:
         return q
 
     def close(self) -> None:
+        """Disconnect the pybullet client used for kinematics (a second call does nothing)."""
         if p.isConnected(self._client):
             p.disconnect(self._client)

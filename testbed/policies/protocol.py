@@ -1,6 +1,7 @@
 """The policy protocol model teams implement, and the specs that describe it.
 
-A policy is any object with ``spec()``, ``reset(episode)`` and ``act(obs)``.
+A policy is any object with ``spec()``, ``reset(episode)`` and ``act(obs)``,
+and optionally ``close()`` to release what it holds (a simulator client, a GPU).
 The same object runs in-process, behind ``testbed serve-policy`` over gRPC,
 or inside an evaluation worker; the orchestrator only ever talks to it
 through this protocol.
@@ -135,4 +136,18 @@ class Policy(Protocol):
 
     def act(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
         """Return an action chunk, float32 ``(chunk, action_dim)``, for one observation."""
+        ...
+
+
+class ClosablePolicy(Policy, Protocol):
+    """A policy that holds resources: ``close()`` releases them.
+
+    ``close()`` is optional for a ``Policy``; where it exists, whoever made the policy
+    calls it once when done with it (the policy server on eviction and at stop, a run
+    at its end), never while a call is inside the policy. It may raise: others are
+    closed regardless.
+    """
+
+    def close(self) -> None:
+        """Release the policy's resources; it is not called again afterwards."""
         ...
