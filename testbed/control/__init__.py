@@ -4,14 +4,14 @@ Entry point: ``ControlLoop(models, dt_s)``; ``tick`` it once per control cycle. 
 (``load_job``/``JobRunner``) and trajectory mode (``TrajectoryController``) feed it.
 """
 
-from testbed.control.cartesian_stream import offsets_to_joint_rows, submit_cartesian_chunk
+from testbed.control.cartesian_stream import offsets_to_joint_rows
 from testbed.control.events import ControlEvent
 from testbed.control.job import Job, JobOutputs, JobRunner, load_job, parse_job, plan_job
 from testbed.control.kinematics import IKResult, KinematicChain
 from testbed.control.lifecycle import Component, LifecycleState
 from testbed.control.loop import ControllerComponent, ControlLoop
 from testbed.control.model import RobotLimits
-from testbed.control.pacing import ExecutionContext, Pacer, PacingStats
+from testbed.control.pacing import Pacer, PacingStats
 from testbed.control.tcp_guard import TcpSpeedGuard
 from testbed.control.trajectory import JointTrajectory, PtpMotion, TrajectoryPoint
 from testbed.control.trajectory_mode import TrajectoryController, TrajectoryStatus
@@ -21,7 +21,6 @@ __all__ = [
     "ControlEvent",
     "ControlLoop",
     "ControllerComponent",
-    "ExecutionContext",
     "IKResult",
     "Job",
     "JobOutputs",
@@ -41,5 +40,4 @@ __all__ = [
     "offsets_to_joint_rows",
     "parse_job",
     "plan_job",
-    "submit_cartesian_chunk",
 ]

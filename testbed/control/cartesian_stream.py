@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 
 from testbed.control.kinematics import KinematicChain, axis_angle_matrix
-from testbed.control.loop import ControlLoop
 from testbed.errors import ControllerError
 
 
@@ -51,27 +50,3 @@ def offsets_to_joint_rows(
         rows[k] = q
     return rows
 
-
-def submit_cartesian_chunk(
-    loop: ControlLoop,
-    robot: int,
-    chain: KinematicChain,
-    offsets: np.ndarray,
-    t0_s: float,
-    dt_s: float,
-    *,
-    orientation: str = "full",
-) -> bool:
-    """Convert TCP offsets (relative to the current set-point's pose) and submit them to ``loop``.
-
-    An invalid or unreachable chunk is refused with a ``command_rejected`` event and the
-    robot keeps its current targets. Returns True when the chunk was submitted.
-    """
-    n = int(loop.joint_mask[robot].sum())
-    try:
-        rows = offsets_to_joint_rows(chain, loop.setpoint[robot, :n], offsets, orientation=orientation)
-    except ControllerError as exc:
-        loop.record_event(robot, "command_rejected", reason="unreachable", message=str(exc))
-        return False
-    loop.submit_chunk(robot, rows, t0_s, dt_s)
-    return True

@@ -194,7 +194,7 @@ class ControlLoop:
         self._vmax_c = lim.velocity * scale * dt
         self._acc_c = lim.acceleration * scale * dt * dt
         self._neg_acc_c = -self._acc_c
-        # largest step that still stops within d: sqrt(9 A^2 / 4 + 2 A d) - 3 A / 2
+        # constants of the braking step vb(d) (``_braking_step``)
         self._k3 = 1.5 * self._acc_c
         self._k9 = self._k3 * self._k3
         self._k2a = 2.0 * self._acc_c
@@ -438,10 +438,7 @@ class ControlLoop:
         # desired step (rad per cycle): the target's step plus a correction towards it that
         # still brakes in time, exactly onto it when one cycle suffices (no creeping)
         np.abs(e, out=vdes)
-        np.multiply(vdes, self._k2a, out=w)
-        w += self._k9
-        np.sqrt(w, out=w)
-        w -= self._k3
+        self._braking_step(vdes, w)
         np.minimum(vdes, self._acc_c, out=vdes)
         np.maximum(w, vdes, out=w)
         np.copysign(w, e, out=w)
@@ -452,10 +449,7 @@ class ControlLoop:
         vdes += self._mid_range
         vdes -= self._p
         np.abs(vdes, out=vdes)
-        np.multiply(vdes, self._k2a, out=lim)
-        lim += self._k9
-        np.sqrt(lim, out=lim)
-        lim -= self._k3
+        self._braking_step(vdes, lim)
         np.minimum(vdes, self._acc_c, out=vdes)
         np.maximum(lim, vdes, out=lim)
         np.minimum(lim, self._vmax_c, out=lim)
@@ -515,16 +509,23 @@ class ControlLoop:
         np.subtract(self._p, self._lower, out=lo)
         for d in (up, lo):
             np.maximum(d, 0.0, out=d)
-            d *= self._k2a
-            d += self._k9
-            np.sqrt(d, out=d)
-            d -= self._k3
+            self._braking_step(d, d)
         np.negative(lo, out=lo)
         np.minimum(w2, up, out=w2)
         np.maximum(w2, lo, out=w2)
         np.copyto(self._vdes, w2, where=self._pstop)
 
     # ------------------------------------------------------------------ internals
+    def _braking_step(self, dist: np.ndarray, out: np.ndarray) -> None:
+        """``out = vb(dist)``: the largest step (per cycle) that still stops within ``dist`` (``out`` may be ``dist``).
+
+        ``vb(d) = sqrt(9 A^2 / 4 + 2 A d) - 3 A / 2`` with A the acceleration per cycle^2 (see the module docstring).
+        """
+        np.multiply(dist, self._k2a, out=out)
+        out += self._k9
+        np.sqrt(out, out=out)
+        out -= self._k3
+
     def _alloc_stream(self, capacity: int) -> None:
         r, j = self._mask.shape
         new = np.zeros((r, capacity + 1, j))

@@ -1,6 +1,6 @@
-"""Execution contexts: stepped by the simulator, or paced by the wall clock (sleep then spin).
+"""Wall-clock pacing of a periodic loop (sleep then spin), with wake-up error and missed-cycle accounting.
 
-The periodic context sleeps until shortly before each deadline and spins the rest of
+The pacer sleeps until shortly before each deadline and spins the rest of
 the way, recording how late every wake-up was. A wake-up a whole period or more late
 counts the cycles it skipped as missed: an overrun is counted, never absorbed.
 """
@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from testbed.control.lifecycle import Component
 from testbed.errors import ControllerError
 
 
@@ -40,10 +39,6 @@ class PacingStats:
         """Missed cycles as a percentage of all scheduled cycles."""
         total = self.cycles + self.missed_cycles
         return 100.0 * self.missed_cycles / total if total else 0.0
-
-    def metrics(self) -> dict[str, float | int]:
-        """The figures ``metrics.json`` carries under ``control``: ``jitter_us_p99`` and ``missed_cycles``."""
-        return {"jitter_us_p99": self.wake_error_us_p99, "missed_cycles": self.missed_cycles}
 
 
 def request_realtime_priority(priority: int = 10) -> bool:
@@ -146,42 +141,3 @@ class Pacer:
         p50, p99 = np.percentile(kept, [50, 99])
         return PacingStats(self._n, self._missed, float(p50), float(p99), float(kept.max()))
 
-
-class ExecutionContext:
-    """Drives attached components: ``execute()`` on each per cycle, plus an optional step function.
-
-    Stepped use: the simulator calls ``step(t_s)`` once per control cycle. Periodic use:
-    ``run_periodic`` paces the same steps by the wall clock with a ``Pacer``.
-
-    Args:
-        period_s: the control cycle.
-        on_step: called as ``on_step(t_s)`` each cycle after the components (e.g. ``ControlLoop.tick``
-            wrapped by the caller); return False to stop a periodic run.
-    """
-
-    def __init__(self, period_s: float = 0.001, on_step: Callable[[float], bool | None] | None = None) -> None:
-        self.pacer = Pacer(period_s)
-        self.period_s = self.pacer.period_s
-        self._components: list[Component] = []
-        self._on_step = on_step
-
-    def attach(self, component: Component) -> None:
-        """Add a component; it is executed every cycle while ACTIVE."""
-        self._components.append(component)
-
-    def step(self, t_s: float) -> bool:
-        """One cycle at control time ``t_s``; False when ``on_step`` asked to stop."""
-        for comp in self._components:
-            comp.execute()
-        if self._on_step is not None:
-            return self._on_step(t_s) is not False
-        return True
-
-    def run_periodic(self, n_cycles: int) -> PacingStats:
-        """Run ``n_cycles`` cycles paced by the wall clock; ``t_s`` counts from 0 in periods."""
-        self.pacer.start()
-        for k in range(n_cycles):
-            self.pacer.wait()
-            if not self.step(k * self.period_s):
-                break
-        return self.pacer.stats()

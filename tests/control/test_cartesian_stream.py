@@ -1,12 +1,12 @@
-"""Cartesian offset streaming: IK to joint chunks, unreachable chunks refused with an event."""
+"""Cartesian offsets to joint rows: IK per row, an unreachable row refused by index."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from testbed.control import ControlLoop, KinematicChain
-from testbed.control.cartesian_stream import offsets_to_joint_rows, submit_cartesian_chunk
+from testbed.control import KinematicChain
+from testbed.control.cartesian_stream import offsets_to_joint_rows
 from testbed.errors import ControllerError
 from testbed.robots import load_robot
 
@@ -29,29 +29,11 @@ def test_offsets_move_the_tcp_by_that_much(gp7) -> None:
         assert np.allclose(pose[:3, :3], base[:3, :3], atol=1e-3)
 
 
-def test_unreachable_offset_is_refused_with_event(gp7) -> None:
+def test_unreachable_offset_is_refused_naming_the_row(gp7) -> None:
     model, chain = gp7
-    loop = ControlLoop([model], 0.001)
-    loop.reset(np.asarray(model.home, float)[None])
-    loop.drain_events()
-    before = loop.setpoint.copy()
-    assert not submit_cartesian_chunk(loop, 0, chain, np.array([[3.0, 0.0, 0.0]]), 0.0, 0.02)
-    (event,) = loop.drain_events()
-    assert event.kind == "command_rejected" and "row 0" in event.detail["message"]
-    loop.tick(0.0)
-    assert np.array_equal(loop.setpoint, before)
-
-
-def test_cartesian_chunk_is_followed(gp7) -> None:
-    model, chain = gp7
-    loop = ControlLoop([model], 0.001)
-    loop.reset(np.asarray(model.home, float)[None])
-    start = chain.forward(loop.setpoint[0, :6])[:3, 3]
-    offsets = np.linspace(0, 1, 11)[:, None] * np.array([0.0, 0.05, 0.0])
-    assert submit_cartesian_chunk(loop, 0, chain, offsets, 0.0, 0.05)
-    for k in range(600):
-        loop.tick(k * 0.001, loop.setpoint)
-    assert np.allclose(chain.forward(loop.setpoint[0, :6])[:3, 3] - start, [0.0, 0.05, 0.0], atol=1e-4)
+    offsets = np.array([[0.0, 0.0, 0.0], [3.0, 0.0, 0.0]])
+    with pytest.raises(ControllerError, match=r"Cartesian chunk row 1: offset \[3.0, 0.0, 0.0\] is unreachable"):
+        offsets_to_joint_rows(chain, np.asarray(model.home, float), offsets)
 
 
 def test_bad_shape_is_refused(gp7) -> None:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from testbed.control.lifecycle import Component, LifecycleState
-from testbed.control.pacing import ExecutionContext, Pacer, PacingStats
+from testbed.control.pacing import Pacer
 from testbed.errors import ControllerError
 
 
@@ -62,35 +61,7 @@ def test_a_long_stall_counts_the_skipped_cycles_and_keeps_the_grid() -> None:
     assert stats.missed_cycles_pct == pytest.approx(100 * 2 / 4)
 
 
-def test_metrics_names_match_metrics_json() -> None:
-    stats = PacingStats(cycles=1000, missed_cycles=1, wake_error_us_p50=1.0, wake_error_us_p99=7.5,
-                        wake_error_us_max=90.0)
-    assert stats.metrics() == {"jitter_us_p99": 7.5, "missed_cycles": 1}
-
-
 def test_bad_period_is_refused() -> None:
     with pytest.raises(ControllerError, match="period_s must be a finite number > 0, got 0"):
         Pacer(0)
 
-
-def test_execution_context_runs_active_components_and_stops_on_request() -> None:
-    class Counter(Component):
-        def __init__(self) -> None:
-            super().__init__("counter")
-            self.n = 0
-
-        def on_execute(self) -> None:
-            self.n += 1
-
-    comp = Counter()
-    comp.initialize()
-    comp.activate()
-    seen: list[float] = []
-    ctx = ExecutionContext(0.001, on_step=lambda t: seen.append(t) or len(seen) < 5)
-    ctx.attach(comp)
-    stats = ctx.run_periodic(50)
-    assert comp.n == 5 and seen == pytest.approx([0.0, 0.001, 0.002, 0.003, 0.004])
-    assert stats.cycles == 5
-    comp.deactivate()
-    ctx.step(0.005)
-    assert comp.n == 5 and comp.state is LifecycleState.INACTIVE
