@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Mapping
 from contextlib import ExitStack
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from testbed.errors import ScenarioError, SpecMismatch
-from testbed.policies.protocol import ActionKind, PolicySpec, TensorSpec
-from testbed.policies.source import ActionSource, LocalActionSource
-from testbed.scenario.schema import CameraConfig, PolicyConfig, RobotConfig
+import numpy as np
+
+from testbed.errors import PolicyUnavailable, ScenarioError, SpecMismatch
 from testbed.policies.observations import ENV_STATE_DIM
+from testbed.policies.protocol import ActionKind, PolicySpec, TensorSpec
+from testbed.policies.source import ActionChunk, ActionSource, LocalActionSource
+from testbed.scenario.schema import CameraConfig, PolicyConfig, RobotConfig
+
+if TYPE_CHECKING:
+    from testbed.bridge.spawn import PolicyServerProcess
 
 
 def _args_for(cfg: PolicyConfig, target: str, robot: RobotConfig) -> dict[str, str]:
@@ -42,9 +51,92 @@ def cell_observations(n_joints: int, cameras: tuple[CameraConfig, ...]) -> dict[
     }
 
 
+def policy_log_path(log_dir: Path, robot: RobotConfig) -> Path:
+    """Where a served policy's output goes: ``<log_dir>/policy-<robot>.log`` (unsafe characters as ``_``)."""
+    return log_dir / f"policy-{re.sub(r'[^A-Za-z0-9_.-]', '_', robot.name)}.log"
+
+
+class ServedPolicySource:
+    """The gRPC source of a policy server this run started, which knows when that process has ended.
+
+    Once the child has ended, ``submit`` and ``result`` fail at once and ``reset`` returns at
+    once (no deadline or reconnect grace is waited out for a process that cannot answer), and
+    every ``PolicyUnavailable`` says how the child ended and where its output is, so the run's
+    events record what happened.
+
+    Args:
+        source: the client of ``server``.
+        server: the child process it talks to.
+    """
+
+    def __init__(self, source: ActionSource, server: PolicyServerProcess) -> None:
+        self._source = source
+        self._server = server
+
+    def _ended(self) -> PolicyUnavailable | None:
+        status = self._server.exit_status()  # never blocks: safe on the control loop's thread
+        if status is None:
+            return None
+        return PolicyUnavailable(f"{self._server.endpoint}: the policy server process {self._server.pid} ended "
+                                 f"({status}); its output is in {self._server.log_path}")
+
+    def _explained(self, exc: PolicyUnavailable) -> PolicyUnavailable:
+        return self._ended() or exc
+
+    def spec(self) -> PolicySpec:
+        """The served policy's spec."""
+        try:
+            return self._source.spec()
+        except PolicyUnavailable as exc:
+            raise self._explained(exc) from exc
+
+    def reset(self, episode: int) -> None:
+        """Start episode ``episode``; for an ended child, return at once (its first ``submit`` says why)."""
+        if self._ended() is not None:
+            return  # nothing will come back: waiting out the episode-start grace would only delay the record
+        try:
+            self._source.reset(episode)
+        except PolicyUnavailable as exc:
+            raise self._explained(exc) from exc
+
+    def submit(self, obs: Mapping[str, np.ndarray], step: int) -> None:
+        """Ask for a chunk for ``obs`` at policy step ``step``."""
+        ended = self._ended()
+        if ended is not None:
+            raise ended
+        try:
+            self._source.submit(obs, step)
+        except PolicyUnavailable as exc:
+            raise self._explained(exc) from exc
+
+    def result(self, timeout_s: float | None) -> ActionChunk | None:
+        """The newest chunk that arrived, waiting at most ``timeout_s``."""
+        ended = self._ended()
+        if ended is not None:
+            raise ended
+        try:
+            return self._source.result(timeout_s)
+        except PolicyUnavailable as exc:
+            raise self._explained(exc) from exc
+
+    def close(self) -> None:
+        """Close the client (the server is stopped by whoever started it)."""
+        self._source.close()
+
+
 def open_action_source(cfg: PolicyConfig, robot: RobotConfig, stack: ExitStack, *, n_joints: int,
-                       cameras: tuple[CameraConfig, ...]) -> ActionSource:
-    """Open the source for one robot; everything it starts is closed by ``stack``."""
+                       cameras: tuple[CameraConfig, ...], log_dir: Path | None = None) -> ActionSource:
+    """Open the source for one robot; everything it starts is closed by ``stack``.
+
+    Args:
+        cfg: the launch file's ``policy`` section.
+        robot: the robot the source drives.
+        stack: closes the source, and stops a server it started, when it unwinds.
+        n_joints: the robot's joint count.
+        cameras: the cell's cameras.
+        log_dir: where a server started for ``policy.serve`` writes its output
+            (``policy_log_path``); None for a temporary file.
+    """
     if cfg.builtin is not None:
         from testbed.bridge.targets import resolve_policy_target
 
@@ -53,8 +145,10 @@ def open_action_source(cfg: PolicyConfig, robot: RobotConfig, stack: ExitStack, 
     elif cfg.serve is not None:
         from testbed.bridge import GrpcActionSource, spawn_policy_server
 
-        server = stack.enter_context(spawn_policy_server(cfg.serve, _args_for(cfg, cfg.serve, robot)))
-        source = GrpcActionSource(server.endpoint, deadline_s=cfg.deadline_s)
+        log_path = policy_log_path(log_dir, robot) if log_dir is not None else None
+        server = stack.enter_context(spawn_policy_server(cfg.serve, _args_for(cfg, cfg.serve, robot),
+                                                         log_path=log_path))
+        source = ServedPolicySource(GrpcActionSource(server.endpoint, deadline_s=cfg.deadline_s), server)
     elif cfg.endpoint is not None and cfg.protocol == "openpi":
         try:
             from testbed.bridge.openpi_source import OpenPiActionSource, openpi_spec
