@@ -20,7 +20,7 @@ test: venv
 	$(BIN)/python -m pytest -q tests
 
 lint: venv
-	$(BIN)/ruff check testbed tests benchmarks
+	$(BIN)/ruff check testbed tests benchmarks compat
 
 bench: venv
 	@for script in benchmarks/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
@@ -31,19 +31,13 @@ proto: venv
 clean:
 	rm -rf $(VENV) runs .pytest_cache
 
-# LeRobot compatibility proof in a separate env (several GB: torch comes with lerobot).
-# lerobot 0.4.4 pins torch<2.11 and torchvision<0.26, so the CPU torch 2.13 wheel does not fit it;
-# torch 2.9.1 + torchvision 0.24.1 are installed first so pip does not pick torch by itself.
-COMPAT_VENV := .compat-venv
-COMPAT_STAMP := $(COMPAT_VENV)/.installed
+# LeRobot compatibility proof in LeRobot's own environment (~8 GB: torch comes with lerobot), kept
+# outside the clone at ~/.cache/testbed/venvs/lerobot-<hash of compat/lerobot-requirements.txt>
+# ($TESTBED_CACHE_DIR or $XDG_CACHE_HOME move it) and shared by every clone; compat/envcache.py builds it.
+.PHONY: compat compat-env
 
-.PHONY: compat
+compat-env: venv
+	$(BIN)/python compat/envcache.py lerobot
 
-$(COMPAT_STAMP):
-	test -x $(COMPAT_VENV)/bin/python || $(PYTHON) -m venv $(COMPAT_VENV)
-	$(COMPAT_VENV)/bin/python -m pip install --quiet torch==2.9.1 torchvision==0.24.1
-	$(COMPAT_VENV)/bin/python -m pip install --quiet lerobot==0.4.4
-	touch $(COMPAT_STAMP)
-
-compat: venv $(COMPAT_STAMP)
-	$(BIN)/python compat/check.py --venv $(COMPAT_VENV)
+compat: compat-env
+	$(BIN)/python compat/check.py

@@ -1,11 +1,12 @@
 """Prove LeRobot compatibility both ways; run from the project's venv.
 
-1. This project writes two datasets (PNG cameras, and mp4 cameras) and
-   ``.compat-venv``'s LeRobot loads them (``lerobot_load.py``).
+1. This project writes two datasets (PNG cameras, and mp4 cameras) and LeRobot,
+   in its own environment (``envcache.py lerobot``), loads them (``lerobot_load.py``).
 2. LeRobot writes a dataset (``lerobot_write.py``) and this project reads it,
    compares the arrays and validates it.
 
-Usage: python compat/check.py [--venv .compat-venv] [--workdir DIR]
+Usage: python compat/check.py [--venv DIR] [--workdir DIR]
+Without ``--venv`` the cached LeRobot environment is used, built first if missing.
 Prints one JSON summary and exits non-zero on any failure.
 """
 
@@ -19,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from envcache import EnvBuildError, ensure_env
 
 from testbed.data.lerobot import FeatureSpec, LeRobotWriter, read_dataset, validate_dataset
 
@@ -127,11 +129,18 @@ def run(venv: Path, workdir: Path) -> dict[str, object]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--venv", type=Path, default=HERE.parent / ".compat-venv")
+    parser.add_argument("--venv", type=Path, default=None, help="LeRobot's environment (default: the cached one)")
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
-    if not (args.venv / "bin" / "python").exists():
-        print(f"{args.venv}: no LeRobot environment; run `make compat` to build it", file=sys.stderr)
+    if args.venv is None:
+        try:
+            args.venv = ensure_env("lerobot")
+        except EnvBuildError as exc:
+            print(f"compat/check.py: {exc}", file=sys.stderr)
+            return 2
+    elif not (args.venv / "bin" / "python").exists():
+        print(f"{args.venv}: no python in it; leave out --venv to use the cached LeRobot environment",
+              file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory() as tmp:
         workdir = args.workdir or Path(tmp)

@@ -1,4 +1,4 @@
-"""Run inside .compat-venv: load a dataset this project wrote with LeRobot itself.
+"""Run in LeRobot's environment (`compat/envcache.py lerobot`): load a dataset this project wrote.
 
 Usage: python lerobot_load.py DATASET_ROOT EXPECTED.npz
 Exits 1 with a message per mismatch. EXPECTED.npz holds, per episode e,

@@ -1,4 +1,4 @@
-"""Run inside .compat-venv: write a dataset with LeRobot's own API.
+"""Run in LeRobot's environment (`compat/envcache.py lerobot`): write a dataset with LeRobot's own API.
 
 Usage: python lerobot_write.py OUT_ROOT EXPECTED.npz
 Writes 3 episodes of state/action, a PNG camera (``image``) and an mp4 camera
