@@ -30,6 +30,7 @@ import collections
 import hmac
 import ipaddress
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -52,6 +53,7 @@ SESSION_HEADER = "testbed-session"
 SERVICE_NAME = "testbed.v1.PolicyService"
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 _HEALTH_PREFIX = "/grpc.health.v1.Health/"
+PARENT_PID_ENV = "TESTBED_PARENT_PID"
 CLOSE_WAIT_S = 10.0  # at stop, how long a policy still inside a call may keep its close() waiting
 
 PolicyFactory = Callable[[], Policy]
@@ -222,8 +224,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     def _close_session(session: _Session, wait_s: float | None = None) -> str | None:
         """Mark the session closed once no call is inside its policy, then close the policy outside the lock."""
         if not session.lock.acquire(timeout=-1 if wait_s is None else wait_s):
-            message = (f"policy {type(session.policy).__name__} was still inside a call after {wait_s:g} s; "
-                       "not closed")
+            message = f"policy {type(session.policy).__name__} was still inside a call at stop; not closed"
             _log.error(message)
             return message
         try:
@@ -247,7 +248,8 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             self._stopping = True
             sessions = [*self._sessions.values(), self._default]
             self._sessions.clear()
-        problems = [self._close_session(s, wait_s) for s in sessions]
+        give_up = time.monotonic() + wait_s  # one wait for all: several stuck policies do not add up
+        problems = [self._close_session(s, max(0.0, give_up - time.monotonic())) for s in sessions]
         return [p for p in problems if p is not None]
 
     @staticmethod
@@ -447,7 +449,10 @@ def start_policy_server(factory: PolicyFactory, options: ServerOptions) -> Runni
 def serve(factory: PolicyFactory, options: ServerOptions) -> None:
     """Serve until SIGINT/SIGTERM, printing exactly one ``listening on HOST:PORT`` line once bound.
 
-    On the signal, running calls get a second to finish and every policy is closed.
+    On the signal, running calls get a second to finish and every policy is closed. When the
+    environment names a parent process (``TESTBED_PARENT_PID``, set by ``spawn_policy_server``),
+    the server also stops, the same way, once that process is gone: a run killed with SIGKILL
+    leaves no policy server behind.
     """
     import signal
     import sys
@@ -455,9 +460,21 @@ def serve(factory: PolicyFactory, options: ServerOptions) -> None:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    parent_pid = _parent_pid_from_env()
     running = start_policy_server(factory, options)
     sys.stdout.write(f"listening on {format_address(running.host, running.port)}\n")
     sys.stdout.flush()
     while not stop.wait(1.0):  # a timed wait keeps the main thread responsive to signals
-        pass
+        if parent_pid is not None and os.getppid() != parent_pid:  # orphans are re-parented
+            sys.stderr.write(f"serve-policy: parent process {parent_pid} is gone; stopping\n")
+            break
     running.stop()
+
+
+def _parent_pid_from_env() -> int | None:
+    text = os.environ.get(PARENT_PID_ENV, "")
+    if not text.isdigit():
+        return None
+    pid = int(text)
+    # the variable is inherited by whatever the policy starts: it only holds for the direct child
+    return pid if os.getppid() == pid else None

@@ -5,7 +5,8 @@ its own process, reached over gRPC exactly like a remote one.
 
 The child's stdout and stderr both go straight to a log file, never to a pipe: a
 model that prints can never fill a pipe nobody reads and stall its own answers.
-The ``listening on HOST:PORT`` line is found by reading that file.
+The ``listening on HOST:PORT`` line is found by reading that file. The child stops
+by itself when this process is gone (see ``testbed.bridge.server.serve``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from testbed.bridge.handles import ServerHandle
+from testbed.bridge.server import PARENT_PID_ENV
 from testbed.errors import PolicyUnavailable
 
 TOKEN_ENV = "TESTBED_POLICY_TOKEN"
@@ -120,7 +122,7 @@ def spawn_policy_server(
     for key, value in (args or {}).items():
         argv += ["--arg", f"{key}={value}"]
     # unbuffered: what a policy printed just before it crashed is in the log
-    child_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
+    child_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1", PARENT_PID_ENV: str(os.getpid())}
     if token:
         argv += ["--token-env", TOKEN_ENV]
         child_env[TOKEN_ENV] = token

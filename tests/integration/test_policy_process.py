@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +31,18 @@ class NoisyPolicy(HoldPolicy):
         print("noisy says hello on stderr", file=sys.stderr)
         super().__init__()
 '''
+
+ORCHESTRATOR = """
+import sys, time
+from pathlib import Path
+from testbed.bridge import spawn_policy_server
+
+server = spawn_policy_server("testbed.bridge.reference:HoldPolicy", {"close_message": "hold policy closed"},
+                             log_path=Path(sys.argv[1]))
+Path(sys.argv[2] + ".tmp").write_text(str(server.pid))
+Path(sys.argv[2] + ".tmp").rename(sys.argv[2])  # the test never reads a half-written file
+time.sleep(600)
+"""
 
 
 def _act(source: GrpcActionSource, step: int) -> None:
@@ -84,3 +102,44 @@ def test_a_killed_child_says_how_it_ended(tmp_path: Path) -> None:
         server.proc.kill()
         server.proc.wait(10)
         assert server.exit_status() == "killed by SIGKILL"
+
+
+def _ended(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state in ("Z", "X")  # a zombie has ended; whether anyone reaps it is not the child's doing
+
+
+def _wait_for(condition, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_the_child_stops_and_closes_its_policies_when_its_parent_is_killed(tmp_path: Path) -> None:
+    log, pid_file = tmp_path / "policy.log", tmp_path / "child.pid"
+    with open(tmp_path / "orchestrator.out", "wb") as out:
+        orchestrator = subprocess.Popen([sys.executable, "-c", ORCHESTRATOR, str(log), str(pid_file)],
+                                        stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+    child = 0
+    try:
+        assert _wait_for(pid_file.exists, 60), (tmp_path / "orchestrator.out").read_text()
+        child = int(pid_file.read_text())
+        orchestrator.kill()  # SIGKILL: the orchestrator cannot clean up after itself
+        orchestrator.wait(10)
+        assert _wait_for(lambda: _ended(child), 30), "the orphaned policy server kept running"
+    finally:
+        if orchestrator.poll() is None:
+            orchestrator.kill()
+            orchestrator.wait(10)
+        if child and not _ended(child):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
+    text = log.read_text()
+    assert f"parent process {orchestrator.pid} is gone; stopping" in text
+    assert "hold policy closed" in text
