@@ -47,7 +47,7 @@ from testbed.bridge import codec
 from testbed.bridge.generated import common_pb2, policy_pb2, policy_pb2_grpc
 from testbed.bridge.handles import GrpcServerHandle, format_address
 from testbed.errors import BridgeConfigError, SpecMismatch
-from testbed.policies.protocol import Policy, PolicySpec
+from testbed.policies.protocol import ClosablePolicy, Policy, PolicySpec
 
 SESSION_HEADER = "testbed-session"
 SERVICE_NAME = "testbed.v1.PolicyService"
@@ -139,13 +139,12 @@ class _ServerStopping(Exception):
     pass
 
 
-def _close_policy(policy: object) -> str | None:
+def _close_policy(policy: Policy) -> str | None:
     """Call the policy's optional ``close()``; returns what went wrong (also logged), or None."""
-    close = getattr(policy, "close", None)
-    if not callable(close):
+    if not isinstance(policy, ClosablePolicy):
         return None
     try:
-        close()
+        policy.close()
     except Exception as exc:
         message = f"policy {type(policy).__name__} close() raised {type(exc).__name__}: {exc}"
         _log.error(message, exc_info=True)

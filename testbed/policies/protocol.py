@@ -139,6 +139,7 @@ class Policy(Protocol):
         ...
 
 
+@runtime_checkable
 class ClosablePolicy(Policy, Protocol):
     """A policy that holds resources: ``close()`` releases them.
 
