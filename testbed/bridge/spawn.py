@@ -27,6 +27,7 @@ from testbed.errors import PolicyUnavailable
 TOKEN_ENV = "TESTBED_POLICY_TOKEN"
 LISTENING = "listening on "
 _POLL_S = 0.01
+_MAX_LINE = 4096
 
 
 class PolicyServerProcess(ServerHandle):
@@ -138,7 +139,11 @@ def spawn_policy_server(
         start = log.tell()
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 env=child_env)
-    address = _wait_for_address(proc, path, start, startup_timeout_s)
+    try:
+        address = _wait_for_address(proc, path, start, startup_timeout_s)
+    except BaseException:  # e.g. Ctrl-C while the model loads: no child is left behind
+        PolicyServerProcess(proc, "?:0", path, temporary_log=temporary).stop(1.0)
+        raise
     if address is None:
         why = "exited" if proc.poll() is not None else f"did not announce a port in {startup_timeout_s:.0f} s"
         PolicyServerProcess(proc, "?:0", path).stop(1.0)  # leaves the log in place: read it now
@@ -166,16 +171,21 @@ def _wait_for_address(proc: subprocess.Popen[bytes], path: Path, start: int, tim
     # other libraries may print first (pybullet announces its build time): skip such lines
     end = time.monotonic() + timeout_s
     pending = b""
+    in_long_line = False  # the announcement is short: a line longer than _MAX_LINE is not it
     with open(path, "rb") as log:
         log.seek(start)
         while True:
             exited = proc.poll() is not None  # read once more after an exit: the line may have come just before
-            pending += log.read()
-            *lines, pending = pending.split(b"\n")
+            *lines, pending = (pending + log.read()).split(b"\n")
             for line in lines:
+                if in_long_line:
+                    in_long_line = False
+                    continue
                 text = line.decode(errors="replace").strip()
                 if text.startswith(LISTENING):
                     return text[len(LISTENING):]
+            if len(pending) > _MAX_LINE:
+                pending, in_long_line = b"", True
             if exited or time.monotonic() >= end:
                 return None
             time.sleep(_POLL_S)
