@@ -5,9 +5,15 @@ ticks on another (the run loop, or a ``TickerThread``). ``ControlLoopBackend`` k
 them apart: commands are checked on the caller's thread, queued, and applied by the
 ticking thread at the start of its next cycle (``apply_pending``); after the cycle the
 loop's state is copied into preallocated buffers (``publish``) that readers turn into
-snapshots under a lock. Callers get a ``concurrent.futures.Future`` that resolves once
-their command took effect. Streamed set-points go through ``ControlLoop.submit_chunk``,
-so every position, velocity and acceleration limit of the loop applies to them.
+snapshots under a lock; a snapshot holds nothing but what one ``publish`` copied, so its
+lifecycle state, job and set-points all come from the same cycle. Callers get a
+``concurrent.futures.Future`` that resolves once their command took effect and was published.
+Streamed set-points go through ``ControlLoop.submit_chunk``, so every position, velocity and
+acceleration limit of the loop applies to them.
+Jobs are planned off the ticking thread: the cycle that takes a job up holds the robot and
+hands its set-point to a planning thread; a later cycle picks the finished plan up and starts
+it (the job language's parsing and planning run in a ``JobPlanningProcess``, out of reach of
+the GIL). No cycle waits for a plan.
 Joint trajectories (``follow_trajectory``) are checked on the caller's thread, started on the
 ticking thread with a ``TrajectoryController`` and checked against their tolerances every
 cycle; their feedback reaches the caller through a bounded, drop-oldest queue
@@ -25,8 +31,10 @@ from __future__ import annotations
 
 import enum
 import math
+import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -52,6 +60,8 @@ from testbed.control import (
     TrajectoryStatus,
 )
 from testbed.control import job as job_mode
+from testbed.control.job_process import JobPlanningProcess
+from testbed.control.pacing import Pacer, PacingStats, current_scheduler, request_realtime_priority
 from testbed.errors import ControllerError, FeatureUnavailable, InvalidCommand, JobError
 
 MAX_CHUNK_ROWS = 10_000
@@ -147,13 +157,18 @@ class JobOutputs(Protocol):
 class Job(Protocol):
     """A parsed teach-pendant job bound to one robot; it feeds the loop itself.
 
-    Both methods are called by the ticking thread, before the loop's tick.
+    ``plan`` runs on the backend's planning thread and must not touch the loop; ``start`` and
+    ``tick`` run on the ticking thread, before the loop's tick, and must be cheap.
     """
 
     name: str
 
-    def start(self, t_s: float) -> object:
-        """Plan from the robot's current set-point and start; raise ``JobError`` (nothing moved) if it cannot run."""
+    def plan(self, q_start: np.ndarray) -> object:
+        """Plan from joint positions ``q_start`` ``(joints,)``; raise ``JobError`` (naming the line) if it can't run."""
+        ...
+
+    def start(self, t_s: float, plan: object) -> None:
+        """Start the plan ``plan`` returned at ``t_s``."""
         ...
 
     def tick(self, t_s: float) -> JobOutputs:
@@ -161,37 +176,69 @@ class Job(Protocol):
         ...
 
 
-#: ``loader(robot_index, job_yaml) -> Job``; raises ``JobError`` naming the line of a bad job.
+#: ``loader(robot_index, job_yaml) -> Job``, called on the caller's thread; raises ``JobError``
+#: naming the line of a bad job.
 JobLoader = Callable[[int, str], Job]
 
 
 class _RunnerJob:
-    """A ``testbed.control.job.JobRunner`` seen as a ``Job``."""
+    """A job of ``testbed.control.job``, planned in a ``JobPlanningProcess``, run by a ``JobRunner``."""
 
-    def __init__(self, runner: Any) -> None:
-        self._runner = runner
-        self.name = str(runner.job.name)
+    def __init__(self, job: job_mode.Job, model: Any, loop: ControlLoop, robot: int, speed_scale: float,
+                 process: JobPlanningProcess) -> None:
+        self.name = job.name
+        self._job = job
+        self._model = model
+        self._loop = loop
+        self._robot = robot
+        self._speed_scale = speed_scale
+        self._process = process
+        self._runner: job_mode.JobRunner | None = None
 
-    def start(self, t_s: float) -> object:
-        return self._runner.start(t_s)
+    def plan(self, q_start: np.ndarray) -> object:
+        return self._process.plan(self._job, self._model, q_start, speed_scale=self._speed_scale)
+
+    def start(self, t_s: float, plan: object) -> None:
+        assert isinstance(plan, job_mode.JobProgram)
+        self._runner = job_mode.JobRunner(self._job, self._model, self._loop, self._robot,
+                                          speed_scale=self._speed_scale)
+        self._runner.start_program(t_s, plan)
 
     def tick(self, t_s: float) -> JobOutputs:
-        return self._runner.tick(t_s)  # type: ignore[no-any-return]
+        assert self._runner is not None
+        return self._runner.tick(t_s)
 
 
-def control_job_loader(loop: ControlLoop) -> JobLoader:
-    """A ``JobLoader`` over the job language of ``testbed.control.job`` (``parse_job`` + ``JobRunner``).
+class ControlJobLoader:
+    """The ``JobLoader`` of the job language of ``testbed.control.job``: parses and plans in a child process.
 
     The loop's models must be ``testbed.robots.RobotModel`` (jobs need the URDF for kinematics).
+    The child process (a ``JobPlanningProcess``) starts with the first job; ``close`` ends it.
     """
 
-    def load(robot: int, job_yaml: str) -> Job:
-        job = job_mode.parse_job_text(job_yaml, source="job_yaml")
-        runner = job_mode.JobRunner(job, loop.models[robot], loop, robot,
-                                    speed_scale=loop.effective_speed_scale(robot))
-        return _RunnerJob(runner)
+    def __init__(self, loop: ControlLoop) -> None:
+        self._loop = loop
+        self.process = JobPlanningProcess()
 
-    return load
+    def __call__(self, robot: int, job_yaml: str) -> Job:
+        """Parse ``job_yaml`` (in the child) into a job for robot index ``robot``.
+
+        Raises:
+            JobError: not valid YAML, or an invalid job (naming ``job_yaml:line``).
+            ControllerError: the planning process died.
+        """
+        job = self.process.parse(job_yaml, source="job_yaml")
+        loop = self._loop
+        return _RunnerJob(job, loop.models[robot], loop, robot, loop.effective_speed_scale(robot), self.process)
+
+    def close(self) -> None:
+        """End the planning process (if it started)."""
+        self.process.close()
+
+
+def control_job_loader(loop: ControlLoop) -> ControlJobLoader:
+    """A ``JobLoader`` over the job language of ``testbed.control.job`` (see ``ControlJobLoader``)."""
+    return ControlJobLoader(loop)
 
 
 class ControllerBackend(Protocol):
@@ -215,7 +262,7 @@ class ControllerBackend(Protocol):
         ...
 
     def send_job(self, robot: str, job_yaml: str) -> Future[str]:
-        """Check and start a job (YAML text); the future gives its name once it runs."""
+        """Check, plan and start a job (YAML text); the future gives its name once it runs."""
         ...
 
     def stream_setpoints(
@@ -277,6 +324,110 @@ class _LastChunk:
     dt_s: float
 
 
+@dataclass
+class _Planning:
+    """A job taken up by the ticking thread, waiting for its plan."""
+
+    job: Job
+    future: Future
+    token: int
+
+
+@dataclass
+class _PlanRequest:
+    robot: int
+    token: int
+    job: Job
+    q_start: np.ndarray
+
+
+@dataclass
+class _PlanDone:
+    robot: int
+    token: int
+    plan: object = None
+    error: BaseException | None = None
+
+
+class _PlanningThread:
+    """Plans jobs one at a time off the ticking thread; finished plans wait in ``done`` for a cycle to take them.
+
+    The ticking thread only appends to a queue and pops from a deque, so it never waits for a plan
+    nor for a lock held while planning. A plan that fails becomes that job's error; an unexpected
+    exception in a job's ``plan`` is handed to that job as it is; if the thread itself dies, ``error``
+    says why and every job still waiting fails with it.
+    """
+
+    def __init__(self) -> None:
+        self._requests: queue.SimpleQueue[_PlanRequest | None] = queue.SimpleQueue()
+        self.done: deque[_PlanDone] = deque()
+        self.error: ControllerError | None = None
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def ensure_started(self) -> None:
+        """Start the thread if it is not running (call from a caller's thread, never the ticking one).
+
+        Raises:
+            ControllerError: the thread died earlier (the message says why).
+        """
+        if self.error is not None:
+            raise self.error
+        with self._start_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="controller-planner", daemon=True)
+                self._thread.start()
+
+    def submit(self, request: _PlanRequest) -> None:
+        """Queue a plan (never blocks).
+
+        Raises:
+            ControllerError: the thread is not running (died, or never started).
+        """
+        if self.error is not None:
+            raise self.error
+        if self._thread is None:
+            raise ControllerError("job planning thread is not running (ensure_started was not called)")
+        self._requests.put(request)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Stop the thread after the plan in progress and wait for it.
+
+        Raises:
+            ControllerError: the thread did not end within ``timeout_s``.
+        """
+        with self._start_lock:
+            thread = self._thread
+        if thread is None:
+            return
+        self._requests.put(None)
+        thread.join(timeout_s)
+        if thread.is_alive():
+            raise ControllerError(
+                f"job planning thread did not end within {timeout_s:g} s (a job's plan is still running)"
+            )
+
+    def _run(self) -> None:
+        try:
+            while True:
+                request = self._requests.get()
+                if request is None:
+                    return
+                try:
+                    plan = request.job.plan(request.q_start)
+                except Exception as exc:  # JobError, ControllerError, or a bug: that job fails with it
+                    self.done.append(_PlanDone(request.robot, request.token, error=exc))
+                else:
+                    self.done.append(_PlanDone(request.robot, request.token, plan=plan))
+        except BaseException as exc:  # the thread itself dies: jobs waiting for it fail with this
+            error = ControllerError(
+                f"job planning thread died ({type(exc).__name__}: {exc}); jobs cannot be planned until the "
+                "controller restarts"
+            )
+            error.__cause__ = exc
+            self.error = error
+
+
 class ControlLoopBackend:
     """``ControllerBackend`` over a ``testbed.control.ControlLoop`` ticked by another thread.
 
@@ -284,9 +435,9 @@ class ControlLoopBackend:
         loop: the control loop; only the ticking thread may call its methods while this
             backend is in use (through ``tick`` or ``apply_pending``/``publish``).
         names: robot names callers use, one per loop robot; default the model names.
-        job_loader: turns job YAML into a runnable ``Job``; default ``control_job_loader(loop)``
-            when ``testbed.control.job`` is importable, else ``send_job`` checks the YAML and
-            refuses with ``FeatureUnavailable``. Pass ``False`` to refuse jobs.
+        job_loader: turns job YAML into a runnable ``Job`` on the caller's thread; default
+            ``control_job_loader(loop)`` (the job language, parsed and planned in a child process).
+            Pass ``False`` to refuse jobs with ``FeatureUnavailable``.
         feedback_every: a running trajectory publishes feedback every this many cycles.
         feedback_queue: feedback items kept per trajectory for a slow caller (oldest dropped).
 
@@ -331,6 +482,7 @@ class ControlLoopBackend:
             self._job_loader = job_loader
         elif job_loader is None:
             self._job_loader = control_job_loader(loop)
+        self._planner = _PlanningThread()
         self._index = {n: i for i, n in enumerate(names)}
         lower, upper, vel, acc = loop.limits
         descs = []
@@ -367,14 +519,45 @@ class ControlLoopBackend:
         self._gripper: list[bool | None] = [None] * loop.n_robots
         self._jobs: dict[int, Job] = {}
         self._job_failed: dict[int, str] = {}
+        self._planning: dict[int, _Planning] = {}
+        self._plan_token = 0
         self._last_chunk: dict[int, _LastChunk] = {}
         self._trajectories: dict[int, _TrajectoryRun] = {}
         self._cycle_cv = threading.Condition(self._lock)
+        # results of commands applied this cycle, given to their futures once the cycle is published
+        self._resolved: list[tuple[Future, object]] = []
+        # what snapshots show besides the arrays, copied by publish (per robot)
+        n = loop.n_robots
+        self._pub_state = [""] * n
+        self._pub_error = [""] * n
+        self._pub_job = [""] * n
+        self._pub_gripper = [False] * n
+        self._pub_speed_scale = loop.speed_scale
+        self._pub_transitions = -1
+        self._changed = True  # jobs, gripper or job errors changed since the last publish
+        self._publish_flags()
 
     @property
     def loop(self) -> ControlLoop:
         """The control loop this backend drives (call its methods only from the ticking thread)."""
         return self._loop
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Stop the job planning thread and the job loader's planning process (if they started).
+
+        Raises:
+            ControllerError: one of them did not end within ``timeout_s``.
+        """
+        self._planner.close(timeout_s)
+        closer = getattr(self._job_loader, "close", None)
+        if callable(closer):
+            closer()
+
+    def __enter__(self) -> ControlLoopBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # ------------------------------------------------------------------ ControllerBackend
     def robots(self) -> tuple[RobotDescription, ...]:
@@ -406,24 +589,32 @@ class ControlLoopBackend:
         return self._queue(_Command(r, transition.value, Future()))
 
     def send_job(self, robot: str, job_yaml: str) -> Future[str]:
-        """Check a job and queue its start; the future gives the job's name once it runs.
+        """Check a job and queue it; the future gives the job's name once it runs.
+
+        The next cycle takes the job up: the robot (which must be ACTIVE) stops what it was doing
+        and holds, and the job is planned from that set-point on the planning thread while the
+        loop goes on ticking. A later cycle starts the finished plan. If planning fails, the future
+        fails with its ``JobError`` and the robot keeps holding. Cancelling the future before the
+        job started means it never starts.
 
         Raises:
             InvalidCommand: unknown robot.
             JobError: the YAML does not parse, or the job loader refuses the job (naming the line).
             FeatureUnavailable: no job loader is configured (the job language is not available).
+            ControllerError: the job planning thread or process died.
         """
         r = self._robot_index(robot)
-        try:
-            yaml.safe_load(job_yaml)
-        except yaml.YAMLError as exc:
-            raise JobError(f"job_yaml: not valid YAML: {exc}") from exc
         if self._job_loader is None:
+            try:
+                yaml.safe_load(job_yaml)
+            except yaml.YAMLError as exc:
+                raise JobError(f"job_yaml: not valid YAML: {exc}") from exc
             raise FeatureUnavailable(
                 f"job_yaml for robot {robot!r}: jobs cannot run here: this controller has no job loader "
                 f"({self._job_missing}); stream set-points with StreamSetpoints instead"
             )
         job = self._job_loader(r, job_yaml)
+        self._planner.ensure_started()
         return self._queue(_Command(r, "job", Future(), job=job))
 
     def stream_setpoints(
@@ -535,19 +726,25 @@ class ControlLoopBackend:
         Only the thread that ticks the loop may call this.
         """
         with self._lock:
-            if not self._pending and not self._jobs and not self._trajectories:
+            if not self._pending and not self._jobs and not self._trajectories and not self._planning:
                 return
             if self._trajectories:
                 self._advance_trajectories(t_s)
             pending, self._pending = self._pending, []
             for cmd in pending:
-                if cmd.future is not None and not cmd.future.set_running_or_notify_cancel():
+                future = cmd.future
+                # a job stays cancellable while it is planned; other commands run now or never
+                if future is not None and (
+                    future.cancelled() if cmd.kind == "job" else not future.set_running_or_notify_cancel()
+                ):
                     continue  # the caller gave up waiting: a late command must not move the robot
                 try:
                     self._apply(cmd, t_s)
                 except (ControllerError, JobError) as exc:
-                    if cmd.future is not None:
-                        cmd.future.set_exception(exc)
+                    if future is not None:
+                        _fail(future, exc)
+            if self._planning:
+                self._start_planned(t_s)
             if self._jobs:
                 self._advance_jobs(t_s)
 
@@ -567,11 +764,31 @@ class ControlLoopBackend:
             self._has_measured = measured_pos is not None
             self._t_s = float(t_s)
             self._cycle += 1
+            self._pub_speed_scale = loop.speed_scale
+            if self._changed or loop.transition_count != self._pub_transitions:
+                self._publish_flags()
             if self._awaiting:
                 for r, fut in self._awaiting:
                     fut.set_result(self._snapshot_locked(r))
                 self._awaiting.clear()
+            if self._resolved:
+                for fut, value in self._resolved:
+                    fut.set_result(value)
+                self._resolved.clear()
             self._cycle_cv.notify_all()
+
+    def _publish_flags(self) -> None:
+        """Copy lifecycle states, errors, jobs and gripper outputs for snapshots (only when one changed)."""
+        loop = self._loop
+        self._pub_transitions = loop.transition_count
+        self._changed = False
+        for r in range(loop.n_robots):
+            comp = loop.component(r)
+            job = self._jobs.get(r)
+            self._pub_state[r] = comp.state.name
+            self._pub_error[r] = comp.last_error or self._job_failed.get(r, "")
+            self._pub_job[r] = job.name if job is not None else ""
+            self._pub_gripper[r] = bool(self._gripper[r])
 
     def gripper_request(self, robot: int) -> bool | None:
         """The gripper output last requested for robot index ``robot`` by a stream or job, None if never."""
@@ -613,19 +830,19 @@ class ControlLoopBackend:
             assert cmd.targets is not None and cmd.future is not None
             if comp.state is not LifecycleState.ACTIVE:
                 raise ControllerError(_not_active(name, comp.state, comp.last_error))
-            if r in self._jobs:
-                raise ControllerError(
-                    f"robot {name!r} is running job {self._jobs[r].name!r}: set-points are refused until it "
-                    "ends (or stop it with TRANSITION_PROTECTIVE_STOP and RESET)"
-                )
+            busy = self._job_refusal(r, "set-points")
+            if busy:
+                raise ControllerError(busy)
             self._end_trajectory(r, TrajectoryResultCode.PREEMPTED, "preempted by a set-point stream", t_s)
             loop.submit_chunk(r, cmd.targets, t_s, cmd.dt_s)
             self._last_chunk[r] = _LastChunk(cmd.targets, t_s, cmd.dt_s)
-            self._gripper[r] = cmd.gripper_on
+            if self._gripper[r] != cmd.gripper_on:
+                self._gripper[r] = cmd.gripper_on
+                self._changed = True
             self._awaiting.append((r, cmd.future))
         elif cmd.kind == "end_stream":
             last = self._last_chunk.pop(r, None)
-            if last is not None and comp.state is LifecycleState.ACTIVE and r not in self._jobs:
+            if last is not None and comp.state is LifecycleState.ACTIVE and not self._job_refusal(r, ""):
                 # the same rows on the same grid, but held at the end instead of timing out; if the
                 # clock went back (a new episode restarts at 0) the rows start now
                 loop.submit_chunk(r, last.targets, min(last.t0_s, t_s), last.dt_s, hold_after=True)
@@ -635,12 +852,17 @@ class ControlLoopBackend:
                 raise ControllerError(_not_active(name, comp.state, comp.last_error))
             if r in self._jobs:
                 raise ControllerError(f"robot {name!r} is already running job {self._jobs[r].name!r}")
-            cmd.job.start(t_s)  # plans from the current set-point; a JobError leaves the robot untouched
+            if r in self._planning:
+                raise ControllerError(
+                    f"robot {name!r} is already starting job {self._planning[r].job.name!r} (it is being planned)"
+                )
             self._end_trajectory(r, TrajectoryResultCode.PREEMPTED, f"preempted by job {cmd.job.name!r}", t_s)
-            self._jobs[r] = cmd.job
-            self._job_failed.pop(r, None)
             self._last_chunk.pop(r, None)
-            cmd.future.set_result(cmd.job.name)
+            loop.hold(r)  # the job takes the robot over: it holds here while the job is planned from here
+            self._plan_token += 1
+            q_start = loop.setpoint[r, : self._robots[r].n_joints].copy()
+            self._planner.submit(_PlanRequest(r, self._plan_token, cmd.job, q_start))
+            self._planning[r] = _Planning(cmd.job, cmd.future, self._plan_token)
         else:
             assert cmd.future is not None
             transition = Transition(cmd.kind)
@@ -651,12 +873,14 @@ class ControlLoopBackend:
             else:
                 getattr(comp, transition.value)()
             if comp.state is not LifecycleState.ACTIVE:
-                self._jobs.pop(r, None)
+                if self._jobs.pop(r, None) is not None:
+                    self._changed = True
                 why = f" ({comp.last_error})" if comp.last_error else ""
                 self._end_trajectory(
                     r, TrajectoryResultCode.ABORTED, f"robot {name!r} left ACTIVE: {comp.state.name}{why}", t_s
                 )
-            cmd.future.set_result(comp.state.name)
+                self._abort_planning(r)
+            self._resolved.append((cmd.future, comp.state.name))
 
     def _start_trajectory(self, r: int, goal: TrajectoryGoal, handle: TrajectoryHandle, t_s: float) -> None:
         if handle.cancel_requested:
@@ -666,11 +890,8 @@ class ControlLoopBackend:
         refusal = None
         if comp.state is not LifecycleState.ACTIVE:
             refusal = _not_active(desc.name, comp.state, comp.last_error)
-        elif r in self._jobs:
-            refusal = (
-                f"robot {desc.name!r} is running job {self._jobs[r].name!r}: trajectories are refused until it "
-                "ends (or stop it with TRANSITION_PROTECTIVE_STOP and RESET)"
-            )
+        else:
+            refusal = self._job_refusal(r, "trajectories") or None
         if refusal is not None:
             here = loop.setpoint[r, : desc.n_joints][goal.order]
             result = TrajectoryResult(TrajectoryResultCode.INVALID_GOAL, refusal)
@@ -773,39 +994,109 @@ class ControlLoopBackend:
             meas = self._loop.setpoint[r, : self._robots[r].n_joints]
         run.handle._finish(self._trajectoryfeedback(run, t_s, np.array(meas), TrajectoryResult(code, text)))
 
+    def _job_refusal(self, r: int, what: str) -> str:
+        """Why ``what`` is refused for robot ``r`` because of a job (running or being planned); empty if it is not."""
+        name = self._robots[r].name
+        if r in self._jobs:
+            doing = f"running job {self._jobs[r].name!r}"
+        elif r in self._planning:
+            doing = f"starting job {self._planning[r].job.name!r} (it is being planned)"
+        else:
+            return ""
+        return (f"robot {name!r} is {doing}: {what} are refused until it ends (or stop it with "
+                "TRANSITION_PROTECTIVE_STOP and RESET)")
+
+    def _start_planned(self, t_s: float) -> None:
+        """Start the jobs whose plans came back (never waits for one still being planned)."""
+        done = self._planner.done
+        while done:
+            result = done.popleft()
+            waiting = self._planning.get(result.robot)
+            if waiting is None or waiting.token != result.token:
+                continue  # aborted while it was planned; its caller was told then
+            del self._planning[result.robot]
+            self._start_job(result.robot, waiting, result, t_s)
+        if self._planning and self._planner.error is not None:
+            for waiting in self._planning.values():
+                _fail(waiting.future, self._planner.error)
+            self._planning.clear()
+
+    def _start_job(self, r: int, waiting: _Planning, result: _PlanDone, t_s: float) -> None:
+        comp = self._loop.component(r)
+        if result.error is not None:
+            _fail(waiting.future, result.error)  # the robot keeps holding where the job took it over
+            return
+        if comp.state is not LifecycleState.ACTIVE:
+            _fail(waiting.future, ControllerError(
+                f"robot {self._robots[r].name!r} left ACTIVE while job {waiting.job.name!r} was being planned: "
+                f"{_not_active(self._robots[r].name, comp.state, comp.last_error)}"
+            ))
+            return
+        if not waiting.future.set_running_or_notify_cancel():
+            return  # the caller gave up while the job was planned: it must not start late
+        try:
+            waiting.job.start(t_s, result.plan)
+        except (ControllerError, JobError) as exc:
+            waiting.future.set_exception(exc)
+            return
+        self._jobs[r] = waiting.job
+        self._job_failed.pop(r, None)
+        self._changed = True
+        self._resolved.append((waiting.future, waiting.job.name))
+
+    def _abort_planning(self, r: int) -> None:
+        """The robot left ACTIVE: a job being planned for it will not start."""
+        waiting = self._planning.pop(r, None)
+        if waiting is None:
+            return
+        comp = self._loop.component(r)
+        name = self._robots[r].name
+        _fail(waiting.future, ControllerError(
+            f"robot {name!r} left ACTIVE while job {waiting.job.name!r} was being planned; it will not start: "
+            f"{_not_active(name, comp.state, comp.last_error)}"
+        ))
+
     def _advance_jobs(self, t_s: float) -> None:
         for r in list(self._jobs):
             if self._loop.state(r) is not LifecycleState.ACTIVE:
                 del self._jobs[r]  # a stop or fault aborts the job, as on a teach pendant
+                self._changed = True
                 continue
             out = self._jobs[r].tick(t_s)
-            if out.gripper is not None:
+            if out.gripper is not None and self._gripper[r] != bool(out.gripper):
                 self._gripper[r] = bool(out.gripper)
+                self._changed = True
             if out.done:
                 failed = getattr(out, "failed", None)
                 if failed:
                     self._job_failed[r] = f"job {self._jobs[r].name!r} failed: {failed}"
                 del self._jobs[r]
+                self._changed = True
 
     def _snapshot_locked(self, r: int) -> RobotSnapshot:
+        # only what publish copied: state, job and set-points of one and the same cycle
         n_j = self._robots[r].n_joints
-        comp = self._loop.component(r)
         setpoint = self._pub_setpoint[r, :n_j].copy()
         measured = self._pub_measured[r, :n_j].copy() if self._has_measured else setpoint.copy()
-        job = self._jobs.get(r)
         return RobotSnapshot(
             robot=self._robots[r].name,
-            lifecycle_state=comp.state.name,
+            lifecycle_state=self._pub_state[r],
             t_s=self._t_s,
             cycle=self._cycle,
             joint_pos_rad=measured,
             setpoint_rad=setpoint,
             setpoint_vel_rad_s=self._pub_vel[r, :n_j].copy(),
-            gripper_on=bool(self._gripper[r]),
-            speed_scale=self._loop.effective_speed_scale(r),
-            job=job.name if job is not None else "",
-            last_error=comp.last_error or self._job_failed.get(r, ""),
+            gripper_on=self._pub_gripper[r],
+            speed_scale=self._pub_speed_scale * float(self._loop.robot_speed_scale[r]),
+            job=self._pub_job[r],
+            last_error=self._pub_error[r],
         )
+
+
+def _fail(future: Future, exc: BaseException) -> None:
+    """Fail a command's future, unless its caller cancelled it (still pending) meanwhile."""
+    if future.running() or future.set_running_or_notify_cancel():
+        future.set_exception(exc)
 
 
 def _not_active(name: str, state: LifecycleState, last_error: str | None) -> str:
@@ -825,10 +1116,11 @@ def _frozen(values: np.ndarray) -> np.ndarray:
 
 
 class TickerThread:
-    """Ticks a ``ControlLoopBackend`` on a daemon thread, paced by the wall clock (sleep-based).
+    """Ticks a ``ControlLoopBackend`` on a daemon thread, paced by the wall clock (a ``Pacer``: sleep, then spin).
 
-    For serving robots without a simulator, and for tests. The loop's time is
-    ``cycle * dt_s`` from 0; ``dt_s`` defaults to the loop's cycle.
+    For serving robots without a simulator, for benchmarks and for tests. The loop's time is the
+    wall-clock time since ``start`` on the grid of ``dt_s``: a wake-up a whole period late skips
+    the cycles it missed (they are counted in ``stats()``), it does not run them late.
 
     Args:
         backend: the backend to tick (it owns the loop).
@@ -836,6 +1128,9 @@ class TickerThread:
         plant: stands in for the robots: maps the set-points after a cycle, ``(robots, max_joints)``,
             to the positions measured at the next one (e.g. a lag or an offset); None reports no
             measurement (the loop and the backend then use the set-points).
+        realtime_priority: ask for SCHED_FIFO for the ticking thread only (see
+            ``request_realtime_priority``); ``scheduler`` then says what was granted.
+        spin_s: the last part of each wait spent spinning (see ``Pacer``).
     """
 
     def __init__(
@@ -844,27 +1139,43 @@ class TickerThread:
         dt_s: float | None = None,
         *,
         plant: Callable[[np.ndarray], np.ndarray] | None = None,
+        realtime_priority: bool = False,
+        spin_s: float = 0.0002,
     ) -> None:
         self._backend = backend
         self.dt_s = float(dt_s) if dt_s is not None else backend.loop.dt_s
         self._plant = plant
+        self._realtime = realtime_priority
+        self._pacer = Pacer(self.dt_s, spin_s=spin_s, max_samples=1 << 18)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="controller-ticker", daemon=True)
         self.error: BaseException | None = None
+        self.scheduler = ""
 
     def start(self) -> TickerThread:
         """Start ticking; returns self."""
         self._thread.start()
         return self
 
-    def stop(self) -> None:
-        """Stop ticking and wait for the thread.
+    def stats(self) -> PacingStats:
+        """Wake-up error and missed cycles so far."""
+        return self._pacer.stats()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop ticking and wait for the thread to end.
 
         Raises:
-            ControllerError: the loop raised while ticking (the original error is chained).
+            ControllerError: the thread did not end within ``timeout_s`` (a tick or the plant is
+                blocked; the loop may still be ticking), or the loop raised while ticking (the
+                original error is chained).
         """
         self._stop.set()
-        self._thread.join(5.0)
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            raise ControllerError(
+                f"TickerThread: the ticking thread did not end within {timeout_s:g} s of stop() "
+                "(is a tick or the plant blocked?); the loop may still be ticking"
+            )
         if self.error is not None:
             raise ControllerError(f"TickerThread: the control loop raised {self.error!r}") from self.error
 
@@ -875,17 +1186,18 @@ class TickerThread:
         self.stop()
 
     def _run(self) -> None:
-        cycle = 0
-        start = time.monotonic()
         measured = None
         try:
+            if self._realtime:
+                request_realtime_priority()  # this thread only: planners and servers keep the normal policy
+            self.scheduler = current_scheduler()
+            pacer, dt = self._pacer, self.dt_s
+            start = pacer.start()
             while not self._stop.is_set():
-                setpoint = self._backend.tick(cycle * self.dt_s, measured)
+                deadline = pacer.wait()
+                cycle = round((deadline - start) / dt) - 1
+                setpoint = self._backend.tick(cycle * dt, measured)
                 if self._plant is not None:
                     measured = np.array(self._plant(setpoint), dtype=np.float64)
-                cycle += 1
-                delay = start + cycle * self.dt_s - time.monotonic()
-                if delay > 0:
-                    self._stop.wait(delay)
         except BaseException as exc:  # surfaced by stop(); a dead ticker must not pass silently
             self.error = exc

@@ -1,12 +1,14 @@
 """Industrial-style robot control: lifecycle, vectorized servo loop, safety limits, job and trajectory modes.
 
 Entry point: ``ControlLoop(models, dt_s)``; ``tick`` it once per control cycle. Job mode
-(``load_job``/``JobRunner``) and trajectory mode (``TrajectoryController``) feed it.
+(``load_job``/``JobRunner``; ``JobPlanningProcess`` plans away from the loop's interpreter) and
+trajectory mode (``TrajectoryController``) feed it.
 """
 
 from testbed.control.cartesian_stream import offsets_to_joint_rows
 from testbed.control.events import ControlEvent
-from testbed.control.job import Job, JobOutputs, JobRunner, load_job, parse_job, plan_job
+from testbed.control.job import Job, JobOutputs, JobProgram, JobRunner, MotionBlock, load_job, parse_job, plan_job
+from testbed.control.job_process import JobPlanningProcess
 from testbed.control.kinematics import IKResult, KinematicChain
 from testbed.control.lifecycle import Component, LifecycleState
 from testbed.control.loop import ControllerComponent, ControlLoop
@@ -24,10 +26,13 @@ __all__ = [
     "IKResult",
     "Job",
     "JobOutputs",
+    "JobPlanningProcess",
+    "JobProgram",
     "JobRunner",
     "JointTrajectory",
     "KinematicChain",
     "LifecycleState",
+    "MotionBlock",
     "Pacer",
     "PacingStats",
     "PtpMotion",

@@ -309,17 +309,48 @@ class Segment:
     motion: JointMotion
 
 
+@dataclass(frozen=True)
+class MotionBlock:
+    """Consecutive motion lines of a job, blended into rows ``ROW_DT_S`` apart for ``ControlLoop.submit_chunk``.
+
+    Args:
+        steps: the motion lines, in program order.
+        rows: ``(rows, n_joints)`` joint positions.
+    """
+
+    steps: tuple[Step, ...]
+    rows: np.ndarray
+
+
+@dataclass(frozen=True)
+class JobProgram:
+    """What a ``JobRunner`` executes: motion blocks and non-motion steps in program order.
+
+    Plain data (picklable), so a job can be planned in another process or thread and run here.
+
+    Args:
+        job: the parsed job.
+        q_start: joint positions the plan starts from.
+        blocks: ``MotionBlock`` for each motion group, the ``Step`` itself for TIMER, DOUT and WAIT.
+    """
+
+    job: Job
+    q_start: np.ndarray
+    blocks: tuple[MotionBlock | Step, ...]
+
+
 @dataclass
 class JobPlan:
     """Every motion of a job planned from a start configuration, grouped between non-motion lines.
 
     ``blocks`` alternates motion groups (lists of ``Segment``) with single non-motion steps,
-    in program order.
+    in program order; ``program`` is the same plan with every group blended into rows.
     """
 
     job: Job
     q_start: np.ndarray
-    blocks: list[list[Segment] | Step] = field(default_factory=list)
+    blocks: list[list[Segment] | Step]
+    program: JobProgram
 
 
 def _joint_target(step: Step, pose: Pose, chain: KinematicChain, model: Any, q_prev: np.ndarray) -> np.ndarray:
@@ -382,14 +413,15 @@ def plan_job(
     q = np.asarray(q_start, float)[:n].copy()
     tcp_limit = float(model.tcp_speed_m_s) * speed_scale
     orient = "yaw" if n < 6 else "full"
-    plan = JobPlan(job, q.copy())
+    q_start = q.copy()
+    blocks: list[list[Segment] | Step] = []
     group: list[Segment] = []
     for step in job.steps:
         if step.op in ("TIMER", "DOUT", "WAIT"):
             if group:
-                plan.blocks.append(group)
+                blocks.append(group)
                 group = []
-            plan.blocks.append(step)
+            blocks.append(step)
             continue
         try:
             motion: JointMotion
@@ -419,8 +451,12 @@ def plan_job(
         group.append(Segment(step, motion))
         q = np.asarray(motion.end, float).copy()
     if group:
-        plan.blocks.append(group)
-    return plan
+        blocks.append(group)
+    # blended here, with the planning: blending a group takes ~1-3 ms, too long for a 1 ms control cycle
+    program = JobProgram(job, q_start, tuple(
+        MotionBlock(tuple(seg.step for seg in b), blend_group(b)) if isinstance(b, list) else b for b in blocks
+    ))
+    return JobPlan(job, q_start, blocks, program)
 
 
 def blend_group(group: Sequence[Segment], dt_s: float = ROW_DT_S) -> np.ndarray:
@@ -469,8 +505,9 @@ class JobRunner:
     """Runs a planned job on one robot of a ``ControlLoop``.
 
     Call ``start(t_s)`` once (it plans from the robot's current set-point and refuses bad
-    jobs before any motion), then ``tick(t_s)`` every control cycle (before or after
-    ``ControlLoop.tick``) and apply the returned gripper command. Inputs for ``WAIT``
+    jobs before any motion), or ``start_program(t_s, program)`` with a program planned
+    elsewhere (another thread or process), then ``tick(t_s)`` every control cycle (before or
+    after ``ControlLoop.tick``) and apply the returned gripper command. Inputs for ``WAIT``
     come from ``set_input``.
 
     Args:
@@ -490,9 +527,10 @@ class JobRunner:
         self._loop = loop
         self._robot = robot
         self._speed_scale = speed_scale
-        self._chain = KinematicChain.from_urdf(model.urdf_path, model.tcp_link)
+        self._chain: KinematicChain | None = None  # built on the first local plan
         self._inputs: dict[int, bool] = {}
         self.plan: JobPlan | None = None
+        self._program: JobProgram | None = None
         self._block = 0
         self._block_start = 0.0
         self._block_end: float | None = None
@@ -514,26 +552,48 @@ class JobRunner:
         key = tuple(np.round(q0, 9).tolist())
         cached = self._plan_cache.get(key) if self._plan_cache is not None else None
         if cached is None:
+            if self._chain is None:
+                self._chain = KinematicChain.from_urdf(self._model.urdf_path, self._model.tcp_link)
             cached = plan_job(self.job, self._model, q0, chain=self._chain, speed_scale=self._speed_scale)
             if self._plan_cache is not None:
                 self._plan_cache[key] = cached
         self.plan = cached
+        self.start_program(t_s, cached.program)
+        return cached
+
+    def start_program(self, t_s: float, program: JobProgram) -> None:
+        """Start a program planned elsewhere (e.g. by ``plan_job`` in another process) at ``t_s``.
+
+        Cheap enough for a control cycle: it only queues the first motion block's rows.
+
+        Raises:
+            JobError: the program is for another job or another joint count.
+        """
+        n = int(self._model.n_joints)
+        if program.job is not self.job and program.job != self.job:
+            raise JobError(f"{self.job.source}: the program was planned for job {program.job.name!r}, "
+                           f"not {self.job.name!r}")
+        for block in program.blocks:
+            if isinstance(block, MotionBlock) and block.rows.shape[1] != n:
+                raise JobError(f"{self.job.source}: the program moves {block.rows.shape[1]} joints, "
+                               f"robot {self._robot} has {n}")
+        self._program = program
         self._block = 0
         self._done = False
         self._failed = None
         self._enter(t_s)
-        return self.plan
 
     def tick(self, t_s: float) -> JobOutputs:
         """Advance the program to ``t_s``; returns I/O requests and progress."""
-        if self.plan is None:
+        program = self._program
+        if program is None:
             raise JobError(f"{self.job.source}: JobRunner.tick called before start()")
         outputs: dict[int, bool] = {}
         if not self._done and self._loop.state(self._robot) is not LifecycleState.ACTIVE:
             self._stop(f"controller is {self._loop.state(self._robot).name}")
         while not self._done:
-            block = self.plan.blocks[self._block]
-            if isinstance(block, list):
+            block = program.blocks[self._block]
+            if isinstance(block, MotionBlock):
                 assert self._block_end is not None
                 if t_s < self._block_end:
                     break
@@ -550,7 +610,7 @@ class JobRunner:
                     )
                 break
             self._block += 1
-            if self._block >= len(self.plan.blocks):
+            if self._block >= len(program.blocks):
                 self._done = True
                 break
             self._enter(t_s)
@@ -563,14 +623,13 @@ class JobRunner:
         )
 
     def _enter(self, t_s: float) -> None:
-        assert self.plan is not None
+        assert self._program is not None
         self._block_start = t_s
         self._block_end = None
-        block = self.plan.blocks[self._block]
-        if isinstance(block, list):
-            rows = blend_group(block)
-            self._loop.submit_chunk(self._robot, rows, t_s, ROW_DT_S, hold_after=True)
-            self._block_end = t_s + (len(rows) - 1) * ROW_DT_S
+        block = self._program.blocks[self._block]
+        if isinstance(block, MotionBlock):
+            self._loop.submit_chunk(self._robot, block.rows, t_s, ROW_DT_S, hold_after=True)
+            self._block_end = t_s + (len(block.rows) - 1) * ROW_DT_S
 
     def _stop(self, why: str) -> None:
         self._failed = why
@@ -579,8 +638,9 @@ class JobRunner:
             self._loop.hold(self._robot)
 
     def _current_step(self) -> int:
-        assert self.plan is not None
+        assert self._program is not None
         if self._done and self._failed is None:
             return len(self.job.steps)
-        block = self.plan.blocks[min(self._block, len(self.plan.blocks) - 1)]
-        return block[0].step.index if isinstance(block, list) else block.index
+        blocks = self._program.blocks
+        block = blocks[min(self._block, len(blocks) - 1)]
+        return block.steps[0].index if isinstance(block, MotionBlock) else block.index

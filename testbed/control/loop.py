@@ -140,6 +140,7 @@ class ControlLoop:
         self._last_row = np.zeros(r)
         self._row_base = np.arange(r, dtype=np.float64) * self._cap
         self._deadline = np.full(r, np.inf)
+        self._first_deadline = math.inf  # min of _deadline: one float compare per tick instead of two numpy calls
         self._streaming = np.zeros(r, dtype=bool)
 
         # scratch buffers: the tick allocates nothing
@@ -168,6 +169,7 @@ class ControlLoop:
         self._rejected_while_stopped = np.zeros(r, dtype=bool)
 
         self._events: list[ControlEvent] = []
+        self._transitions = 0
         self._t = 0.0
         self._t_last: float | None = None
         self.speed_scale = speed_scale
@@ -227,6 +229,11 @@ class ControlLoop:
     def state(self, robot: int) -> LifecycleState:
         """Lifecycle state of robot ``robot``."""
         return self._components[self._check_robot(robot)].state
+
+    @property
+    def transition_count(self) -> int:
+        """Lifecycle transitions of all robots so far: a cheap test of whether any state or ``last_error`` changed."""
+        return self._transitions
 
     def drain_events(self) -> list[ControlEvent]:
         """Events recorded since the last call, oldest first."""
@@ -372,6 +379,7 @@ class ControlLoop:
         self._streaming[r] = not hold_after
         end_t = t0_s + (steps - 1) * dt_s
         self._deadline[r] = np.inf if hold_after else end_t + self.stream_timeout_s[r]
+        self._first_deadline = float(self._deadline.min())
 
     def hold(self, robot: int) -> None:
         """Drop ``robot``'s queued targets and hold its current set-point (no stream timeout)."""
@@ -412,9 +420,8 @@ class ControlLoop:
             np.less_equal(w, self._ferr_eff, out=self._ok)
             if not self._ok.all():
                 self._check_measurement(measured_pos)
-        np.greater(t_s, self._deadline, out=self._late)
-        if self._late.any():
-            self._stream_timeouts()
+        if t_s > self._first_deadline:
+            self._stream_timeouts(t_s)
 
         # interpolate the streamed targets at t_s: row + slope * fraction
         u, fl = self._u, self._fl
@@ -487,11 +494,13 @@ class ControlLoop:
                 worst = float(np.max(np.abs(meas[r, joints] - self._p[r, joints])))
                 comp.protective_stop(f"following_error: joints {joints} off by up to {worst:.4g}")
 
-    def _stream_timeouts(self) -> None:
+    def _stream_timeouts(self, t_s: float) -> None:
+        np.greater(t_s, self._deadline, out=self._late)
         for r in np.flatnonzero(self._late).tolist():
             self._deadline[r] = np.inf
             if self._components[r].state is LifecycleState.ACTIVE:
                 self._components[r].protective_stop("stream_timeout")
+        self._first_deadline = float(self._deadline.min())
 
     def _stopping_step(self) -> None:
         """Step for PROTECTIVE_STOP robots: shrink all joint velocities together (stop on path)."""
@@ -559,6 +568,7 @@ class ControlLoop:
         self._inv_dt[r] = 1.0
         self._last_row[r] = 0.0
         self._deadline[r] = np.inf
+        self._first_deadline = float(self._deadline.min())
         self._streaming[r] = False
 
     def _check_robot(self, robot: int) -> int:
@@ -572,6 +582,7 @@ class ControlLoop:
         self, comp: Component, old: LifecycleState, new: LifecycleState, transition: str, reason: str
     ) -> None:
         r = comp.robot if isinstance(comp, ControllerComponent) else -1
+        self._transitions += 1
         self._codes[r] = int(new)
         self._run[r, 0] = 1.0 if new in _RUNNING else 0.0
         self._pstop[r, 0] = new is LifecycleState.PROTECTIVE_STOP
@@ -579,6 +590,7 @@ class ControlLoop:
         self._n_frozen = int((self._run == 0.0).sum())
         if new is not LifecycleState.ACTIVE:
             self._deadline[r] = np.inf
+            self._first_deadline = float(self._deadline.min())
         self._ferr_eff[r] = self._ferr[r] if new is LifecycleState.ACTIVE else np.inf
         self._meas_mask[r] = self._mask[r] & (new in _ALIVE)
         kind = transition if transition in ("protective_stop", "emergency_stop", "fault") else "state_change"

@@ -248,7 +248,7 @@ def _serve_controllers(scenario: Scenario, control: ControlLoop, stack: ExitStac
     from testbed.bridge.controller_service import start_controller_server
 
     token = token_from_env("controller_service.token_env", cfg.token_env)
-    backend = ControlLoopBackend(control, names=[r.name for r in scenario.cell.robots])
+    backend = stack.enter_context(ControlLoopBackend(control, names=[r.name for r in scenario.cell.robots]))
     server = stack.enter_context(start_controller_server(backend, host=cfg.host, port=cfg.port, token=token))
     return backend, server
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import grpc
@@ -209,16 +210,36 @@ class _Outputs:
 
 
 class _FakeJob:
-    """Moves joint 1 by 0.1 rad over 20 cycles, grips at the start, ends after 40 cycles."""
+    """Moves joint 1 by 0.1 rad over 20 cycles, grips at the start, ends after 40 cycles.
 
-    def __init__(self, loop: ControlLoop, robot: int) -> None:
+    Its plan waits for ``release`` (set by default) and records the thread it ran on; ``fail``
+    makes the plan raise that exception instead.
+    """
+
+    def __init__(self, loop: ControlLoop, robot: int, *, fail: BaseException | None = None) -> None:
         self.name = "fake_job"
         self._loop = loop
         self._robot = robot
         self.ticks = 0
         self.started_at: float | None = None
+        self.release = threading.Event()
+        self.release.set()
+        self.planning = threading.Event()
+        self.planned_on: int | None = None
+        self.planned_from: np.ndarray | None = None
+        self._fail = fail
 
-    def start(self, t_s: float) -> None:
+    def plan(self, q_start: np.ndarray) -> str:
+        self.planned_on = threading.get_ident()
+        self.planned_from = q_start.copy()
+        self.planning.set()
+        assert self.release.wait(10), "the test never released the plan"
+        if self._fail is not None:
+            raise self._fail
+        return "the plan"
+
+    def start(self, t_s: float, plan: object) -> None:
+        assert plan == "the plan"
         self.started_at = t_s
 
     def tick(self, t_s: float) -> _Outputs:
@@ -227,6 +248,30 @@ class _FakeJob:
             self._loop.submit_chunk(self._robot, target[None, :], t_s, DT, hold_after=True)
         self.ticks += 1
         return _Outputs(gripper=True if self.ticks == 1 else None, done=self.ticks >= 40)
+
+
+def _tick_until_done(backend: ControlLoopBackend, future: Future, cycle: int, timeout_s: float = 10.0) -> int:
+    """Tick (about every ms) until ``future`` is done; returns the next cycle."""
+    deadline = time.monotonic() + timeout_s
+    while not future.done():
+        assert time.monotonic() < deadline, "the job was never started nor refused"
+        backend.tick(cycle * DT)
+        cycle += 1
+        time.sleep(0.001)
+    return cycle
+
+
+def _job_backend(**job_kwargs: object) -> tuple[ControlLoop, ControlLoopBackend, list[_FakeJob]]:
+    loop, _ = _backend()
+    jobs: list[_FakeJob] = []
+
+    def loader(robot: int, text: str) -> _FakeJob:
+        if "MOVJ" not in text:
+            raise JobError("job_yaml line 1: expected a MOVJ step")
+        jobs.append(_FakeJob(loop, robot, **job_kwargs))  # type: ignore[arg-type]
+        return jobs[-1]
+
+    return loop, ControlLoopBackend(loop, job_loader=loader), jobs
 
 
 def test_job_without_a_loader_is_refused_naming_what_is_missing() -> None:
@@ -238,42 +283,197 @@ def test_job_without_a_loader_is_refused_naming_what_is_missing() -> None:
 
 
 def test_job_runs_through_the_loader_sets_the_gripper_and_ends() -> None:
-    loop, _ = _backend()
-    jobs: list[_FakeJob] = []
+    _, backend, jobs = _job_backend()
+    with backend:
+        with pytest.raises(JobError, match="line 1"):
+            backend.send_job("gp7", "name: x")
+        future = backend.send_job("gp7", "name: fake_job\nsteps: [MOVJ]")
+        cycle = _tick_until_done(backend, future, 0)
+        assert future.result(0) == "fake_job"
+        snap = backend.snapshot("gp7")
+        assert snap.job == "fake_job" and snap.gripper_on
+        assert backend.gripper_request(0) is True
+        refused = backend.stream_setpoints("gp7", GP7.home)
+        cycle = _tick(backend, cycle, 1)
+        with pytest.raises(ControllerError, match="running job 'fake_job'"):
+            refused.result(0)
+        _tick(backend, cycle, 60)
+        snap = backend.snapshot("gp7")
+        assert snap.job == "" and jobs[0].ticks == 40
+        assert snap.setpoint_rad[0] == pytest.approx(GP7.home[0] + 0.1)
 
-    def loader(robot: int, text: str) -> _FakeJob:
-        if "MOVJ" not in text:
-            raise JobError("job_yaml line 1: expected a MOVJ step")
-        jobs.append(_FakeJob(loop, robot))
-        return jobs[-1]
 
-    backend = ControlLoopBackend(loop, job_loader=loader)
-    with pytest.raises(JobError, match="line 1"):
-        backend.send_job("gp7", "name: x")
-    future = backend.send_job("gp7", "name: fake_job\nsteps: [MOVJ]")
-    backend.tick(0.0)
-    assert future.result(0) == "fake_job"
-    snap = backend.snapshot("gp7")
-    assert snap.job == "fake_job" and snap.gripper_on
-    assert backend.gripper_request(0) is True
-    refused = backend.stream_setpoints("gp7", GP7.home)
-    backend.tick(DT)
-    with pytest.raises(ControllerError, match="running job 'fake_job'"):
-        refused.result(0)
-    _tick(backend, 2, 60)
-    snap = backend.snapshot("gp7")
-    assert snap.job == "" and jobs[0].ticks == 40
-    assert snap.setpoint_rad[0] == pytest.approx(GP7.home[0] + 0.1)
+def test_a_job_is_planned_on_a_thread_other_than_the_ticking_one() -> None:
+    _, backend, jobs = _job_backend()
+    with backend:
+        future = backend.send_job("gp7", "MOVJ")
+        _tick_until_done(backend, future, 0)  # this (test) thread ticks
+        assert future.result(0) == "fake_job"
+        assert jobs[0].planned_on is not None and jobs[0].planned_on != threading.get_ident()
+
+
+def test_ticks_go_on_while_a_job_is_being_planned_and_the_robot_holds() -> None:
+    _, backend, jobs = _job_backend()
+    with backend:
+        future = backend.send_job("gp7", "MOVJ")
+        jobs[0].release.clear()  # the plan will wait until the test lets it finish
+        backend.tick(0.0)
+        assert jobs[0].planning.wait(10)
+        before = backend.snapshot("gp7").cycle
+        cycle = _tick(backend, 1, 50)  # none of these waits for the plan
+        snap = backend.snapshot("gp7")
+        assert snap.cycle == before + 50 and not future.done()
+        np.testing.assert_array_equal(snap.setpoint_rad, GP7.home)
+        np.testing.assert_array_equal(jobs[0].planned_from, GP7.home)
+        refused = backend.stream_setpoints("gp7", GP7.home + 0.1)
+        cycle = _tick(backend, cycle, 1)
+        with pytest.raises(ControllerError, match="starting job 'fake_job' \\(it is being planned\\)"):
+            refused.result(0)
+        jobs[0].release.set()
+        _tick_until_done(backend, future, cycle)
+        assert future.result(0) == "fake_job" and jobs[0].started_at is not None
+
+
+def test_a_plan_that_fails_fails_the_job_and_the_robot_holds() -> None:
+    _, backend, _ = _job_backend(fail=JobError("job_yaml:4 program[1] 'MOVL a V=100': pose 'a' is unreachable"))
+    with backend:
+        future = backend.send_job("gp7", "MOVJ")
+        cycle = _tick_until_done(backend, future, 0)
+        with pytest.raises(JobError, match="pose 'a' is unreachable"):
+            future.result(0)
+        _tick(backend, cycle, 5)
+        snap = backend.snapshot("gp7")
+        assert snap.lifecycle_state == "ACTIVE" and snap.job == ""
+        np.testing.assert_array_equal(snap.setpoint_rad, GP7.home)
+
+
+def test_a_bug_in_a_plan_reaches_the_caller_as_it_is() -> None:
+    _, backend, _ = _job_backend(fail=ZeroDivisionError("a bug in the planner"))
+    with backend:
+        future = backend.send_job("gp7", "MOVJ")
+        _tick_until_done(backend, future, 0)
+        with pytest.raises(ZeroDivisionError, match="a bug in the planner"):
+            future.result(0)
+        again = backend.send_job("gp7", "MOVJ")  # the planning thread survived it
+        _tick_until_done(backend, again, 100)
+        with pytest.raises(ZeroDivisionError):
+            again.result(0)
+
+
+def test_a_dead_planning_thread_fails_its_jobs_and_refuses_new_ones() -> None:
+    _, backend, _ = _job_backend(fail=SystemExit("planner killed"))
+    with backend:
+        future = backend.send_job("gp7", "MOVJ")
+        _tick_until_done(backend, future, 0)
+        with pytest.raises(ControllerError, match=r"job planning thread died \(SystemExit: planner killed\)") as err:
+            future.result(0)
+        assert isinstance(err.value.__cause__, SystemExit)
+        with pytest.raises(ControllerError, match="job planning thread died"):
+            backend.send_job("gp7", "MOVJ")
+
+
+def test_a_stop_while_a_job_is_planned_means_it_never_starts() -> None:
+    _, backend, jobs = _job_backend()
+    with backend:
+        future = backend.send_job("gp7", "MOVJ")
+        jobs[0].release.clear()
+        backend.tick(0.0)
+        assert jobs[0].planning.wait(10)
+        backend.change_state("gp7", Transition.PROTECTIVE_STOP)
+        cycle = _tick(backend, 1, 1)
+        with pytest.raises(ControllerError, match="left ACTIVE while job 'fake_job' was being planned"):
+            future.result(0)
+        jobs[0].release.set()
+        for transition in (Transition.RESET, Transition.ACTIVATE):
+            backend.change_state("gp7", transition)
+            cycle = _tick(backend, cycle, 1)
+        time.sleep(0.05)  # the plan comes back meanwhile; it must be dropped, not started
+        _tick(backend, cycle, 50)
+        assert jobs[0].started_at is None and backend.snapshot("gp7").job == ""
+        np.testing.assert_array_equal(backend.snapshot("gp7").setpoint_rad, GP7.home)
+
+
+def test_a_job_cancelled_while_it_is_planned_never_starts() -> None:
+    _, backend, jobs = _job_backend()
+    with backend:
+        future = backend.send_job("gp7", "MOVJ")
+        jobs[0].release.clear()
+        backend.tick(0.0)
+        assert jobs[0].planning.wait(10)
+        assert future.cancel()  # e.g. the gRPC call timed out
+        jobs[0].release.set()
+        time.sleep(0.05)
+        _tick(backend, 1, 50)
+        assert jobs[0].started_at is None and backend.snapshot("gp7").job == ""
+        np.testing.assert_array_equal(backend.snapshot("gp7").setpoint_rad, GP7.home)
 
 
 def test_a_stop_aborts_the_running_job() -> None:
     loop, _ = _backend()
-    backend = ControlLoopBackend(loop, job_loader=lambda r, text: _FakeJob(loop, r))
-    backend.send_job("gp7", "name: fake_job")
-    backend.tick(0.0)
-    backend.change_state("gp7", Transition.PROTECTIVE_STOP)
-    _tick(backend, 1, 3)
-    assert backend.snapshot("gp7").job == ""
+    with ControlLoopBackend(loop, job_loader=lambda r, text: _FakeJob(loop, r)) as backend:
+        future = backend.send_job("gp7", "name: fake_job")
+        cycle = _tick_until_done(backend, future, 0)
+        backend.change_state("gp7", Transition.PROTECTIVE_STOP)
+        _tick(backend, cycle, 3)
+        assert backend.snapshot("gp7").job == ""
+
+
+def test_a_snapshot_pairs_state_and_setpoints_of_the_same_cycle() -> None:
+    loop, backend = _backend(stream_timeout_s=0.02)
+    backend.stream_setpoints("gp7", GP7.home + 0.05)
+    for k in range(100):
+        backend.apply_pending(k * DT)
+        loop.tick(k * DT)  # the loop itself stops the robot here once the stream timed out
+        if loop.state(0) is LifecycleState.PROTECTIVE_STOP:
+            break
+        backend.publish(k * DT)
+    else:
+        raise AssertionError("the stream never timed out")
+    snap = backend.snapshot("gp7")  # the cycle that stopped is not published yet
+    assert (snap.cycle, snap.lifecycle_state, snap.last_error) == (k, "ACTIVE", "")
+    backend.publish(k * DT)
+    snap = backend.snapshot("gp7")
+    assert (snap.cycle, snap.lifecycle_state, snap.last_error) == (k + 1, "PROTECTIVE_STOP", "stream_timeout")
+    np.testing.assert_array_equal(snap.setpoint_rad, loop.setpoint[0])
+
+
+def test_a_commands_result_is_visible_in_snapshots_once_its_future_resolves() -> None:
+    _, backend = _backend()
+    future = backend.change_state("gp7", Transition.PROTECTIVE_STOP)
+    backend.apply_pending(0.0)
+    assert not future.done()  # the stop took effect, but its cycle is not published yet
+    backend.publish(0.0)
+    assert future.result(0) == "PROTECTIVE_STOP" == backend.snapshot("gp7").lifecycle_state
+
+
+def test_ticker_stop_reports_a_thread_that_did_not_end() -> None:
+    _, backend = _backend()
+    in_plant, release = threading.Event(), threading.Event()
+
+    def stuck_plant(setpoint: np.ndarray) -> np.ndarray:
+        in_plant.set()
+        release.wait(10)
+        return setpoint
+
+    ticker = TickerThread(backend, plant=stuck_plant).start()
+    assert in_plant.wait(10)
+    with pytest.raises(ControllerError, match=r"ticking thread did not end within 0.2 s of stop\(\)"):
+        ticker.stop(timeout_s=0.2)
+    release.set()
+    ticker.stop()  # it ends once the plant returns
+
+
+def test_ticker_stop_reports_an_error_in_the_loop() -> None:
+    _, backend = _backend()
+
+    def broken_plant(setpoint: np.ndarray) -> np.ndarray:
+        raise ValueError("sensor cable cut")
+
+    ticker = TickerThread(backend, plant=broken_plant).start()
+    assert backend.wait_cycles(1, timeout_s=10)
+    with pytest.raises(ControllerError, match="control loop raised ValueError") as err:
+        ticker.stop()
+    assert isinstance(err.value.__cause__, ValueError)
 
 
 # ---------------------------------------------------------------------------------------- property
@@ -336,7 +536,7 @@ def test_published_setpoints_respect_limits_whatever_callers_send(ops: list[tupl
 @pytest.fixture
 def served() -> Iterator[tuple[ControlLoop, ControlLoopBackend, ControllerServer]]:
     loop, backend = _backend(stream_timeout_s=0.2)
-    with TickerThread(backend), start_controller_server(backend, token=TOKEN, command_timeout_s=2.0) as server:
+    with backend, TickerThread(backend), start_controller_server(backend, token=TOKEN, command_timeout_s=2.0) as server:
         yield loop, backend, server
 
 

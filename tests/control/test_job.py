@@ -181,3 +181,31 @@ def test_circular_move_passes_through_via_point(scara) -> None:
     tips = np.array([chain.forward(arc.sample(t)[0])[:3, 3] for t in np.linspace(0, arc.duration_s, 200)])
     assert np.min(np.linalg.norm(tips - [0.5, 0.0, 0.1], axis=1)) < 2e-3
     assert np.allclose(np.linalg.norm(tips[:, :2] - [0.4, 0.0], axis=1), 0.1, atol=1e-3)
+
+
+def test_a_program_planned_elsewhere_runs_like_a_local_plan(tmp_path: Path, scara) -> None:
+    job = load_job(write(tmp_path, JOB.replace("  - WAIT IN#(1)=ON T=1.0\n", "")))
+    traces = []
+    for planned_elsewhere in (False, True):
+        loop = start_loop(scara)
+        runner = JobRunner(job, scara, loop, 0)
+        if planned_elsewhere:
+            runner.start_program(0.0, plan_job(job, scara, loop.setpoint[0, :4]).program)
+        else:
+            runner.start(0.0)
+        trace = []
+        for k in range(6000):
+            if runner.tick(k * 0.001).done:
+                break
+            trace.append(loop.tick(k * 0.001).copy())
+        traces.append(np.array(trace))
+    np.testing.assert_array_equal(traces[0], traces[1])
+
+
+def test_a_program_for_another_robot_is_refused(scara) -> None:
+    job = parse_job({"poses": {"a": {"joints": [0.5, 1.0, 0.05, 0.0]}}, "program": ["MOVJ a VJ=50"]})
+    program = plan_job(job, scara, scara.home).program
+    loop = ControlLoop([load_robot("gp7")], 0.001)
+    loop.reset(np.asarray(load_robot("gp7").home)[None])
+    with pytest.raises(JobError, match="the program moves 4 joints, robot 0 has 6"):
+        JobRunner(job, load_robot("gp7"), loop, 0).start_program(0.0, program)
