@@ -1,7 +1,7 @@
 """Round trip to openpi's websocket policy server on loopback; prints one JSON object.
 
 The peer model teams use today: openpi-server's ``WebsocketPolicyServer`` in its
-own process (from ``.openpi-venv/``, built on first use), answering a zeros
+own process (from its cached virtualenv, built on first use), answering a zeros
 chunk (10, 7). Two clients are timed against it, one after the other:
 
 - ``p50_ms`` / ``p99_ms``: openpi-client's own ``WebsocketClientPolicy.infer``

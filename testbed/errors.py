@@ -29,6 +29,10 @@ class PolicyUnavailable(TestbedError):
     """A policy server cannot be reached or did not answer in time."""
 
 
+class PolicyClientFailed(PolicyUnavailable):
+    """A policy client's own worker failed unexpectedly; ``__cause__`` is the original error."""
+
+
 class ControllerError(TestbedError):
     """A controller refused a command or a lifecycle transition."""
 

@@ -6,6 +6,10 @@ server model teams run today.
 
     python serve_policy.py --port 8000 --policy echo --state-key observation/state \
         --chunk 10 --action-dim 7 --expect observation/image=uint8:96,96,3
+
+``--hang-on N --hang-s S`` makes the N-th request sleep S seconds before it is answered.
+openpi's server calls the policy on its event loop, so while it sleeps the whole server
+hangs: no answer, no new connection, no health check, as a stuck model server would.
 """
 
 from __future__ import annotations
@@ -30,8 +34,12 @@ class TestPolicy(base_policy.BasePolicy):
     def __init__(self, args: argparse.Namespace) -> None:
         self._args = args
         self._expect = dict(_parse_expect(item) for item in args.expect)
+        self._requests = 0
 
     def infer(self, obs: dict) -> dict:
+        self._requests += 1
+        if self._requests == self._args.hang_on:
+            time.sleep(self._args.hang_s)
         for key, (dtype, shape) in self._expect.items():
             value = obs[key]  # KeyError -> openpi sends the traceback as a text frame
             if value.dtype != np.dtype(dtype) or value.shape != shape:
@@ -75,6 +83,8 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=10)
     parser.add_argument("--action-dim", type=int, default=7)
     parser.add_argument("--sleep-s", type=float, default=0.0)
+    parser.add_argument("--hang-on", type=int, default=0, help="the request (1-based) that hangs; 0 for none")
+    parser.add_argument("--hang-s", type=float, default=0.0, help="how long that request hangs")
     parser.add_argument("--expect", action="append", default=[], metavar="KEY=DTYPE:D1,D2,...")
     parser.add_argument("--metadata", default="{}", help="JSON object sent as the metadata frame")
     args = parser.parse_args()

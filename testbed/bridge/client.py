@@ -22,11 +22,23 @@ with exponential backoff (progressing whenever the caller is inside ``submit`` o
 replays ``reset`` for the current episode before streaming again. Methods may be
 called from any thread (one at a time, under a lock), including a thread that
 runs an asyncio loop of its own (the private loop then turns in a helper thread).
+
+A server that stops answering is dropped rather than waited on: a request unanswered
+for ``hang_s`` makes ``result`` raise ``PolicyUnavailable``, and so does ``reset`` find
+one unanswered for longer than the deadline; either way the source opens a new
+stream under a new session id (the server serialises a session's calls, so the
+old session stays stuck behind the hung one) and replays ``reset`` there. An
+unexpected exception in the supervisor (a bug, or a library error of a kind not
+handled here) is raised once by ``result`` as ``PolicyClientFailed`` with the
+original error as its ``__cause__``; the supervisor then reconnects. If the
+supervisor task ends anyway, every call raises that error until ``reset`` starts
+a new one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import random
 import threading
@@ -45,13 +57,45 @@ import numpy as np
 from testbed.bridge import codec
 from testbed.bridge.generated import common_pb2, policy_pb2, policy_pb2_grpc
 from testbed.bridge.server import DEFAULT_MAX_MESSAGE_BYTES, SESSION_HEADER, channel_options
-from testbed.errors import BridgeConfigError, PolicyUnavailable, SpecMismatch, TestbedError
+from testbed.errors import BridgeConfigError, PolicyClientFailed, PolicyUnavailable, SpecMismatch, TestbedError
 from testbed.policies.protocol import PolicySpec
 from testbed.policies.source import ActionChunk
 
 T = TypeVar("T")
 MODES = ("stream", "unary")
+HUNG_AFTER_DEADLINES = 5.0  # default hang_s, in deadlines (at least MIN_HANG_S)
+MIN_HANG_S = 2.0
+_SETTLE_S = 1.0  # close() waits this long at most for gRPC's own tasks of cancelled calls to finish
 _SERVICE = policy_pb2.DESCRIPTOR.services_by_name["PolicyService"]
+
+# grpc.aio has one completion queue per process: each finished operation goes to the loop that
+# started it, through call_soon_threadsafe, from whichever loop runs next. Operations of calls
+# cancelled by close() can finish after it returns, so closing the private loop there made the
+# next source's loop raise "Event loop is closed" tracebacks. A closed source's loop is kept,
+# open, for the next source instead (a late completion then runs there and does nothing).
+_idle_loops: list[asyncio.AbstractEventLoop] = []
+_idle_loops_lock = threading.Lock()
+
+
+def _take_loop() -> asyncio.AbstractEventLoop:
+    with _idle_loops_lock:
+        if _idle_loops:
+            return _idle_loops.pop()
+    return asyncio.new_event_loop()
+
+
+def _keep_loop(loop: asyncio.AbstractEventLoop) -> None:
+    with _idle_loops_lock:
+        _idle_loops.append(loop)
+
+
+@atexit.register
+def _close_idle_loops() -> None:
+    with _idle_loops_lock:
+        loops = list(_idle_loops)
+        _idle_loops.clear()
+    for loop in loops:
+        loop.close()
 
 
 def _method_path(name: str) -> str:
@@ -110,6 +154,8 @@ class GrpcActionSource:
         mode: ``stream`` (one StreamAct stream, the fast path) or ``unary`` (one Act call per step).
         backoff_s: (first, max) seconds between reconnect attempts; doubles with jitter.
         max_message_bytes: cap on messages either way.
+        hang_s: a request unanswered for this long means the server hangs: the stream and the
+            session are dropped and a new one is opened. Default: 5 deadlines, at least 2 s.
     """
 
     def __init__(
@@ -124,11 +170,14 @@ class GrpcActionSource:
         mode: str = "stream",
         backoff_s: tuple[float, float] = (0.05, 2.0),
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        hang_s: float | None = None,
     ) -> None:
         if mode not in MODES:
             raise BridgeConfigError(f"policy mode {mode!r}: expected one of {', '.join(MODES)}")
         if deadline_s <= 0:
             raise BridgeConfigError(f"policy deadline_s {deadline_s}: expected a positive number of seconds")
+        if hang_s is not None and hang_s < deadline_s:
+            raise BridgeConfigError(f"policy hang_s {hang_s}: expected at least deadline_s ({deadline_s})")
         self.endpoint = endpoint
         self._target, tls = parse_endpoint(endpoint)
         if (tls_cert is None) != (tls_key is None):
@@ -140,10 +189,10 @@ class GrpcActionSource:
                 private_key=_read(tls_key, "tls_key"),
                 certificate_chain=_read(tls_cert, "tls_cert"),
             )
-        self._metadata: tuple[tuple[str, str], ...] = ((SESSION_HEADER, uuid.uuid4().hex),)
-        if token:
-            self._metadata += (("authorization", f"Bearer {token}"),)
+        self._auth: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
+        self._metadata = self._new_session()
         self._deadline_s = deadline_s
+        self._hang_s = hang_s if hang_s is not None else max(HUNG_AFTER_DEADLINES * deadline_s, MIN_HANG_S)
         self._mode = mode
         self._backoff_s = backoff_s
         self._options = channel_options(max_message_bytes)
@@ -156,13 +205,18 @@ class GrpcActionSource:
         self._pending: _Request | None = None
         self._encode = codec.ObservationEncoder()
         self._in_flight_sent: float | None = None
+        self._in_flight_step = 0
+        # since when this session owes an answer (perf_counter); None when it owes none
+        self._owed_since: float | None = None
         self._ready: ActionChunk | None = None
         self._failure: TestbedError | None = None  # raised once by result()
         self._unavailable: PolicyUnavailable | None = None  # raised while disconnected
+        self._dead: PolicyClientFailed | None = None  # raised by every call once the supervisor ended
         self._closed = False
         self._waiter: asyncio.Future[None] | None = None  # what result() waits on, resolved by _notify
+        self._session_task: asyncio.Task[None] | None = None
 
-        self._loop = asyncio.new_event_loop()
+        self._loop = _take_loop()
         with self._cond:
             self._wake: asyncio.Event = self._call(self._make_event())
             self._sending: asyncio.Event = self._call(self._make_event())  # connected, the sender waits
@@ -173,7 +227,7 @@ class GrpcActionSource:
                 _method_path("StreamAct"), response_deserializer=policy_pb2.ActResult.FromString)
             self._act = self._channel.unary_unary(
                 _method_path("Act"), response_deserializer=common_pb2.ActionChunk.FromString)
-            self._task = self._loop.create_task(self._run())
+            self._task = self._start_supervisor()
             self._pump(1)
 
     # ----- public ActionSource surface -------------------------------------------------------
@@ -197,6 +251,10 @@ class GrpcActionSource:
 
         If the server cannot be reached the reset is remembered and replayed on reconnect.
 
+        A request of the previous episode still unanswered after the deadline means the server
+        hangs on it: the session is dropped and the reset goes to a new one (a new policy instance
+        on the server). A supervisor that ended is started again.
+
         Raises:
             PolicyUnavailable: the Reset call failed; the source stays usable.
         """
@@ -206,6 +264,11 @@ class GrpcActionSource:
             self._ready = None
             self._failure = None
             self._needs_reset = True
+            if self._dead is not None and not self._closed:
+                self._dead = None
+                self._task = self._start_supervisor()
+            if self._owed_since is not None and time.perf_counter() - self._owed_since > self._deadline_s:
+                self._abandon_session()
             self._call(self._send_reset(), timeout_s=self._deadline_s + 1.0)
             # let the supervisor finish connecting now, so that the first submit goes out at once
             self._drive(self._wait_event(self._sending, self._deadline_s))
@@ -215,6 +278,8 @@ class GrpcActionSource:
         with self._cond:
             if self._closed:
                 return
+            if self._dead is not None:
+                raise self._dead
             step = int(step)
             self._pending = _Request(self._episode, step, self._encode(obs, episode=self._episode, step=step))
             self._wake.set()
@@ -227,7 +292,8 @@ class GrpcActionSource:
         Raises:
             SpecMismatch: the server refused the observation or its policy gave a bad chunk.
             PolicyUnavailable: the server is unreachable (reconnection continues in the background),
-                or its policy raised.
+                its policy raised, or a request went unanswered for ``hang_s`` (a new session is opened).
+            PolicyClientFailed: the client itself failed (raised once; every time if its supervisor ended).
         """
         end = None if timeout_s is None else time.monotonic() + max(0.0, timeout_s)
         with self._cond:
@@ -243,6 +309,15 @@ class GrpcActionSource:
                 if self._ready is not None:
                     chunk, self._ready = self._ready, None
                     return chunk
+                if self._dead is not None:
+                    raise self._dead
+                owed = self._owed_since
+                if owed is not None and time.perf_counter() - owed > self._hang_s:
+                    step = self._in_flight_step
+                    self._abandon_session()
+                    raise PolicyUnavailable(
+                        f"{self.endpoint}: no answer to step {step} for {self._hang_s:.1f} s (hang_s); "
+                        "dropped the stream, reconnecting under a new session")
                 remaining = None if end is None else end - time.monotonic()
                 if remaining is None and self._unavailable is not None:
                     raise PolicyUnavailable(str(self._unavailable)) from self._unavailable.__cause__
@@ -255,7 +330,7 @@ class GrpcActionSource:
                 self._await_arrival(remaining)
 
     def close(self) -> None:
-        """Close the stream and the channel and stop the background thread."""
+        """Close the stream and the channel and stop the supervisor task."""
         with self._cond:
             if self._closed:
                 return
@@ -265,7 +340,9 @@ class GrpcActionSource:
                 self._call(self._channel.close(), timeout_s=2.0)
             with contextlib.suppress(Exception):
                 self._drive(asyncio.gather(self._task, return_exceptions=True))
-            self._loop.close()
+            with contextlib.suppress(Exception):
+                self._drive(self._settle())
+            _keep_loop(self._loop)
 
     def __enter__(self) -> GrpcActionSource:
         return self
@@ -383,25 +460,87 @@ class GrpcActionSource:
         self._unavailable = None
         self._notify()
 
+    @staticmethod
+    async def _settle() -> None:
+        """Let gRPC's own tasks of the cancelled calls finish, so the loop is kept clean."""
+        others = asyncio.all_tasks() - {asyncio.current_task()}
+        if others:
+            await asyncio.wait(others, timeout=_SETTLE_S)
+
+    def _new_session(self) -> tuple[tuple[str, str], ...]:
+        """Call metadata naming a new session (a policy instance of its own on the server)."""
+        return ((SESSION_HEADER, uuid.uuid4().hex), *self._auth)
+
+    def _abandon_session(self) -> None:
+        """Drop the stream of a server that hangs; the supervisor reconnects under a new session at once."""
+        self._metadata = self._new_session()
+        self._in_flight_sent = None
+        self._owed_since = None
+        self._needs_reset = True
+        self._sending.clear()
+        if self._session_task is not None:
+            self._session_task.cancel()
+
+    def _start_supervisor(self) -> asyncio.Task[None]:
+        task = self._loop.create_task(self._run())
+        task.add_done_callback(self._supervisor_ended)
+        return task
+
+    def _supervisor_ended(self, task: asyncio.Task[None]) -> None:
+        """Report the supervisor's end, unless close() ended it: every call raises it from now on."""
+        if self._closed or task is not self._task:
+            return
+        cause = None if task.cancelled() else task.exception()
+        if cause is not None:
+            what = f"raised {type(cause).__name__}: {cause}"
+        else:
+            what = "was cancelled" if task.cancelled() else "returned"
+        dead = PolicyClientFailed(f"{self.endpoint}: the policy client's supervisor task stopped: it {what}; "
+                                  "reset() starts a new one")
+        dead.__cause__ = cause
+        self._dead = dead
+        self._notify()
+
     async def _run(self) -> None:
         backoff = self._backoff_s[0]
         while not self._closed:
+            session = self._session_task = asyncio.ensure_future(self._session())
             try:
-                await self._connect()
-                backoff = self._backoff_s[0]
-                if self._mode == "stream":
-                    await self._stream()
-                else:
-                    await self._unary()
+                await session
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if self._closed or (current is not None and current.cancelling()):
+                    raise
+                backoff = self._backoff_s[0]  # _abandon_session() ended it: reconnect at once
+                continue
             except (grpc.aio.AioRpcError, PolicyUnavailable) as exc:
                 self._mark_unavailable(exc)
-            except asyncio.CancelledError:
-                raise
             except TestbedError as exc:  # e.g. a malformed spec from the server
                 self._failure = exc
                 self._notify()
+            except Exception as exc:  # a bug or an unexpected library error: report it, then reconnect
+                self._report_failure(exc)
+            finally:
+                self._session_task = None
             await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
             backoff = min(backoff * 2.0, self._backoff_s[1])
+
+    async def _session(self) -> None:
+        """Connect, then stream (or call) until the connection fails."""
+        self._in_flight_sent = self._owed_since = None  # answers to an earlier stream never come on this one
+        await self._connect()
+        if self._mode == "stream":
+            await self._stream()
+        else:
+            await self._unary()
+
+    def _report_failure(self, exc: Exception) -> None:
+        failure = PolicyClientFailed(
+            f"{self.endpoint}: the policy client failed: {type(exc).__name__}: {exc}; reconnecting")
+        failure.__cause__ = exc
+        self._mark_unavailable(failure)
+        self._failure = failure
+        self._notify()
 
     def _mark_unavailable(self, exc: BaseException) -> None:
         if isinstance(exc, grpc.aio.AioRpcError):
@@ -414,6 +553,7 @@ class GrpcActionSource:
         self._unavailable = error
         self._needs_reset = True  # a restarted server has a fresh policy instance
         self._in_flight_sent = None
+        self._owed_since = None
         self._notify()
 
     def _take_pending(self) -> _Request | None:
@@ -423,6 +563,9 @@ class GrpcActionSource:
         if request.episode != self._episode:
             return None
         self._in_flight_sent = time.perf_counter()
+        self._in_flight_step = request.step
+        if self._owed_since is None:
+            self._owed_since = self._in_flight_sent
         return request
 
     async def _stream(self) -> None:
@@ -471,6 +614,7 @@ class GrpcActionSource:
                 if exc.code() == grpc.StatusCode.UNAVAILABLE:
                     raise
                 if exc.code() != grpc.StatusCode.DEADLINE_EXCEEDED:  # a late answer is just None
+                    self._owed_since = None  # the server answered, with an error
                     self._failure = translate(exc, self.endpoint, f"Act(step={request.step})")
                     self._failure.__cause__ = exc
                     self._notify()
@@ -484,6 +628,7 @@ class GrpcActionSource:
         now = time.perf_counter()
         sent = self._in_flight_sent
         self._in_flight_sent = None
+        self._owed_since = None
         latency_ms = 0.0 if sent is None else (now - sent) * 1e3
         if result.HasField("error"):
             error = result.error

@@ -1,9 +1,10 @@
 """openpi's own websocket server as a test and benchmark peer, in its own virtualenv.
 
 openpi-client pins ``numpy<2``, which clashes with the testbed, so openpi's
-packages live in ``.openpi-venv/`` at the repository root, built from the pinned
-``compat/openpi/requirements.txt`` the first time it is needed and reused while
-that file and the Python version are unchanged. :class:`OpenPiServer` runs
+packages live in a virtualenv of their own, built from the pinned
+``compat/openpi/requirements.txt`` the first time it is needed and kept in the
+cache outside the clone (``~/.cache/testbed/venvs/openpi-<key>``, see
+:mod:`testbed.bridge.venv_cache`) while that file is unchanged. :class:`OpenPiServer` runs
 ``compat/openpi/serve_policy.py`` (openpi's ``WebsocketPolicyServer`` with a
 small test policy) in a child process on loopback.
 
@@ -14,15 +15,11 @@ client, :class:`testbed.bridge.openpi_source.OpenPiActionSource`, does not.
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import hashlib
 import http.client
 import json
 import os
-import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -30,64 +27,38 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+from testbed.bridge.venv_cache import VenvBuildError, cached_venv, venv_dir
 from testbed.errors import TestbedError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPAT_DIR = REPO_ROOT / "compat" / "openpi"
-VENV_DIR = REPO_ROOT / ".openpi-venv"
-_STAMP = ".testbed-requirements.sha256"
-_BUILD_TIMEOUT_S = 600.0
+REQUIREMENTS = COMPAT_DIR / "requirements.txt"
 
 
 class OpenPiEnvError(TestbedError):
     """The openpi peer environment cannot be built or its server does not start."""
 
 
-def _requirements_digest(requirements: Path) -> str:
-    digest = hashlib.sha256(requirements.read_bytes())
-    digest.update(sys.version.encode())
-    return digest.hexdigest()
+def openpi_venv_dir() -> Path:
+    """Where the openpi virtualenv for the current ``compat/openpi/requirements.txt`` lives (built or not)."""
+    return venv_dir("openpi", REQUIREMENTS)
 
 
-def openpi_python(venv_dir: Path = VENV_DIR) -> Path:
-    """Path of the openpi virtualenv's python, building the virtualenv if it is missing or stale.
+def openpi_python() -> Path:
+    """Path of the openpi virtualenv's python, building the virtualenv if it is missing or incomplete.
 
-    Safe to call from several processes at once: builders take a file lock.
+    Safe to call from several processes at once: one builds, the others wait for it.
 
     Raises:
-        OpenPiEnvError: ``compat/openpi/requirements.txt`` is missing or pip fails.
+        OpenPiEnvError: ``compat/openpi/requirements.txt`` is missing (no source checkout), or the
+            build failed; the message names the pip command and the end of its output.
     """
-    requirements = COMPAT_DIR / "requirements.txt"
-    if not requirements.is_file():
-        raise OpenPiEnvError(
-            f"{requirements}: missing; the openpi peer needs a source checkout of the testbed"
-        )
-    want = _requirements_digest(requirements)
-    python = venv_dir / "bin" / "python"
-    stamp = venv_dir / _STAMP
-    lock_path = venv_dir.with_name(venv_dir.name + ".lock")
-    with open(lock_path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if python.exists() and stamp.is_file() and stamp.read_text().strip() == want:
-            return python
-        shutil.rmtree(venv_dir, ignore_errors=True)
-        commands = [
-            [sys.executable, "-m", "venv", str(venv_dir)],
-            [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-             "--only-binary=:all:", "-r", str(requirements)],
-        ]
-        for command in commands:
-            try:
-                done = subprocess.run(command, capture_output=True, text=True, timeout=_BUILD_TIMEOUT_S)
-            except subprocess.TimeoutExpired as exc:
-                raise OpenPiEnvError(f"{venv_dir}: {' '.join(command[:4])} timed out") from exc
-            if done.returncode != 0:
-                raise OpenPiEnvError(
-                    f"{venv_dir}: building the openpi environment from {requirements} failed "
-                    f"({' '.join(command[:4])} ...): {done.stderr.strip()[-2000:]}"
-                )
-        stamp.write_text(want + "\n")
-    return python
+    if not REQUIREMENTS.is_file():
+        raise OpenPiEnvError(f"{REQUIREMENTS}: missing; the openpi peer needs a source checkout of the testbed")
+    try:
+        return cached_venv("openpi", REQUIREMENTS)
+    except VenvBuildError as exc:
+        raise OpenPiEnvError(f"building the openpi environment from {REQUIREMENTS} failed: {exc}") from exc
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -112,6 +83,9 @@ class OpenPiServer:
             anything else makes it raise, which openpi reports as a text frame.
         metadata: the metadata frame.
         sleep_s: delay before each reply.
+        hang_on: the request (1-based, counted over the server's life) before whose reply the
+            whole server hangs for ``hang_s`` (openpi runs the policy on its event loop); 0 for none.
+        hang_s: how long that request hangs.
 
     Use as a context manager; ``endpoint`` is ``ws://127.0.0.1:<port>``.
     """
@@ -127,10 +101,13 @@ class OpenPiServer:
         expect: Mapping[str, tuple[str, Sequence[int]]] | None = None,
         metadata: Mapping[str, Any] | None = None,
         sleep_s: float = 0.0,
+        hang_on: int = 0,
+        hang_s: float = 0.0,
     ) -> None:
         self._args = [
             "--policy", policy, "--chunk", str(chunk), "--action-dim", str(action_dim),
             "--state-key", state_key, "--action-key", action_key, "--sleep-s", str(sleep_s),
+            "--hang-on", str(hang_on), "--hang-s", str(hang_s),
             "--metadata", json.dumps(dict(metadata or {})),
         ]
         for key, (dtype, shape) in (expect or {}).items():

@@ -12,6 +12,16 @@ policy, after which the server closes the connection.
 the websocket, so the loop never waits on the network. The protocol allows one
 request in flight, so a newer observation replaces one not yet sent (latest
 observation wins, as in asynchronous inference).
+
+Every receive has a deadline. A reply not received within ``hang_s`` of its
+request means the server hangs: the connection is dropped (answers come strictly
+in turn, so a later one would answer the wrong request) and the next request
+reconnects; ``reset`` also drops a connection whose request is unanswered past
+the deadline, and reconnects at once when the connection is down, raising
+``PolicyUnavailable`` while the server cannot be reached, as the gRPC source does.
+An unexpected exception in the worker thread is raised once by ``result`` as
+``PolicyClientFailed`` with the original error as its ``__cause__``; if the thread
+ends anyway, every call raises that error until ``reset`` starts a new one.
 """
 
 from __future__ import annotations
@@ -31,7 +41,7 @@ import websockets.exceptions
 import websockets.sync.client
 
 from testbed.bridge import openpi_codec
-from testbed.errors import PolicyUnavailable, ScenarioError, SpecMismatch, TestbedError
+from testbed.errors import PolicyClientFailed, PolicyUnavailable, ScenarioError, SpecMismatch, TestbedError
 from testbed.policies.protocol import ActionKind, PolicySpec, TensorSpec
 from testbed.policies.source import ActionChunk
 
@@ -39,6 +49,9 @@ from testbed.policies.source import ActionChunk
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 _BACKOFF_FIRST_S = 0.05
 _BACKOFF_MAX_S = 2.0
+HUNG_AFTER_DEADLINES = 5.0  # default hang_s, in deadlines (at least MIN_HANG_S)
+MIN_HANG_S = 2.0
+JOIN_TIMEOUT_S = 5.0  # close() waits this long for the worker thread
 _CONNECT_PARAMETERS = inspect.signature(websockets.sync.client.connect).parameters
 # Options newer websockets releases take: never route loopback traffic through an HTTP proxy from
 # the environment (>= 15), and keep a connection outside a with-block without a warning (>= 17.1).
@@ -162,12 +175,15 @@ class OpenPiActionSource:
             connection timeout.
         static_obs: constant fields added to every observation, such as
             openpi's ``{"prompt": "pick the part"}``.
+        hang_s: a request unanswered for this long means the server hangs: the
+            connection is dropped and the next request reconnects. Default: 5
+            deadlines, at least 2 s.
 
     Raises:
         SpecMismatch: ``obs_keys`` names a key the spec does not have, or maps
             two keys to one.
-        ScenarioError: ``endpoint`` is not ``ws://host:port``, or ``static_obs``
-            holds a value msgpack cannot carry.
+        ScenarioError: ``endpoint`` is not ``ws://host:port``, ``static_obs``
+            holds a value msgpack cannot carry, or ``hang_s`` is below ``deadline_s``.
         PolicyUnavailable: the server cannot be reached or sends no metadata.
     """
 
@@ -180,9 +196,12 @@ class OpenPiActionSource:
         action_key: str = "actions",
         deadline_s: float = 1.0,
         static_obs: Mapping[str, Any] | None = None,
+        hang_s: float | None = None,
     ) -> None:
         if not deadline_s > 0:
             raise ScenarioError(f"policy.deadline_s: must be positive, got {deadline_s}")
+        if hang_s is not None and not hang_s >= deadline_s:
+            raise ScenarioError(f"policy hang_s: must be at least deadline_s ({deadline_s}), got {hang_s}")
         self._endpoint = parse_ws_endpoint(endpoint)
         self._obs_keys = dict(obs_keys)
         self._check_obs_keys(spec)
@@ -196,20 +215,26 @@ class OpenPiActionSource:
             raise ScenarioError(f"policy.static_obs: cannot be sent as msgpack: {exc}") from exc
         self._action_key = action_key
         self._deadline_s = float(deadline_s)
+        self._hang_s = float(hang_s) if hang_s is not None else max(HUNG_AFTER_DEADLINES * deadline_s, MIN_HANG_S)
         self._action_spec = spec.action_spec()
         self._base_spec = spec
 
         self._cv = threading.Condition()
+        self._connecting = threading.Lock()  # one connection attempt at a time: the worker's or reset()'s
         self._generation = 0
         self._pending: _Request | None = None
+        self._in_flight: _Request | None = None  # sent, its reply not yet received
+        self._sent_s = 0.0
         self._result: ActionChunk | None = None
         self._error: TestbedError | None = None
+        self._dead: PolicyClientFailed | None = None  # raised by every call once the worker thread ended
         self._closed = False
         self._counts = {f.name: 0 for f in dataclasses.fields(OpenPiStats)}
         self._backoff_s = _BACKOFF_FIRST_S
         self._retry_at_s = 0.0
 
-        self._conn, self._metadata = self._connect()
+        conn, self._metadata = self._connect()
+        self._conn: websockets.sync.client.ClientConnection | None = conn
         self._spec = dataclasses.replace(
             spec,
             extra={
@@ -219,8 +244,7 @@ class OpenPiActionSource:
                 "server_metadata": json.dumps(self._metadata, default=_jsonable, sort_keys=True),
             },
         )
-        self._thread = threading.Thread(target=self._run, name=f"openpi-{self._endpoint}", daemon=True)
-        self._thread.start()
+        self._thread = self._start_worker()
 
     # -- ActionSource ------------------------------------------------------------------------------
 
@@ -237,13 +261,32 @@ class OpenPiActionSource:
         """Start ``episode``: the queued observation, the stored chunk and any error are dropped.
 
         A request already on the wire is answered by the server, but its chunk
-        is discarded. openpi's protocol has no reset message.
+        is discarded; one unanswered past the deadline means the server hangs, and
+        its connection is dropped. When the connection is down, it is made again
+        now. A worker thread that ended is started again. openpi's protocol has
+        no reset message.
+
+        Raises:
+            PolicyUnavailable: the server cannot be reached (the next ``submit`` tries again).
         """
         with self._cv:
             self._generation += 1
             self._pending = None
             self._result = None
             self._error = None
+            if self._closed:
+                return
+            if self._dead is not None and not self._thread.is_alive():
+                self._dead = None
+                self._thread = self._start_worker()
+            hung = None
+            if self._in_flight is not None and time.monotonic() - self._sent_s > self._deadline_s:
+                hung, self._conn = self._conn, None
+            connected = self._conn is not None
+        if hung is not None:
+            hung.close()  # the worker's receive ends at once; its answer belonged to the last episode
+        if not connected:
+            self._ensure_connection(respect_backoff=False)
 
     def submit(self, obs: Mapping[str, np.ndarray], step: int) -> None:
         """Queue ``obs`` (our keys) taken at policy step ``step``; returns without network I/O.
@@ -251,6 +294,7 @@ class OpenPiActionSource:
         Raises:
             SpecMismatch: ``obs`` does not fit the spec.
             PolicyUnavailable: the source was closed.
+            PolicyClientFailed: the worker thread ended (until ``reset`` starts a new one).
         """
         self._base_spec.validate_observation(obs)
         message: dict[str, Any] = dict(self._static_obs)
@@ -260,6 +304,8 @@ class OpenPiActionSource:
         with self._cv:
             if self._closed:
                 raise PolicyUnavailable(f"{self._endpoint}: the openpi source is closed")
+            if self._dead is not None:
+                raise self._dead
             if self._pending is not None:
                 self._counts["superseded"] += 1
             self._pending = _Request(self._generation, int(step), payload, time.monotonic())
@@ -270,12 +316,15 @@ class OpenPiActionSource:
 
         Raises:
             SpecMismatch: the server answered with an invalid chunk (raised once).
-            PolicyUnavailable: the connection was lost or the server's policy
-                failed (raised once; the next ``submit`` tries to reconnect).
+            PolicyUnavailable: the connection was lost, the server hung (no reply within
+                ``hang_s``) or the server's policy failed (raised once; the next ``submit``
+                tries to reconnect).
+            PolicyClientFailed: the client itself failed (raised once; every time if its
+                worker thread ended).
         """
         end = None if timeout_s is None else time.monotonic() + max(0.0, timeout_s)
         with self._cv:
-            while self._result is None and self._error is None and not self._closed:
+            while self._result is None and self._error is None and self._dead is None and not self._closed:
                 remaining = None if end is None else end - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     break
@@ -283,11 +332,17 @@ class OpenPiActionSource:
             if self._error is not None:
                 error, self._error = self._error, None
                 raise error
+            if self._result is None and self._dead is not None:
+                raise self._dead
             chunk, self._result = self._result, None
             return chunk
 
     def close(self) -> None:
-        """Close the connection and stop the background thread."""
+        """Close the connection and stop the worker thread.
+
+        Raises:
+            PolicyClientFailed: the worker thread did not end within ``JOIN_TIMEOUT_S``.
+        """
         with self._cv:
             if self._closed:
                 return
@@ -297,7 +352,12 @@ class OpenPiActionSource:
             self._cv.notify_all()
         if conn is not None:
             conn.close()
-        self._thread.join(timeout=5.0)
+        self._thread.join(timeout=JOIN_TIMEOUT_S)
+        if self._thread.is_alive():
+            raise PolicyClientFailed(
+                f"{self._endpoint}: the openpi source's worker thread {self._thread.name!r} did not end "
+                f"within {JOIN_TIMEOUT_S:.1f} s of close() (it is a daemon thread: it cannot keep the process alive)"
+            )
 
     def stats(self) -> OpenPiStats:
         """Counters since construction."""
@@ -363,62 +423,99 @@ class OpenPiActionSource:
             )
         return conn, metadata
 
-    def _reconnect(self) -> websockets.sync.client.ClientConnection:
-        """Connect again, with exponential backoff between failed attempts."""
-        now = time.monotonic()
-        if now < self._retry_at_s:
-            raise PolicyUnavailable(
-                f"{self._endpoint}: openpi server unreachable; "
-                f"next reconnect attempt in {self._retry_at_s - now:.2f} s"
-            )
-        try:
-            conn, metadata = self._connect()
-        except PolicyUnavailable:
-            self._retry_at_s = time.monotonic() + self._backoff_s
-            self._backoff_s = min(_BACKOFF_MAX_S, self._backoff_s * 2)
-            raise
-        self._backoff_s = _BACKOFF_FIRST_S
-        with self._cv:
-            self._metadata = metadata
-            self._counts["reconnects"] += 1
-            if self._closed:
-                conn.close()
-                raise PolicyUnavailable(f"{self._endpoint}: the openpi source is closed")
-            self._conn = conn
-        return conn
+    def _ensure_connection(self, *, respect_backoff: bool) -> websockets.sync.client.ClientConnection:
+        """The open connection, or a new one; failed attempts back off exponentially (unless told not to wait).
 
-    def _fail(self, request: _Request, error: TestbedError) -> None:
+        Raises:
+            PolicyUnavailable: the server cannot be reached, a retry is not due yet, or the source was closed.
+        """
+        with self._connecting:
+            with self._cv:
+                if self._closed:
+                    raise PolicyUnavailable(f"{self._endpoint}: the openpi source is closed")
+                if self._conn is not None:
+                    return self._conn
+            now = time.monotonic()
+            if respect_backoff and now < self._retry_at_s:
+                raise PolicyUnavailable(
+                    f"{self._endpoint}: openpi server unreachable; "
+                    f"next reconnect attempt in {self._retry_at_s - now:.2f} s"
+                )
+            try:
+                conn, metadata = self._connect()
+            except PolicyUnavailable:
+                self._retry_at_s = time.monotonic() + self._backoff_s
+                self._backoff_s = min(_BACKOFF_MAX_S, self._backoff_s * 2)
+                raise
+            self._backoff_s = _BACKOFF_FIRST_S
+            with self._cv:
+                if self._closed:
+                    conn.close()
+                    raise PolicyUnavailable(f"{self._endpoint}: the openpi source is closed")
+                self._metadata = metadata
+                self._counts["reconnects"] += 1
+                self._conn = conn
+            return conn
+
+    def _fail(self, request: _Request, error: TestbedError, *, always: bool = False) -> None:
+        """Hand ``error`` to ``result()``: if ``request`` belongs to the current episode, or ``always``."""
         with self._cv:
-            if request.generation == self._generation:
+            if always or request.generation == self._generation:
                 self._error = error
                 self._cv.notify_all()
 
-    def _drop_connection(self) -> None:
+    def _drop_connection(self, conn: websockets.sync.client.ClientConnection) -> None:
+        """Close ``conn``, and forget it unless a newer connection replaced it already."""
         with self._cv:
-            conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
+            if self._conn is conn:
+                self._conn = None
+        conn.close()
 
-    def _run(self) -> None:
-        while True:
+    def _start_worker(self) -> threading.Thread:
+        thread = threading.Thread(target=self._work, name=f"openpi-{self._endpoint}", daemon=True)
+        thread.start()
+        return thread
+
+    def _work(self) -> None:
+        """The worker thread: serve requests until closed, and report if it ends any other way."""
+        try:
+            self._serve_requests()
+        except BaseException as exc:  # reported to every caller instead of dying silently
+            dead = PolicyClientFailed(
+                f"{self._endpoint}: the openpi source's worker thread stopped: {type(exc).__name__}: {exc}; "
+                "reset() starts a new one"
+            )
+            dead.__cause__ = exc
             with self._cv:
-                while self._pending is None and not self._closed:
-                    self._cv.wait()
-                if self._closed:
-                    return
-                request, self._pending = self._pending, None
-                conn = self._conn
+                self._dead = dead
+                self._cv.notify_all()
+
+    def _next_request(self) -> _Request | None:
+        """The next observation to send, waiting for one; None once the source is closed."""
+        with self._cv:
+            while self._pending is None and not self._closed:
+                self._cv.wait()
+            if self._closed:
+                return None
+            request, self._pending = self._pending, None
+            return request
+
+    def _serve_requests(self) -> None:
+        while (request := self._next_request()) is not None:
             try:
-                reply = self._exchange(conn, request)
-            except PolicyUnavailable as exc:
-                self._drop_connection()
+                reply = self._exchange(request)
+                received_s = time.monotonic()
+                chunk = self._to_chunk(reply, request, received_s)
+            except (PolicyUnavailable, SpecMismatch) as exc:
                 self._fail(request, exc)
                 continue
-            received_s = time.monotonic()
-            try:
-                chunk = self._to_chunk(reply, request, received_s)
-            except SpecMismatch as exc:
-                self._fail(request, exc)
+            except Exception as exc:  # a bug or an unexpected library error: reported once, with its cause
+                failure = PolicyClientFailed(
+                    f"{self._endpoint}: the openpi source failed on step {request.step}: "
+                    f"{type(exc).__name__}: {exc}"
+                )
+                failure.__cause__ = exc
+                self._fail(request, failure, always=True)
                 continue
             with self._cv:
                 if request.generation != self._generation:
@@ -430,34 +527,48 @@ class OpenPiActionSource:
                 self._result = chunk
                 self._cv.notify_all()
 
-    def _exchange(
-        self, conn: websockets.sync.client.ClientConnection | None, request: _Request
-    ) -> bytes:
-        """Send one observation frame and wait for its reply, reconnecting once if idle-dropped."""
-        if conn is None:
-            conn = self._reconnect()
+    def _exchange(self, request: _Request) -> bytes:
+        """Send one observation frame and wait up to ``hang_s`` for its reply, reconnecting once if idle-dropped.
+
+        Any failure drops the connection: the protocol answers strictly in turn, so after one
+        the connection cannot tell which request a frame answers.
+        """
+        conn = self._ensure_connection(respect_backoff=True)
         try:
-            conn.send(request.payload)
-        except (websockets.exceptions.ConnectionClosed, OSError):
-            # The server went away while we were idle; a restarted server gets one fresh try.
-            self._drop_connection()
-            conn = self._reconnect()
             try:
                 conn.send(request.payload)
+            except (websockets.exceptions.ConnectionClosed, OSError):
+                # The server went away while we were idle; a restarted server gets one fresh try.
+                self._drop_connection(conn)
+                conn = self._ensure_connection(respect_backoff=True)
+                try:
+                    conn.send(request.payload)
+                except (websockets.exceptions.ConnectionClosed, OSError) as exc:
+                    raise PolicyUnavailable(f"{self._endpoint}: connection lost while sending: {exc}") from exc
+            with self._cv:
+                self._counts["sent"] += 1
+                self._in_flight, self._sent_s = request, time.monotonic()
+            try:
+                reply = conn.recv(timeout=self._hang_s)
+            except TimeoutError as exc:
+                raise PolicyUnavailable(
+                    f"{self._endpoint}: no reply to step {request.step} within {self._hang_s:.1f} s (hang_s); "
+                    "the connection is dropped and the next request reconnects"
+                ) from exc
             except (websockets.exceptions.ConnectionClosed, OSError) as exc:
-                raise PolicyUnavailable(f"{self._endpoint}: connection lost while sending: {exc}") from exc
-        with self._cv:
-            self._counts["sent"] += 1
-        try:
-            reply = conn.recv()
-        except (websockets.exceptions.ConnectionClosed, OSError) as exc:
-            raise PolicyUnavailable(
-                f"{self._endpoint}: connection to the openpi server lost while waiting for step "
-                f"{request.step}: {exc}"
-            ) from exc
-        if isinstance(reply, str):
-            last = reply.strip().splitlines()[-1] if reply.strip() else "(empty)"
-            raise PolicyUnavailable(f"{self._endpoint}: the openpi server's policy failed: {last}")
+                raise PolicyUnavailable(
+                    f"{self._endpoint}: connection to the openpi server lost while waiting for step "
+                    f"{request.step}: {exc}"
+                ) from exc
+            finally:
+                with self._cv:
+                    self._in_flight = None
+            if isinstance(reply, str):
+                last = reply.strip().splitlines()[-1] if reply.strip() else "(empty)"
+                raise PolicyUnavailable(f"{self._endpoint}: the openpi server's policy failed: {last}")
+        except BaseException:
+            self._drop_connection(conn)
+            raise
         return reply
 
     def _to_chunk(self, reply: bytes, request: _Request, received_s: float) -> ActionChunk:

@@ -12,7 +12,7 @@ import numpy as np
 from testbed.bridge.merge import merge_chunks
 from testbed.control import ControlLoop
 from testbed.control.job import Job, JobPlan, JobRunner
-from testbed.errors import JobError, PolicyUnavailable, SpecMismatch
+from testbed.errors import JobError, PolicyClientFailed, PolicyUnavailable, SpecMismatch
 from testbed.eval.events import EventStream
 from testbed.eval.metrics import EpisodeTally
 from testbed.policies.protocol import ActionKind, PolicySpec
@@ -106,6 +106,7 @@ class PolicyDriver:
                 self.source.reset(ep.index)
                 return
             except PolicyUnavailable as exc:
+                self._report_client_failure(ep, 0.0, exc, step=0)
                 if time.monotonic() >= give_up:
                     ep.tally.policy_timeouts += 1
                     ep.events.emit("policy_timeout", 0.0, ep.index, self.name, step=0,
@@ -151,12 +152,23 @@ class PolicyDriver:
         try:
             self.source.submit(obs, self.step)
         except (PolicyUnavailable, SpecMismatch) as exc:
+            self._report_client_failure(ep, t, exc, step=self.step)
             ep.tally.policy_timeouts += 1
             ep.events.emit("policy_timeout", t, ep.index, self.name, reason=str(exc), step=self.step)
         else:
             asked_at = self.in_flight[2] if self.in_flight is not None else time.perf_counter()
             self.in_flight = (self.step, obs, asked_at)
         self.step += 1
+
+    def _report_client_failure(self, ep: Episode, t: float, exc: Exception, *, step: int) -> None:
+        """A failure of the client itself (not of the server) becomes one ``policy_error`` event per episode
+        and message, with its cause, and is listed in the tally (and so in ``metrics.json``)."""
+        if not isinstance(exc, PolicyClientFailed) or str(exc) in ep.tally.policy_errors:
+            return
+        ep.tally.policy_errors.append(str(exc))
+        cause = exc.__cause__
+        ep.events.emit("policy_error", t, ep.index, self.name, step=step, error=str(exc),
+                       cause=None if cause is None else f"{type(cause).__name__}: {cause}")
 
     def _poll(self, ep: Episode, t: float, measured: np.ndarray, *, timeout_s: float) -> None:
         """Apply the chunk that arrived for the request in flight; a request past its deadline times out."""
@@ -165,6 +177,7 @@ class PolicyDriver:
         try:
             chunk = self.source.result(timeout_s)
         except (PolicyUnavailable, SpecMismatch) as exc:
+            self._report_client_failure(ep, t, exc, step=asked_step)
             chunk, reason = None, str(exc)
         else:
             reason = f"no answer within {self.deadline_s} s"

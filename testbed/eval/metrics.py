@@ -24,6 +24,7 @@ class EpisodeTally:
     success: bool = False
     end_reason: str = ""
     cycle_times_s: list[float] = field(default_factory=list)
+    policy_errors: list[str] = field(default_factory=list)  # distinct client failures (PolicyClientFailed)
 
 
 def _percentiles(values: list[float], qs: dict[str, float], digits: int) -> dict[str, float | None]:
@@ -51,6 +52,7 @@ def build_metrics(*, run_id: str, scenario: str, tallies: list[EpisodeTally], po
         "collisions": sum(t.collisions for t in tallies),
         "safety_stops": sum(t.safety_stops for t in tallies),
         "policy_timeouts": sum(t.policy_timeouts for t in tallies),
+        "policy_errors": list(dict.fromkeys(e for t in tallies for e in t.policy_errors)),
         "policy_latency_ms": _percentiles(policy_latency_ms, {"p50": 50, "p99": 99}, 4),
         "sim_s": round(sim_s, 6),
         "sim_rtf": round(sim_s / wall_s, 3) if wall_s > 0 else None,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -12,7 +14,7 @@ from bridge_helpers import running_policy_server
 
 from testbed.bridge.client import GrpcActionSource, parse_endpoint
 from testbed.bridge.reference import HoldPolicy
-from testbed.errors import BridgeConfigError, PolicyUnavailable, SpecMismatch
+from testbed.errors import BridgeConfigError, PolicyClientFailed, PolicyUnavailable, SpecMismatch
 
 
 def _obs(value: float) -> dict[str, np.ndarray]:
@@ -178,3 +180,156 @@ def test_streams_beyond_max_streams_are_refused_with_resource_exhausted() -> Non
         first.submit(_obs(1.0), 1)  # the open stream is unaffected
         chunk = first.result(5.0)
         assert chunk is not None and chunk.step == 1
+
+
+MANY_SOURCES_IN_A_ROW = """
+import numpy as np
+from testbed.bridge.client import GrpcActionSource
+from testbed.bridge.reference import HoldPolicy
+from testbed.bridge.server import ServerOptions, start_policy_server
+
+server = start_policy_server(HoldPolicy, ServerOptions())
+try:
+    for i in range(20):
+        with GrpcActionSource(f"grpc://127.0.0.1:{server.port}") as source:
+            source.reset(0)
+            source.submit({"observation.state": np.zeros(7, np.float32)}, 0)
+            assert source.result(5.0) is not None, i
+finally:
+    server.stop(0.1)
+print("done")
+"""
+
+
+def test_sources_created_and_closed_in_a_row_leave_no_traceback() -> None:
+    # gRPC completes the cancelled calls of a closed source after close() returns; a closed loop
+    # then made the next source's loop print "Event loop is closed" tracebacks
+    out = subprocess.run([sys.executable, "-c", MANY_SOURCES_IN_A_ROW], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "done"
+    assert "Traceback" not in out.stderr and "Event loop is closed" not in out.stderr, out.stderr
+
+
+class _HangsOnce(HoldPolicy):
+    """Sleeps ``hang_s`` in the ``hang_on``-th act served by this process (all sessions counted)."""
+
+    count = 0
+    count_lock = threading.Lock()
+    hang_on, hang_s = 3, 5.0
+
+    def act(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
+        with self.count_lock:
+            type(self).count += 1
+            n = type(self).count
+        if n == self.hang_on:
+            time.sleep(self.hang_s)
+        return super().act(obs)
+
+
+@pytest.fixture
+def hangs_once() -> type[_HangsOnce]:
+    _HangsOnce.count = 0
+    return _HangsOnce
+
+
+@pytest.mark.parametrize("mode", ["stream", "unary"])
+def test_a_request_unanswered_for_hang_s_is_unavailable_and_a_new_session_answers(
+        mode: str, hangs_once: type[_HangsOnce]) -> None:
+    with running_policy_server(hangs_once) as server, \
+            GrpcActionSource(_endpoint(server), deadline_s=0.2, hang_s=0.6, mode=mode) as source:
+        source.reset(0)
+        for step in range(2):
+            source.submit(_obs(float(step)), step)
+            assert source.result(5.0) is not None
+        source.submit(_obs(2.0), 2)  # the server hangs on this one, holding its session's lock
+        assert source.result(0.3) is None
+        with pytest.raises(PolicyUnavailable, match=r"no answer to step 2 for 0.6 s \(hang_s\)"):
+            for _ in range(20):
+                source.result(0.3)
+                source.submit(_obs(2.0), 2)
+        chunk = None
+        for step in range(3, 40):  # under a new session (a policy instance of its own) answers come again
+            source.submit(_obs(float(step)), step)
+            try:
+                chunk = source.result(0.5)
+            except PolicyUnavailable:
+                continue
+            if chunk is not None and chunk.step == step:
+                break
+        assert chunk is not None and chunk.step == step
+
+
+def test_reset_after_a_hung_request_continues_under_a_new_session(hangs_once: type[_HangsOnce]) -> None:
+    with running_policy_server(hangs_once) as server, \
+            GrpcActionSource(_endpoint(server), deadline_s=0.2, hang_s=30.0) as source:
+        source.reset(0)
+        for step in range(2):
+            source.submit(_obs(float(step)), step)
+            assert source.result(5.0) is not None
+        source.submit(_obs(2.0), 2)  # hangs for 5 s, holding the session's lock (Reset would wait on it)
+        assert source.result(0.4) is None
+        source.reset(1)
+        source.submit(_obs(1.0), 0)
+        chunk = source.result(2.0)
+        assert chunk is not None and chunk.step == 0
+
+
+class _WorkerKilled(BaseException):
+    """Escapes every ``except Exception``: ends the worker it is raised in."""
+
+
+def _deliver_failing_once(error: BaseException, monkeypatch: pytest.MonkeyPatch) -> None:
+    original = GrpcActionSource._deliver
+    calls = {"n": 0}
+
+    def deliver(self: GrpcActionSource, result: object) -> None:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise error
+        original(self, result)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(GrpcActionSource, "_deliver", deliver)
+
+
+def test_an_unexpected_error_in_the_client_is_raised_once_with_its_cause_and_the_stream_recovers(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    _deliver_failing_once(RuntimeError("injected fault in the client"), monkeypatch)
+    with running_policy_server(HoldPolicy) as server, GrpcActionSource(_endpoint(server)) as source:
+        source.reset(0)
+        source.submit(_obs(0.0), 0)
+        assert source.result(5.0) is not None
+        source.submit(_obs(1.0), 1)
+        with pytest.raises(PolicyClientFailed, match="RuntimeError: injected fault in the client") as caught:
+            source.result(5.0)
+        assert isinstance(caught.value.__cause__, RuntimeError)
+        chunk = None
+        for step in range(2, 40):
+            source.submit(_obs(float(step)), step)
+            try:
+                chunk = source.result(0.5)
+            except PolicyUnavailable as exc:
+                assert not isinstance(exc, PolicyClientFailed)  # reported once only
+                continue
+            if chunk is not None:
+                break
+        assert chunk is not None
+
+
+def test_a_supervisor_that_ends_is_reported_by_every_call_until_reset_starts_a_new_one(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    _deliver_failing_once(_WorkerKilled("injected"), monkeypatch)
+    with running_policy_server(HoldPolicy) as server, GrpcActionSource(_endpoint(server)) as source:
+        source.reset(0)
+        source.submit(_obs(0.0), 0)
+        assert source.result(5.0) is not None
+        source.submit(_obs(1.0), 1)
+        for _ in range(2):
+            with pytest.raises(PolicyClientFailed, match="supervisor task stopped: it raised _WorkerKilled") as caught:
+                source.result(5.0)
+            assert isinstance(caught.value.__cause__, _WorkerKilled)
+        with pytest.raises(PolicyClientFailed):
+            source.submit(_obs(1.0), 1)
+        source.reset(1)
+        source.submit(_obs(2.0), 0)
+        chunk = source.result(5.0)
+        assert chunk is not None and chunk.step == 0

@@ -1,6 +1,6 @@
 """OpenPiActionSource against openpi's own WebsocketPolicyServer in a separate process.
 
-The server runs from ``.openpi-venv/`` (openpi-server and openpi-client with
+The server runs from its own cached virtualenv (openpi-server and openpi-client with
 their own numpy pin), built on first use from ``compat/openpi/requirements.txt``.
 """
 
