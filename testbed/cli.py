@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "testbed.data.commands",
     "testbed.eval.commands",  # after testbed.data.commands: it adds ``datasets record`` to that group
     "testbed.scenario.commands",
+    "testbed.sites.commands",  # after testbed.data.commands: it adds ``datasets export`` to that group
 )
 
 

@@ -6,6 +6,7 @@ never be silently ignored.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -195,6 +196,110 @@ class SuccessConfig(Strict):
     allow_drops: bool = False
 
 
+SITE_NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
+JURISDICTION_PATTERN = r"^[A-Z]{2}$"  # ISO 3166-1 alpha-2; a jurisdiction needs a profile under sites.profiles
+DATA_CLASS_PATTERN = r"^[a-z][a-z0-9-]*$"
+CONDITION_KINDS = ("consent", "contract", "approval")
+
+
+class SiteSafety(Strict):
+    """A site's own safety settings; they may only tighten its jurisdiction's profile (checked by testbed.sites)."""
+
+    speed_scale_max: float | None = Field(None, gt=0, le=1.0, description="highest controller speed_scale allowed")
+    tcp_speed_limit_m_s: float | None = Field(None, gt=0, description="monitored TCP speed ceiling at this site")
+    require_reduced_speed: bool | None = Field(None, description="every robot monitors the reduced-speed limit")
+    reduced_speed_tcp_m_s: float | None = Field(None, gt=0, description="the reduced-speed TCP limit")
+    collaborative: bool | None = Field(None, description="robots share space with people: collaborative limits apply")
+    manual_reset_after_protective_stop: bool | None = None
+
+
+class SiteConfig(Strict):
+    """One site: a name, the jurisdiction whose rules and safety profile apply there, and its network region."""
+
+    name: str = Field(pattern=SITE_NAME_PATTERN)
+    jurisdiction: str = Field(pattern=JURISDICTION_PATTERN, description="KR, US, JP, or any code with a profile")
+    region: str | None = Field(None, min_length=1, description="network region for link defaults "
+                                                              "(default: the jurisdiction profile's)")
+    key_file: str | None = Field(None, min_length=1, description="pseudonymization key kept at this site")
+    safety: SiteSafety = SiteSafety()
+
+
+class Placement(Strict):
+    """Which site each party sits at."""
+
+    cell: str = Field(pattern=SITE_NAME_PATTERN, description="the cell, its robots and their controllers")
+    policy: str | None = Field(None, pattern=SITE_NAME_PATTERN, description="the policy (default: the cell's site)")
+    data: str | None = Field(None, pattern=SITE_NAME_PATTERN, description="the workload's dataset (default: the "
+                                                                           "cell's site)")
+
+
+class LinkOverride(Strict):
+    """Settings of the link between two sites that replace the profile's defaults."""
+
+    between: tuple[str, str]
+    rtt_ms: float | None = Field(None, ge=0)
+    jitter_ms: float | None = Field(None, ge=0)
+    loss: float | None = Field(None, ge=0, lt=1)
+    bandwidth_mbps: float | None = Field(None, gt=0)
+    source: str | None = Field(None, min_length=1, description="where the figures come from")
+
+
+class ConditionRecord(Strict):
+    """Evidence a rule's condition is met: a consent record, a contract reference or an approval id."""
+
+    kind: Literal["consent", "contract", "approval"]
+    ref: str = Field(min_length=1, description="the record's identifier, as filed at the sending site")
+
+
+class SitesConfig(Strict):
+    """Sites, where each party sits, link overrides, transfer conditions and data classes of run fields."""
+
+    profiles: str = Field("launch/sites", min_length=1, description="directory of site profiles (rules, links, "
+                                                                    "safety)")
+    sites: tuple[SiteConfig, ...] = Field(min_length=1)
+    placement: Placement
+    links: tuple[LinkOverride, ...] = ()
+    conditions: dict[str, ConditionRecord] = Field(default_factory=dict, description="rule id -> the record that "
+                                                                                     "meets its condition")
+    data_classes: dict[str, str | tuple[str, ...]] = Field(
+        default_factory=dict, description="run field (observation.state, action, policy.artifact, workload.t_s, ...) "
+                                          "-> its data class or classes")
+
+    def classes_of(self, field: str) -> tuple[str, ...] | None:
+        """The classes the launch file gives ``field``, or None when it gives none."""
+        given = self.data_classes.get(field)
+        return (given,) if isinstance(given, str) else given
+
+    @model_validator(mode="after")
+    def _sites_exist(self) -> SitesConfig:
+        names = [s.name for s in self.sites]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"site names must be unique; repeated: {', '.join(dupes)}")
+        for role in ("cell", "policy", "data"):
+            site = getattr(self.placement, role)
+            if site is not None and site not in names:
+                raise ValueError(f"placement.{role}: unknown site {site!r} (sites: {', '.join(names)})")
+        pairs = set()
+        for i, link in enumerate(self.links):
+            a, b = link.between
+            unknown = [n for n in (a, b) if n not in names]
+            if unknown:
+                raise ValueError(f"links[{i}].between: unknown site {unknown[0]!r} (sites: {', '.join(names)})")
+            if a == b:
+                raise ValueError(f"links[{i}].between: a link joins two different sites, got {a!r} twice")
+            if frozenset((a, b)) in pairs:
+                raise ValueError(f"links[{i}].between: the link {a} <-> {b} is given twice")
+            pairs.add(frozenset((a, b)))
+        for name in self.data_classes:
+            classes = self.classes_of(name) or ()
+            bad = [c for c in classes if not re.match(DATA_CLASS_PATTERN, c)]
+            if bad or not classes:
+                raise ValueError(f"data_classes.{name}: expected a list of class names such as personal or "
+                                 f"industrial-confidential, got {list(classes)!r}")
+        return self
+
+
 class Scenario(Strict):
     """A whole launch file."""
 
@@ -217,3 +322,5 @@ class Scenario(Strict):
     success: SuccessConfig = SuccessConfig()
     controller_service: ControllerServiceConfig = ControllerServiceConfig()
     record: bool = Field(False, description="keep episodes as a LeRobot dataset under runs/<id>/dataset")
+    sites: SitesConfig | None = Field(None, description="sites, links and transfer rules (testbed.sites); without it "
+                                                        "the run sits at one implicit local site")

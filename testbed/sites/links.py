@@ -19,7 +19,8 @@ The one-way delay of a message of ``n`` bytes on an idle link is::
 * ``R`` is loss as TCP sees it: a message is cut into segments of ``MSS_BYTES``; each is lost
   independently with probability ``loss``; a lost segment is sent again after the retransmission
   timeout, which doubles for each further loss of the same segment (RFC 6298 §5.5), capped at
-  ``RTO_MAX_S`` per wait. The message arrives when its slowest segment does. The timeout follows
+  ``RTO_MAX_S`` per wait and at ``TCP_RETRIES`` losses in a row (where Linux would give the connection
+  up). The message arrives when its slowest segment does. The timeout follows
   Linux's form of RFC 6298 §2: ``RTO = RTT + max(200 ms, 4*RTTVAR)`` (``tcp_set_rto`` with
   ``TCP_RTO_MIN`` = 200 ms; the RFC's 1 s minimum is relaxed there), with ``RTTVAR`` taken as the
   standard deviation of the round trip (``sqrt(2) * jitter``). Fast retransmit and tail-loss probes,
@@ -35,6 +36,7 @@ import difflib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -43,9 +45,22 @@ from testbed.errors import ScenarioError
 MSS_BYTES = 1448  # TCP payload per segment: 1500-byte Ethernet MTU less IP, TCP and timestamp headers
 RTO_MIN_S = 0.200  # Linux TCP_RTO_MIN (HZ/5)
 RTO_MAX_S = 120.0  # Linux TCP_RTO_MAX
-MAX_LOSS = 0.5
+TCP_RETRIES = 15  # Linux net.ipv4.tcp_retries2: losses in a row of one segment before the connection is dropped
 JITTER_SHAPE = 4.0  # gamma shape: skewness 2/sqrt(4) = 1
 LINK_FIELDS = ("rtt_ms", "jitter_ms", "loss", "bandwidth_mbps", "source")
+
+
+class LinkFigures(Protocol):
+    """Anything with a link's figures: a ``LinkSpec`` here, or the sites profile's model of the same fields."""
+
+    @property
+    def rtt_ms(self) -> float: ...
+    @property
+    def jitter_ms(self) -> float: ...
+    @property
+    def loss(self) -> float: ...
+    @property
+    def bandwidth_mbps(self) -> float | None: ...
 
 
 @dataclass(frozen=True)
@@ -55,7 +70,7 @@ class LinkSpec:
     Args:
         rtt_ms: mean round-trip time (ms), >= 0.
         jitter_ms: standard deviation of each one-way delay (ms), >= 0.
-        loss: probability that a TCP segment is lost, in [0, 0.5].
+        loss: probability that a TCP segment is lost, in [0, 1); past a few percent TCP mostly waits.
         bandwidth_mbps: bottleneck rate of each direction (Mbit/s), > 0; None for no limit.
         source: where the figures come from (a publication, a measurement), for the audit trail.
 
@@ -97,6 +112,17 @@ class LinkSpec:
                                   data.get("bandwidth_mbps"), data.get("source", "")))
         return cls(*values)  # type: ignore[arg-type]
 
+    @classmethod
+    def of(cls, link: LinkFigures) -> LinkSpec:
+        """``link`` as a checked ``LinkSpec`` (itself if it is one); its ``source`` is kept if it has one.
+
+        Raises:
+            ScenarioError: a figure is out of range.
+        """
+        if isinstance(link, LinkSpec):
+            return link
+        return cls(link.rtt_ms, link.jitter_ms, link.loss, link.bandwidth_mbps, str(getattr(link, "source", "")))
+
     @property
     def one_way_s(self) -> float:
         """Mean one-way propagation delay (s): half the round trip."""
@@ -116,14 +142,13 @@ def _checked(where: str, values: tuple[object, ...]) -> tuple[float, float, floa
     rtt_ms, jitter_ms, loss, bandwidth_mbps, source = values
     rtt = _number(where, "rtt_ms", rtt_ms, "a round-trip time in ms, >= 0")
     jitter = _number(where, "jitter_ms", jitter_ms, "a standard deviation in ms, >= 0")
-    lost = _number(where, "loss", loss, f"a probability per segment in [0, {MAX_LOSS}]")
+    lost = _number(where, "loss", loss, "a probability per segment in [0, 1)")
     if rtt < 0:
         raise ScenarioError(f"{where} rtt_ms: expected a round-trip time in ms, >= 0, got {rtt_ms}")
     if jitter < 0:
         raise ScenarioError(f"{where} jitter_ms: expected a standard deviation in ms, >= 0, got {jitter_ms}")
-    if not 0.0 <= lost <= MAX_LOSS:
-        raise ScenarioError(f"{where} loss: expected a probability per segment in [0, {MAX_LOSS}], got {loss} "
-                            "(0.01 is 1 %; above 0.5 TCP stalls for minutes)")
+    if not 0.0 <= lost < 1.0:
+        raise ScenarioError(f"{where} loss: expected a probability per segment in [0, 1), got {loss} (0.01 is 1 %)")
     bandwidth: float | None = None
     if bandwidth_mbps is not None:
         bandwidth = _number(where, "bandwidth_mbps", bandwidth_mbps, "a rate in Mbit/s, > 0, or null for no limit")
@@ -151,11 +176,14 @@ class DelayModel:
     The model holds no generator and no state: the same generator state gives the same delays.
 
     Args:
-        link: the link's figures.
+        link: the link's figures (a ``LinkSpec`` or the sites profile's model of the same fields).
+
+    Raises:
+        ScenarioError: a figure is out of range.
     """
 
-    def __init__(self, link: LinkSpec) -> None:
-        self.link = link
+    def __init__(self, link: LinkFigures) -> None:
+        link = self.link = LinkSpec.of(link)
         self._half_rtt_s = link.rtt_ms / 2000.0
         self._jitter_s = link.jitter_ms / 1000.0
         self._bits_per_s = None if link.bandwidth_mbps is None else link.bandwidth_mbps * 1e6
@@ -196,7 +224,7 @@ class DelayModel:
             lost = rng.binomial(segments, self.link.loss, count)
             for index in np.flatnonzero(lost):
                 # losses in a row of the worst-hit segment: the message waits for that one
-                losses = int(rng.geometric(1.0 - self.link.loss, int(lost[index])).max())
+                losses = min(int(rng.geometric(1.0 - self.link.loss, int(lost[index])).max()), TCP_RETRIES)
                 delay[index] += self._retransmission_wait_s(losses)
         return delay
 
@@ -252,14 +280,14 @@ class SimulatedLink:
     """A link in simulated time for lockstep runs: each request and its reply cross it, in order.
 
     Args:
-        link: the link's figures.
+        link: the link's figures (a ``LinkSpec`` or the sites profile's model of the same fields).
         rng: the run's seeded generator; both directions draw from it in call order, so the same
             seed and the same calls give the same delays.
     """
 
-    def __init__(self, link: LinkSpec, rng: np.random.Generator) -> None:
+    def __init__(self, link: LinkFigures, rng: np.random.Generator) -> None:
         model = DelayModel(link)
-        self.link = link
+        self.link = model.link
         self.up = LinkDirection(model, rng)
         self.down = LinkDirection(model, rng)
 
