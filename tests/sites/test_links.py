@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -13,6 +14,8 @@ from testbed.errors import ScenarioError
 from testbed.sites.links import (
     MSS_BYTES,
     REFERENCE_LINKS,
+    RTO_MAX_S,
+    TCP_RETRIES,
     DelayModel,
     LinkDirection,
     LinkSpec,
@@ -48,7 +51,7 @@ def test_link_builds_from_a_mapping_with_the_launch_file_keys() -> None:
 @pytest.mark.parametrize(("data", "message"), [
     ({"rtt_ms": -1}, r"sites.links\[0\] rtt_ms: expected a round-trip time in ms, >= 0, got -1"),
     ({"rtt_ms": 10, "jitter_ms": -0.5}, r"jitter_ms: expected a standard deviation in ms, >= 0, got -0.5"),
-    ({"rtt_ms": 10, "loss": 0.7}, r"loss: expected a probability per segment in \[0, 0.5\], got 0.7"),
+    ({"rtt_ms": 10, "loss": 1.0}, r"loss: expected a probability per segment in \[0, 1\), got 1.0"),
     ({"rtt_ms": 10, "loss": -0.1}, r"loss: expected a probability"),
     ({"rtt_ms": 10, "bandwidth_mbps": 0}, r"bandwidth_mbps: expected a rate in Mbit/s, > 0, or null"),
     ({"rtt_ms": "fast"}, r"rtt_ms: expected a round-trip time in ms, >= 0, got 'fast'"),
@@ -155,6 +158,22 @@ def test_a_larger_message_has_more_segments_to_lose() -> None:
     segments = 20
     extra_s = model.sample_one_way_s(np.random.default_rng(6), segments * MSS_BYTES, SAMPLES) - 0.05
     assert np.mean(extra_s > 1e-9) == pytest.approx(1 - (1 - loss) ** segments, rel=0.05)
+
+
+def test_heavy_loss_waits_at_most_as_long_as_tcp_keeps_retrying() -> None:
+    link = LinkSpec(rtt_ms=100, loss=0.99)
+    delays_s = DelayModel(link).sample_one_way_s(np.random.default_rng(14), 100, 1_000)
+    longest_s = 0.05 + sum(min(link.rto_s * 2 ** i, RTO_MAX_S) for i in range(TCP_RETRIES))
+    assert np.isfinite(delays_s).all() and delays_s.max() <= longest_s + 1e-9
+
+
+def test_the_model_takes_any_object_with_the_link_figures_and_checks_them() -> None:
+    figures = SimpleNamespace(rtt_ms=60, jitter_ms=0.0, loss=0.0, bandwidth_mbps=None, source="profile")
+    model = DelayModel(figures)  # type: ignore[arg-type]
+    assert model.link == LinkSpec(60.0, source="profile")
+    assert model.one_way_s(np.random.default_rng(0), 100) == pytest.approx(0.030)
+    with pytest.raises(ScenarioError, match=r"link rtt_ms: expected a round-trip time"):
+        DelayModel(SimpleNamespace(rtt_ms=-5, jitter_ms=0.0, loss=0.0, bandwidth_mbps=None))  # type: ignore[arg-type]
 
 
 # ----- LinkDirection and SimulatedLink -------------------------------------------------------
