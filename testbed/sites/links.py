@@ -330,24 +330,3 @@ def arrival_step(request_step: int, delay_s: float, dt_s: float) -> int:
         return int(request_step) + int(nearest)
     return int(request_step) + math.ceil(steps)
 
-
-_AZURE = ("Microsoft Azure, 'Azure network round-trip latency statistics' (monthly P50 RTT between Azure regions, "
-          "30 days ending 2026-07-30)")
-_AWS = "cross-check: 'Latency Between AWS Global Regions' (average inter-region ping)"
-_ASSUMED = ("jitter, loss and bandwidth are testbed assumptions, not published figures: cloud backbones publish "
-            "median RTT only; replace them with a measurement of the path in use")
-
-# Published round trips of the three site pairs of the trilateral cell, for profiles to start from.
-REFERENCE_LINKS: dict[str, LinkSpec] = {
-    "us-west:tokyo": LinkSpec(
-        rtt_ms=107.0, jitter_ms=2.0, loss=0.0, bandwidth_mbps=100.0,
-        source=f"{_AZURE}: West US <-> Japan East 107 ms; {_AWS}: us-west-1 <-> ap-northeast-1 102.5 ms; {_ASSUMED}"),
-    "us-west:seoul": LinkSpec(
-        rtt_ms=130.0, jitter_ms=2.0, loss=0.0, bandwidth_mbps=100.0,
-        source=f"{_AZURE}: West US <-> Korea Central 130 ms; {_AWS}: us-west-1 <-> ap-northeast-2 131.5 ms; "
-               f"{_ASSUMED}"),
-    "seoul:tokyo": LinkSpec(
-        rtt_ms=30.0, jitter_ms=1.0, loss=0.0, bandwidth_mbps=100.0,
-        source=f"{_AZURE}: Korea Central <-> Japan East 29-30 ms; {_AWS}: ap-northeast-2 <-> ap-northeast-1 "
-               f"31.4 ms; {_ASSUMED}"),
-}
