@@ -249,6 +249,14 @@ class ConditionRecord(Strict):
 
     kind: Literal["consent", "contract", "approval"]
     ref: str = Field(min_length=1, description="the record's identifier, as filed at the sending site")
+    to: tuple[str, ...] | None = Field(None, description="jurisdictions it covers, e.g. [JP] (default: any)")
+
+    @model_validator(mode="after")
+    def _jurisdictions(self) -> ConditionRecord:
+        bad = [j for j in self.to or () if not re.match(JURISDICTION_PATTERN, j)]
+        if bad or self.to == ():
+            raise ValueError(f"to: expected jurisdiction codes such as [JP, US], got {list(self.to or ())!r}")
+        return self
 
 
 class SitesConfig(Strict):

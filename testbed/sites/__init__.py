@@ -11,7 +11,7 @@ from testbed.sites.audit import AuditError, AuditLog, Verdict, verify
 from testbed.sites.export import ExportReport, export_dataset
 from testbed.sites.flows import Flow, FlowPlan, PlannedField, SiteInfo, check_flows, plan_flows
 from testbed.sites.meter import FlowMeter, open_run_audit
-from testbed.sites.profile import LinkSpec, Profiles, SafetyProfile, load_profiles
+from testbed.sites.profile import LinkProfile, Profiles, SafetyProfile, load_profiles
 from testbed.sites.rules import Decision, decide
 from testbed.sites.safety import SiteSafety, apply_site_safety, cell_safety, effective_controller_settings
 from testbed.sites.transform import MessageFilter, Pseudonymizer
@@ -24,7 +24,7 @@ __all__ = [
     "Flow",
     "FlowMeter",
     "FlowPlan",
-    "LinkSpec",
+    "LinkProfile",
     "MessageFilter",
     "PlannedField",
     "Profiles",

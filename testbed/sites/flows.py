@@ -32,7 +32,7 @@ from testbed.errors import ComplianceDenied, ScenarioError
 from testbed.scenario.schema import ConditionRecord, Scenario, SiteConfig
 from testbed.scenario.workload import PartArrival
 from testbed.sites.keys import load_or_create_key
-from testbed.sites.profile import LinkSpec, Profiles, load_profiles
+from testbed.sites.profile import LinkProfile, Profiles, load_profiles
 from testbed.sites.rules import Decision, decide, decide_terms, most_restrictive
 from testbed.sites.transform import FieldKind, MessageFilter, Pseudonymizer, coarsen_number, not_applicable
 
@@ -119,7 +119,7 @@ class Flow:
     source: SiteInfo
     target: SiteInfo
     fields: tuple[PlannedField, ...]
-    link: LinkSpec
+    link: LinkProfile
 
     @property
     def cross_border(self) -> bool:
@@ -149,7 +149,7 @@ class FlowPlan:
 
     sites: tuple[SiteInfo, ...] = ()
     flows: tuple[Flow, ...] = ()
-    links: Mapping[tuple[str, str], LinkSpec] = field(default_factory=dict)
+    links: Mapping[tuple[str, str], LinkProfile] = field(default_factory=dict)
     profiles: Profiles | None = None
     conditions: Mapping[str, ConditionRecord] = field(default_factory=dict)
 
@@ -321,7 +321,7 @@ def plan_flows(
     _check_data_classes(cfg.data_classes, known_fields, profiles, where)
 
     flows = []
-    links: dict[tuple[str, str], LinkSpec] = {}
+    links: dict[tuple[str, str], LinkProfile] = {}
     for flow_id, what, source, target, fields in specs:
         pair = (min(source.name, target.name), max(source.name, target.name))
         if pair not in links:
@@ -476,7 +476,7 @@ def _plan_field(
     return PlannedField(name, kind, classes, decision, tuple(considered), required, column)
 
 
-def _link(a: SiteInfo, b: SiteInfo, overrides: Sequence[Any], profiles: Profiles, where: str) -> LinkSpec:
+def _link(a: SiteInfo, b: SiteInfo, overrides: Sequence[Any], profiles: Profiles, where: str) -> LinkProfile:
     try:
         link = profiles.link(a.region, b.region)
     except ScenarioError:
@@ -485,7 +485,7 @@ def _link(a: SiteInfo, b: SiteInfo, overrides: Sequence[Any], profiles: Profiles
             raise ScenarioError(f"{where}sites.links: no link default between {a.name} ({a.region}) and {b.name} "
                                 f"({b.region}) in {profiles.directory}; give one with sites.links: "
                                 f"[{{between: [{a.name}, {b.name}], rtt_ms: ...}}]") from None
-        link = LinkSpec(rtt_ms=override.rtt_ms, source="set in the launch file")
+        link = LinkProfile(rtt_ms=override.rtt_ms, source="set in the launch file")
     override = _override_for(a, b, overrides)
     if override is None:
         return link

@@ -105,7 +105,7 @@ def open_run_audit(
         "sites": [{"name": s.name, "jurisdiction": s.jurisdiction, "region": s.region, "roles": list(s.roles)}
                   for s in plan.sites],
         "profiles": dict(plan.profiles.files) if plan.profiles is not None else {},
-        "conditions": {k: {"kind": v.kind, "ref": v.ref} for k, v in plan.conditions.items()},
+        "conditions": {k: v.model_dump(mode="json", exclude_none=True) for k, v in plan.conditions.items()},
         "links": {f"{a}<->{b}": link.model_dump() for (a, b), link in plan.links.items()},
     }
     audit.append("audit_open", **opening)

@@ -192,8 +192,11 @@ class JurisdictionProfile(Strict):
     safety: SafetyProfile
 
 
-class LinkSpec(Strict):
-    """A network link between two sites: round trip, jitter, loss and bandwidth, with where they come from."""
+class LinkProfile(Strict):
+    """A link's figures as profiles and launch files give them: round trip, jitter, loss, bandwidth and source.
+
+    ``testbed.sites.links.LinkSpec.of(profile)`` turns them into the link model that delays messages.
+    """
 
     rtt_ms: float = Field(ge=0, description="round-trip time in milliseconds")
     jitter_ms: float = Field(0.0, ge=0, description="standard deviation of the one-way delay in milliseconds")
@@ -202,7 +205,7 @@ class LinkSpec(Strict):
     source: str = Field(min_length=1, description="the measurement or assumption behind the figures")
 
 
-class RegionLink(LinkSpec):
+class RegionLink(LinkProfile):
     """Link defaults between two network regions."""
 
     between: tuple[str, str]
@@ -214,7 +217,7 @@ class LinkTable(Strict):
     kind: Literal["links"]
     profile_version: Literal[1]
     notice: str = Field(min_length=1)
-    local: LinkSpec = Field(description="two sites in the same region")
+    local: LinkProfile = Field(description="two sites in the same region")
     links: tuple[RegionLink, ...] = ()
 
 
@@ -249,7 +252,7 @@ class Profiles:
     jurisdictions: Mapping[str, JurisdictionProfile]
     rules: tuple[LocatedRule, ...]
     links: Mapping[tuple[str, str], RegionLink]
-    local_link: LinkSpec
+    local_link: LinkProfile
     files: Mapping[str, str]
     where: Mapping[str, str]  # rule id or 'terms:<J>' / 'jurisdiction:<J>' -> file:line
 
@@ -289,7 +292,7 @@ class Profiles:
         extra = sorted({r.rule.data_class for r in self.rules} - set(STANDARD_CLASSES))
         return [*STANDARD_CLASSES, *extra]
 
-    def link(self, region_a: str, region_b: str) -> LinkSpec:
+    def link(self, region_a: str, region_b: str) -> LinkProfile:
         """Link defaults between two regions.
 
         Raises:
@@ -304,7 +307,7 @@ class Profiles:
                 f"{self.directory}: no link default between regions {region_a!r} and {region_b!r} (known: {known}); "
                 f"add one to a kind: links profile, or set sites.links in the launch file"
             )
-        return LinkSpec(**found.model_dump(exclude={"between"}))
+        return LinkProfile(**found.model_dump(exclude={"between"}))
 
 
 def _pair(a: str, b: str) -> tuple[str, str]:
@@ -340,7 +343,7 @@ def load_profiles(directory: str | Path) -> Profiles:
     jurisdictions: dict[str, JurisdictionProfile] = {}
     rules: list[LocatedRule] = []
     links: dict[tuple[str, str], RegionLink] = {}
-    local: LinkSpec | None = None
+    local: LinkProfile | None = None
     files: dict[str, str] = {}
     where: dict[str, str] = {}
     routes: dict[tuple[str, str, str], str] = {}
@@ -419,7 +422,9 @@ def _validate(model: type[BaseModel], data: dict[str, Any], path: Path, source: 
     try:
         return model.model_validate_json(json.dumps(data, default=str))
     except ValidationError as exc:
-        err = exc.errors()[0]
+        errors = exc.errors()
+        # a misspelt key also leaves its field missing: the misspelling is the mistake to name
+        err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
         loc = tuple(err["loc"])
         # pydantic reports the alias-free name for `from`; the file says `from`
         shown = tuple("from" if part == "from_" else part for part in loc)

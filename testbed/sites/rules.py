@@ -136,7 +136,8 @@ def decide(
                         reason=f"no profile rule covers {data_class} from {from_jurisdiction} to {to_jurisdiction}")
     located = max(matching, key=_specificity)
     rule = located.rule
-    outcome, record, reason = _apply_condition(rule.id, rule.condition, rule.outcome, rule.unmet, conditions)
+    outcome, record, reason = _apply_condition(rule.id, rule.condition, rule.outcome, rule.unmet, conditions,
+                                               to_jurisdiction)
     return Decision(data_class, from_jurisdiction, to_jurisdiction, rule.id, outcome.action, outcome.transformation,
                     rule.citation, rule.condition, record, reason, located.where)
 
@@ -173,7 +174,8 @@ def decide_terms(
             return None
         nothing_leaves = not allowed_names
     unmet = Outcome(action="deny") if nothing_leaves else entry.otherwise
-    outcome, record, reason = _apply_condition(entry.id, entry.condition, Outcome(action="allow"), unmet, conditions)
+    outcome, record, reason = _apply_condition(entry.id, entry.condition, Outcome(action="allow"), unmet, conditions,
+                                               to_jurisdiction)
     if nothing_leaves:
         keeps = "lets no field leave (terms.export_allowed: false)"
     else:
@@ -190,11 +192,15 @@ def _apply_condition(
     met: Outcome,
     unmet: Outcome,
     conditions: Mapping[str, ConditionRecord],
+    to_jurisdiction: str,
 ) -> tuple[Outcome, ConditionRecord | None, str]:
     if condition is None:
         return met, None, "unconditional"
     record = conditions.get(rule_id)
-    if record is not None and record.kind in condition.any_of:
-        return met, record, f"{record.kind} {record.ref} recorded"
     needs = " or ".join(condition.any_of)
+    if record is not None and record.kind in condition.any_of:
+        if record.to is None or to_jurisdiction in record.to:
+            return met, record, f"{record.kind} {record.ref} recorded"
+        return unmet, None, (f"{record.kind} {record.ref} covers {', '.join(record.to)}, not {to_jurisdiction} "
+                             f"(needs: {condition.requires})")
     return unmet, None, f"no {needs} recorded (needs: {condition.requires})"

@@ -172,7 +172,7 @@ def _coarsen_cell(value: Any, kind: FieldKind, step: float) -> Any:
         return coarse if isinstance(value, dt.datetime) else coarse.isoformat()
     number = coarsen_number(float(value), step)
     if isinstance(value, str):  # a CSV cell stays text, without float noise
-        return str(int(number)) if number.is_integer() else repr(number)
+        return str(int(number)) if number.is_integer() and float(step).is_integer() else repr(number)
     return int(number) if isinstance(value, int) and number.is_integer() else number
 
 
