@@ -330,7 +330,11 @@ class GrpcActionSource:
                 self._await_arrival(remaining)
 
     def close(self) -> None:
-        """Close the stream and the channel and stop the supervisor task."""
+        """Close the stream and the channel and stop the supervisor task.
+
+        Raises:
+            PolicyClientFailed: the supervisor task did not end (the loop is then not reused).
+        """
         with self._cond:
             if self._closed:
                 return
@@ -339,7 +343,10 @@ class GrpcActionSource:
             with contextlib.suppress(Exception):
                 self._call(self._channel.close(), timeout_s=2.0)
             with contextlib.suppress(Exception):
-                self._drive(asyncio.gather(self._task, return_exceptions=True))
+                self._call(asyncio.gather(self._task, return_exceptions=True), timeout_s=2.0)
+            if not self._task.done():
+                raise PolicyClientFailed(f"{self.endpoint}: the policy client's supervisor task did not end "
+                                         "within 2 s of close()")
             with contextlib.suppress(Exception):
                 self._drive(self._settle())
             _keep_loop(self._loop)

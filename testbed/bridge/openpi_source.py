@@ -276,7 +276,7 @@ class OpenPiActionSource:
             self._error = None
             if self._closed:
                 return
-            if self._dead is not None and not self._thread.is_alive():
+            if self._dead is not None:  # reporting its death was the old thread's last act
                 self._dead = None
                 self._thread = self._start_worker()
             hung = None
