@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping
 from contextlib import ExitStack
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import numpy as np
 
@@ -80,15 +80,18 @@ class ServedPolicySource:
         return PolicyUnavailable(f"{self._server.endpoint}: the policy server process {self._server.pid} ended "
                                  f"({status}); its output is in {self._server.log_path}")
 
-    def _explained(self, exc: PolicyUnavailable) -> PolicyUnavailable:
-        return self._ended() or exc
+    def _raise_explained(self, exc: PolicyUnavailable) -> NoReturn:
+        ended = self._ended()
+        if ended is None:
+            raise exc  # as it is: `raise exc from exc` would replace its cause (a client failure's error) by itself
+        raise ended from exc
 
     def spec(self) -> PolicySpec:
         """The served policy's spec."""
         try:
             return self._source.spec()
         except PolicyUnavailable as exc:
-            raise self._explained(exc) from exc
+            self._raise_explained(exc)
 
     def reset(self, episode: int) -> None:
         """Start episode ``episode``; for an ended child, return at once (its first ``submit`` says why)."""
@@ -97,7 +100,7 @@ class ServedPolicySource:
         try:
             self._source.reset(episode)
         except PolicyUnavailable as exc:
-            raise self._explained(exc) from exc
+            self._raise_explained(exc)
 
     def submit(self, obs: Mapping[str, np.ndarray], step: int) -> None:
         """Ask for a chunk for ``obs`` at policy step ``step``."""
@@ -107,7 +110,7 @@ class ServedPolicySource:
         try:
             self._source.submit(obs, step)
         except PolicyUnavailable as exc:
-            raise self._explained(exc) from exc
+            self._raise_explained(exc)
 
     def result(self, timeout_s: float | None) -> ActionChunk | None:
         """The newest chunk that arrived, waiting at most ``timeout_s``."""
@@ -117,7 +120,7 @@ class ServedPolicySource:
         try:
             return self._source.result(timeout_s)
         except PolicyUnavailable as exc:
-            raise self._explained(exc) from exc
+            self._raise_explained(exc)
 
     def close(self) -> None:
         """Close the client (the server is stopped by whoever started it)."""

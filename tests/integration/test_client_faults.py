@@ -186,6 +186,18 @@ def test_grpc_client_worker_failure_is_reported_with_its_cause(tmp_path: Path, m
     _assert_failure_reported_once_with_cause(result, message)
 
 
+def test_served_policy_client_worker_failure_is_reported_with_its_cause(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # policy.serve (the default launch file's way): the run starts the server and wraps its client
+    message = "injected fault in the served policy's client worker"
+    monkeypatch.setattr(GrpcActionSource, "_deliver",
+                        _failing_on_third_call(GrpcActionSource._deliver, RuntimeError(message)))
+    scenario = load(LAUNCH, ["episodes:=2", "sim.max_episode_s:=3", "policy.deadline_s:=0.5",
+                             "policy.serve:=testbed.bridge.reference:HoldPolicy", "policy.args:={joints: '6'}"])
+    result = run_scenario(scenario, runs_dir=tmp_path)
+    _assert_failure_reported_once_with_cause(result, message)
+
+
 def test_openpi_client_worker_failure_is_reported_with_its_cause(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     message = "injected fault in the openpi client worker"
