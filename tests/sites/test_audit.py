@@ -2,6 +2,8 @@ import itertools
 import json
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from testbed.sites.audit import AuditError, AuditLog, verify
 
@@ -137,3 +139,18 @@ def test_the_log_owns_seq_prev_and_hash(tmp_path):
     with pytest.raises(AuditError, match="not plain JSON"):
         audit.append("flow", value=float("nan"))
     assert (tmp_path / "audit.jsonl").read_bytes() == b""  # a refused record writes nothing
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_any_changed_byte_is_detected(tmp_path_factory, data):
+    path = tmp_path_factory.mktemp("audit") / "audit.jsonl"
+    with AuditLog(path) as audit:
+        for i in range(3):
+            audit.append("flow", flow="actions", bytes=i, fields=["action"])
+    raw = bytearray(path.read_bytes())
+    at = data.draw(st.integers(0, len(raw) - 1))
+    new = data.draw(st.integers(0, 255).filter(lambda b: b != raw[at]))
+    raw[at] = new
+    path.write_bytes(bytes(raw))
+    assert not verify(path).ok

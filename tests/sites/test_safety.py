@@ -78,3 +78,13 @@ def test_without_sites_nothing_changes():
 def test_apply_site_safety_returns_the_scenario_with_the_settings_in_place(strict_jp):
     applied = apply_site_safety(trilateral(strict_jp))
     assert applied.cell.robots[0].controller.speed_scale == 0.8 and applied.name == "trilateral"
+
+
+def test_the_applied_scenario_reloads_as_it_was(strict_jp, tmp_path):
+    import yaml
+
+    applied = apply_site_safety(trilateral(strict_jp))
+    path = tmp_path / "scenario.yaml"
+    path.write_text(yaml.safe_dump(applied.model_dump(mode="json"), sort_keys=False))
+    again = load(path).scenario
+    assert apply_site_safety(again) == applied
