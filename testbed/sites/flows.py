@@ -32,6 +32,7 @@ from testbed.errors import ComplianceDenied, ScenarioError
 from testbed.scenario.schema import ConditionRecord, Scenario, SiteConfig
 from testbed.scenario.workload import PartArrival
 from testbed.sites.keys import load_or_create_key
+from testbed.sites.located import Locator
 from testbed.sites.profile import LinkProfile, Profiles, load_profiles
 from testbed.sites.rules import Decision, decide, decide_terms, most_restrictive
 from testbed.sites.transform import FieldKind, MessageFilter, Pseudonymizer, coarsen_number, not_applicable
@@ -290,10 +291,10 @@ def plan_flows(
     cfg = scenario.sites
     if cfg is None:
         return FlowPlan()
-    where = f"{launch_file}: " if launch_file is not None else ""
+    at = Locator(launch_file)
     profiles = profiles or load_profiles(cfg.profiles)
     sites = _site_infos(scenario, profiles)
-    check_conditions(cfg.conditions, profiles, where)
+    check_conditions(cfg.conditions, profiles, at)
     placement = cfg.placement
     cell = sites[placement.cell]
     policy = sites[placement.policy or placement.cell]
@@ -318,20 +319,20 @@ def plan_flows(
             specs.append(("actions", "action chunks back to the controllers", policy, cell,
                           [("action", "tensor", True, None)]))
     known_fields = _known_fields(scenario, card)
-    _check_data_classes(cfg.data_classes, known_fields, profiles, where)
+    _check_data_classes(cfg.data_classes, known_fields, profiles, at)
 
     flows = []
     links: dict[tuple[str, str], LinkProfile] = {}
     for flow_id, what, source, target, fields in specs:
         pair = (min(source.name, target.name), max(source.name, target.name))
         if pair not in links:
-            links[pair] = _link(source, target, cfg.links, profiles, where)
+            links[pair] = _link(source, target, cfg.links, profiles, at)
         planned = tuple(_plan_field(name, kind, required, column, source, target, scenario, card, profiles)
                         for name, kind, required, column in fields)
         flows.append(Flow(flow_id, what, source, target, planned, links[pair]))
     if policy.name != cell.name:
         pair = (min(policy.name, cell.name), max(policy.name, cell.name))
-        links.setdefault(pair, _link(policy, cell, cfg.links, profiles, where))
+        links.setdefault(pair, _link(policy, cell, cfg.links, profiles, at))
     return FlowPlan(sites=tuple(sites.values()), flows=tuple(flows), links=links, profiles=profiles,
                     conditions=dict(cfg.conditions))
 
@@ -400,14 +401,17 @@ def _known_fields(scenario: Scenario, card: DatasetCard | None) -> list[str]:
     return known
 
 
-def check_conditions(conditions: Mapping[str, ConditionRecord], profiles: Profiles, where: str = "") -> None:
+def check_conditions(conditions: Mapping[str, ConditionRecord], profiles: Profiles,
+                     at: Locator | None = None) -> None:
     """Check each record names a rule with a condition, and is of a kind that rule takes.
 
     Raises:
         ScenarioError: an unknown rule id (with the closest), a rule without a condition, or a wrong kind.
     """
+    at = at or Locator(None)
     ids = profiles.rule_ids()
     for rule_id, record in conditions.items():
+        where = at(("sites", "conditions", rule_id))
         if rule_id not in ids:
             guess = difflib.get_close_matches(rule_id, ids, n=1)
             hint = f" Did you mean {guess[0]!r}?" if guess else ""
@@ -422,9 +426,10 @@ def check_conditions(conditions: Mapping[str, ConditionRecord], profiles: Profil
                                 f"{' or '.join(condition.any_of)}, got {record.kind!r} ({condition.requires})")
 
 
-def _check_data_classes(given: Mapping[str, Any], known_fields: list[str], profiles: Profiles, where: str) -> None:
+def _check_data_classes(given: Mapping[str, Any], known_fields: list[str], profiles: Profiles, at: Locator) -> None:
     classes = profiles.known_classes()
     for name, value in given.items():
+        where = at(("sites", "data_classes", name))
         if name not in known_fields:
             guess = difflib.get_close_matches(name, known_fields, n=1)
             hint = f" Did you mean {guess[0]!r}?" if guess else ""
@@ -476,14 +481,15 @@ def _plan_field(
     return PlannedField(name, kind, classes, decision, tuple(considered), required, column)
 
 
-def _link(a: SiteInfo, b: SiteInfo, overrides: Sequence[Any], profiles: Profiles, where: str) -> LinkProfile:
+def _link(a: SiteInfo, b: SiteInfo, overrides: Sequence[Any], profiles: Profiles, at: Locator) -> LinkProfile:
     try:
         link = profiles.link(a.region, b.region)
     except ScenarioError:
         override = _override_for(a, b, overrides)
         if override is None or override.rtt_ms is None:
-            raise ScenarioError(f"{where}sites.links: no link default between {a.name} ({a.region}) and {b.name} "
-                                f"({b.region}) in {profiles.directory}; give one with sites.links: "
+            raise ScenarioError(f"{at(('sites', 'links'))}sites.links: no link default between {a.name} "
+                                f"({a.region}) and {b.name} ({b.region}) in {profiles.directory}; give one with "
+                                "sites.links: "
                                 f"[{{between: [{a.name}, {b.name}], rtt_ms: ...}}]") from None
         link = LinkProfile(rtt_ms=override.rtt_ms, source="set in the launch file")
     override = _override_for(a, b, overrides)

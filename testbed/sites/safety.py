@@ -15,6 +15,7 @@ from pathlib import Path
 from testbed.errors import ScenarioError
 from testbed.robots import load_robot
 from testbed.scenario.schema import ControllerSettings, Scenario, SiteConfig
+from testbed.sites.located import Locator
 from testbed.sites.profile import Citation, CollaborativeLimits, Profiles, load_profiles
 
 
@@ -59,8 +60,15 @@ class SiteSafety:
         return ceiling
 
 
-def site_safety(site: SiteConfig, profiles: Profiles, *, launch_file: str | Path | None = None) -> SiteSafety:
+def site_safety(site: SiteConfig, profiles: Profiles, *, launch_file: str | Path | None = None,
+                index: int | None = None) -> SiteSafety:
     """The safety in force at ``site``: its jurisdiction's profile, tightened by the launch file's entry.
+
+    Args:
+        site: the site.
+        profiles: the profiles.
+        launch_file: named, with the line, in error messages.
+        index: the site's place in ``sites.sites`` (for messages).
 
     Raises:
         ScenarioError: the entry loosens the profile (names both values), or asks for collaborative
@@ -69,12 +77,14 @@ def site_safety(site: SiteConfig, profiles: Profiles, *, launch_file: str | Path
     profile = profiles.jurisdiction(site.jurisdiction).safety
     source = profiles.where.get("jurisdiction:" + site.jurisdiction, str(profiles.directory))
     given = site.safety
-    where = f"{launch_file}: " if launch_file is not None else ""
-    field = f"sites.sites[{site.name}].safety"
+    at = Locator(launch_file)
+    loc: tuple[str | int, ...] = ("sites", "sites", index if index is not None else site.name, "safety")
+    field = f"sites.sites[{index if index is not None else site.name}].safety"
 
     def looser(name: str, mine: object, theirs: object) -> ScenarioError:
-        return ScenarioError(f"{where}{field}.{name}: {mine!r} is looser than the {site.jurisdiction} profile's "
-                             f"{theirs!r} ({profile.standard.law}, {source}); a launch file may only tighten it")
+        return ScenarioError(f"{at((*loc, name))}{field}.{name}: {mine!r} is looser than the {site.jurisdiction} "
+                             f"profile's {theirs!r} ({profile.standard.law}, {source}); a launch file may only "
+                             "tighten it")
 
     speed_scale_max = profile.speed_scale_max
     if given.speed_scale_max is not None:
@@ -103,8 +113,8 @@ def site_safety(site: SiteConfig, profiles: Profiles, *, launch_file: str | Path
         manual_reset = given.manual_reset_after_protective_stop
     collaborative = bool(given.collaborative)
     if collaborative and profile.collaborative is None:
-        raise ScenarioError(f"{where}{field}.collaborative: the {site.jurisdiction} profile ({source}) has no "
-                            "collaborative limits; add safety.collaborative to it first")
+        raise ScenarioError(f"{at((*loc, 'collaborative'))}{field}.collaborative: the {site.jurisdiction} profile "
+                            f"({source}) has no collaborative limits; add safety.collaborative to it first")
     return SiteSafety(site=site.name, jurisdiction=site.jurisdiction, standard=profile.standard,
                       speed_scale_max=speed_scale_max, tcp_speed_limit_m_s=tcp_limit,
                       require_reduced_speed=require_reduced, reduced_speed_tcp_m_s=reduced,
@@ -118,8 +128,8 @@ def cell_safety(scenario: Scenario, profiles: Profiles | None = None, *,
     if scenario.sites is None:
         return None
     profiles = profiles or load_profiles(scenario.sites.profiles)
-    site = next(s for s in scenario.sites.sites if s.name == scenario.sites.placement.cell)
-    return site_safety(site, profiles, launch_file=launch_file)
+    index, site = next((i, s) for i, s in enumerate(scenario.sites.sites) if s.name == scenario.sites.placement.cell)
+    return site_safety(site, profiles, launch_file=launch_file, index=index)
 
 
 def effective_controller_settings(
@@ -145,16 +155,16 @@ def effective_controller_settings(
     safety = cell_safety(scenario, profiles, launch_file=launch_file)
     if safety is None:
         return settings
-    where = f"{launch_file}: " if launch_file is not None else ""
+    at = Locator(launch_file)
     out = []
     for i, controller in enumerate(settings):
         given = controller.model_fields_set
-        field = f"cell.robots[{i}].controller"
 
-        def looser(name: str, mine: object, theirs: object, what: str, *, _field: str = field) -> ScenarioError:
+        def looser(name: str, mine: object, theirs: object, what: str, *, robot: int = i) -> ScenarioError:
+            loc = ("cell", "robots", robot, "controller", name)
             return ScenarioError(
-                f"{where}{_field}.{name}: {mine!r} is looser than site {safety.site!r}'s {what} {theirs!r} "
-                f"({safety.standard.law}, {safety.source}); a launch file may only tighten it"
+                f"{at(loc)}cell.robots[{robot}].controller.{name}: {mine!r} is looser than site {safety.site!r}'s "
+                f"{what} {theirs!r} ({safety.standard.law}, {safety.source}); a launch file may only tighten it"
             )
 
         speed_scale = controller.speed_scale
