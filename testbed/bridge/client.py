@@ -195,6 +195,7 @@ class GrpcActionSource:
         self._hang_s = hang_s if hang_s is not None else max(HUNG_AFTER_DEADLINES * deadline_s, MIN_HANG_S)
         self._mode = mode
         self._backoff_s = backoff_s
+        self._backoff_next_s = backoff_s[0]  # the supervisor's next wait; back to the first once connected
         self._options = channel_options(max_message_bytes)
 
         # one caller at a time drives the private loop; RLock: helpers nest under the public methods
@@ -465,6 +466,7 @@ class GrpcActionSource:
         if needs_reset:
             await self._send_reset()
         self._unavailable = None
+        self._backoff_next_s = self._backoff_s[0]
         self._notify()
 
     @staticmethod
@@ -509,7 +511,6 @@ class GrpcActionSource:
         self._notify()
 
     async def _run(self) -> None:
-        backoff = self._backoff_s[0]
         while not self._closed:
             session = self._session_task = asyncio.ensure_future(self._session())
             try:
@@ -518,8 +519,7 @@ class GrpcActionSource:
                 current = asyncio.current_task()
                 if self._closed or (current is not None and current.cancelling()):
                     raise
-                backoff = self._backoff_s[0]  # _abandon_session() ended it: reconnect at once
-                continue
+                continue  # _abandon_session() ended it: reconnect at once
             except (grpc.aio.AioRpcError, PolicyUnavailable) as exc:
                 self._mark_unavailable(exc)
             except TestbedError as exc:  # e.g. a malformed spec from the server
@@ -529,8 +529,8 @@ class GrpcActionSource:
                 self._report_failure(exc)
             finally:
                 self._session_task = None
-            await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
-            backoff = min(backoff * 2.0, self._backoff_s[1])
+            await asyncio.sleep(self._backoff_next_s * random.uniform(0.8, 1.2))
+            self._backoff_next_s = min(self._backoff_next_s * 2.0, self._backoff_s[1])
 
     async def _session(self) -> None:
         """Connect, then stream (or call) until the connection fails."""
