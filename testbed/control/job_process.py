@@ -219,12 +219,16 @@ def _plan(chains: dict[tuple[str, str], KinematicChain], job: Job, model: Any, q
 
 
 def _leave_realtime() -> None:
-    """Planning is not real-time work: never compete with a SCHED_FIFO control loop that started us."""
+    """Planning is background work: it must not compete for the CPU with the process that ticks the loop.
+
+    A thread of that process holding the GIL while the OS runs this child instead leaves the
+    ticking thread waiting for the GIL (priority inversion through the GIL), so the child drops
+    any real-time policy it inherited and runs at the lowest priority.
+    """
     setter = getattr(os, "sched_setscheduler", None)
-    if setter is None:
-        return
     try:
-        if os.sched_getscheduler(0) != os.SCHED_OTHER:
+        if setter is not None and os.sched_getscheduler(0) != os.SCHED_OTHER:
             setter(0, os.SCHED_OTHER, os.sched_param(0))
+        os.nice(19 - os.nice(0))
     except OSError:
         return
