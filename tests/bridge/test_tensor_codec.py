@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -273,3 +273,14 @@ def test_chunk_with_nan_or_a_wrong_byte_count_is_refused_on_decode() -> None:
     msg.actions.data = b"\0" * 12
     with pytest.raises(SpecMismatch, match="12 bytes do not fit"):
         codec.decode_chunk(msg, spec)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(0, 2**32 - 1), max_size=80))
+@example([0x7F7FFFFF, 0xFF7FFFFF, 0x00000001])  # the largest finite values, a denormal
+@example([0, 0x7F800000])  # inf
+@example([0xFF800000, 5])  # -inf
+@example([1, 2, 0x7FC00001])  # NaN, last
+def test_integer_finiteness_scan_agrees_with_numpy_on_any_float32_bits(bits: list[int]) -> None:
+    data = np.array(bits, np.uint32).astype("<u4").tobytes()
+    assert codec._f32_finite(data) == bool(np.isfinite(np.frombuffer(data, "<f4")).all())
