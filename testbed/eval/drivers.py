@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -18,6 +19,10 @@ from testbed.eval.metrics import EpisodeTally
 from testbed.policies.protocol import ActionKind, PolicySpec
 from testbed.policies.source import ActionChunk, ActionSource
 from testbed.sim.cell import Cell
+from testbed.sites.links import SimulatedLink
+
+if TYPE_CHECKING:
+    from testbed.eval.sites_run import RunSites
 
 PART_HELD_INPUT = 1  # vacuum switch: the cup has seized a part
 PART_READY_INPUT = 2  # photo-eye at the stopper: a part waits at this robot's station
@@ -46,6 +51,7 @@ class Episode:
     realtime: bool
     recorder: Recorder | None = None
     latencies_ms: list[float] = field(default_factory=list)
+    sites: RunSites | None = None  # filters and counts what crosses to a policy at another site
 
 
 class Driver(Protocol):
@@ -65,13 +71,24 @@ class PolicyDriver:
     Lockstep: the request for policy step k overlaps the physics of step k -> k+1 and its
     chunk is applied from step k+1 on, waiting for it at most the deadline: a fixed
     one-step pipeline, so the round trip does not stall the loop and the run stays
-    deterministic whatever the network does. Real time: nothing waits; chunks are
-    applied whenever they arrive, aligned by the step they were computed for.
+    deterministic whatever the network does. With a simulated ``link`` (a policy at another
+    site), the chunk requested at step k applies no earlier than k + ceil(delay/dt), the delay
+    drawn from the link by the run's seeded generator; requests keep going out at the policy's
+    rate while earlier ones are on the wire, so a chunk longer than the round trip keeps the robot
+    fed. Real time: nothing waits; chunks are applied whenever they arrive, aligned by the step
+    they were computed for.
+
+    ``request_mode="blocking"`` is the baseline a synchronous client gives (``action = infer(obs)``
+    at the policy rate): no request while one is unanswered, and only the action for the step it
+    was asked for is executed, for one policy period.
     """
 
     def __init__(self, index: int, name: str, cell: Cell, source: ActionSource, spec: PolicySpec,
-                 deadline_s: float, reconnect_s: float, merge: str = "latest", merge_weight: float = 0.5) -> None:
+                 deadline_s: float, reconnect_s: float, merge: str = "latest", merge_weight: float = 0.5, *,
+                 link: Callable[[int], SimulatedLink] | None = None, request_mode: str = "pipelined") -> None:
         self.index = index
+        self.link_for_episode = link
+        self.blocking = request_mode == "blocking"
         self.reconnect_s = reconnect_s
         self.merge = merge
         self.merge_weight = merge_weight
@@ -90,13 +107,19 @@ class PolicyDriver:
     def _clear(self) -> None:
         self.suction_plan = np.zeros(0, dtype=np.float32)
         self.plan_t0 = 0.0
+        self.plan_end_t = 0.0  # when the controller runs out of the actions it was given
         self.step = 0
-        self.in_flight: tuple[int, dict[str, np.ndarray], float] | None = None
+        # (policy step, observation, wall time asked, control step asked)
+        self.in_flight: tuple[int, dict[str, np.ndarray], float, int] | None = None
         self.executing: ActionChunk | None = None  # the chunk being followed, merged, aligned by its step
+        self.on_the_wire: list[tuple[int, ActionChunk]] = []  # (arrival step, chunk) over a simulated link
+        self.link: SimulatedLink | None = None
 
     def reset(self, ep: Episode) -> None:
         """Start an episode; a policy that is down gets ``reconnect_s`` to come back before the episode starts."""
         self._clear()
+        if self.link_for_episode is not None:
+            self.link = self.link_for_episode(ep.index)
         # streaming starts now: hold here, and a policy that never answers leads to a protective stop
         hold = ep.control.setpoint[self.index, : self.n][None].copy()
         ep.control.submit_chunk(self.index, hold, 0.0, self.period_s)
@@ -130,12 +153,17 @@ class PolicyDriver:
         return obs
 
     def cycle(self, ep: Episode, step: int, t: float, measured: np.ndarray) -> None:
+        while self.on_the_wire and self.on_the_wire[0][0] <= step:
+            self._apply(ep, self.on_the_wire.pop(0)[1], step, t, measured)
         if self.in_flight is not None and ep.realtime:
-            self._poll(ep, t, measured, timeout_s=0.0)
+            self._poll(ep, step, t, measured, timeout_s=0.0)
         if step % self.steps_per_request == 0:
             if self.in_flight is not None and not ep.realtime:
-                self._poll(ep, t, measured, timeout_s=self.deadline_s)
-            self._request(ep, t, measured)
+                self._poll(ep, step, t, measured, timeout_s=self.deadline_s)
+            if not (self.blocking and (self.in_flight is not None or self.on_the_wire)):
+                self._request(ep, step, t, measured)
+        if t >= self.plan_end_t - 1e-9:
+            ep.tally.starved_steps += 1
         if self.suction_plan.size:
             row = min(int((t - self.plan_t0) / self.period_s + 1e-9), self.suction_plan.size - 1)
             suction = bool(self.suction_plan[row] > 0.5)
@@ -145,19 +173,19 @@ class PolicyDriver:
     def finish(self, ep: Episode, t: float, measured: np.ndarray) -> None:
         if self.in_flight is not None and not ep.realtime:
             # the last observation's answer completes its recorded frame; it is never executed
-            self._poll(ep, t, measured, timeout_s=self.deadline_s)
+            self._poll(ep, round(t / self.cell.dt_s), t, measured, timeout_s=self.deadline_s)
 
-    def _request(self, ep: Episode, t: float, measured: np.ndarray) -> None:
+    def _request(self, ep: Episode, step: int, t: float, measured: np.ndarray) -> None:
         obs = self.observe(measured)
         try:
-            self.source.submit(obs, self.step)
+            self.source.submit(obs if ep.sites is None else ep.sites.outbound_observations(obs), self.step)
         except (PolicyUnavailable, SpecMismatch) as exc:
             self._report_client_failure(ep, t, exc, step=self.step)
             ep.tally.policy_timeouts += 1
             ep.events.emit("policy_timeout", t, ep.index, self.name, reason=str(exc), step=self.step)
         else:
             asked_at = self.in_flight[2] if self.in_flight is not None else time.perf_counter()
-            self.in_flight = (self.step, obs, asked_at)
+            self.in_flight = (self.step, obs, asked_at, step)
         self.step += 1
 
     def _report_client_failure(self, ep: Episode, t: float, exc: Exception, *, step: int) -> None:
@@ -170,10 +198,10 @@ class PolicyDriver:
         ep.events.emit("policy_error", t, ep.index, self.name, step=step, error=str(exc),
                        cause=None if cause is None else f"{type(cause).__name__}: {cause}")
 
-    def _poll(self, ep: Episode, t: float, measured: np.ndarray, *, timeout_s: float) -> None:
-        """Apply the chunk that arrived for the request in flight; a request past its deadline times out."""
+    def _poll(self, ep: Episode, step: int, t: float, measured: np.ndarray, *, timeout_s: float) -> None:
+        """Take the chunk that arrived for the request in flight; a request past its deadline times out."""
         assert self.in_flight is not None
-        asked_step, asked_obs, asked_at = self.in_flight
+        asked_step, asked_obs, asked_at, asked_control_step = self.in_flight
         try:
             chunk = self.source.result(timeout_s)
         except (PolicyUnavailable, SpecMismatch) as exc:
@@ -190,28 +218,56 @@ class PolicyDriver:
             return
         if chunk.step >= asked_step:
             self.in_flight = None
-        if chunk.step == asked_step:
+        else:
+            # real time over a slow link: an earlier request's answer; the deadline now runs from its request
+            answered_at = time.perf_counter() - chunk.latency_ms / 1000.0
+            self.in_flight = (asked_step, asked_obs, max(asked_at, answered_at), asked_control_step)
+        if ep.sites is not None:
+            ep.sites.inbound_actions(chunk.actions.nbytes)
+        if self.link is None and (ep.realtime or chunk.step == asked_step):
             # submit-to-collection time: in lockstep it includes the physics the request overlapped
             ep.latencies_ms.append(chunk.latency_ms)
+        if chunk.step == asked_step:
             if ep.recorder is not None:
                 ep.recorder.add_frame({**asked_obs, "action": chunk.actions[0].astype(np.float32)},
                                       asked_step * self.period_s)
-        if self.executing is not None and self.merge != "latest":
-            merged = merge_chunks(self.executing.actions, self.executing.step, chunk, self.merge, self.merge_weight)
-            merged[:, self.n] = chunk.actions[:, self.n]  # the vacuum is switched, never averaged
-            chunk = replace(chunk, actions=merged)
-        self.executing = chunk
-        # row k of a chunk computed for step s applies at step s + k; rows already past are skipped
-        skip = self.step - chunk.step
-        if skip >= chunk.actions.shape[0]:
-            return
-        actions = chunk.actions[skip:]
+            if self.link is not None:
+                crossing = self.link.exchange(asked_control_step, self.cell.dt_s,
+                                              sum(v.nbytes for v in asked_obs.values()), chunk.actions.nbytes)
+                ep.latencies_ms.append(crossing.delay_s * 1000.0)
+                if crossing.arrival_step > step:
+                    self.on_the_wire.append((crossing.arrival_step, chunk))
+                    return
+        self._apply(ep, chunk, step, t, measured)
+
+    def _apply(self, ep: Episode, chunk: ActionChunk, step: int, t: float, measured: np.ndarray) -> None:
+        """Hand a chunk to the controller: row k of a chunk computed for policy step s applies at step s + k."""
+        if self.blocking:
+            chunk = replace(chunk, actions=chunk.actions[:1])  # the action for the step it was asked for
+            row_t = t
+        else:
+            if self.executing is not None and self.merge != "latest":
+                merged = merge_chunks(self.executing.actions, self.executing.step, chunk, self.merge,
+                                      self.merge_weight)
+                merged[:, self.n] = chunk.actions[:, self.n]  # the vacuum is switched, never averaged
+                chunk = replace(chunk, actions=merged)
+            self.executing = chunk
+            now = step / self.steps_per_request  # in policy steps; a whole number except for link arrivals
+            row = math.floor(now + 1e-9)
+            skip = row - chunk.step
+            if skip >= chunk.actions.shape[0]:
+                ep.tally.late_chunks += 1
+                return
+            chunk = replace(chunk, actions=chunk.actions[skip:])
+            row_t = t - (now - row) * self.period_s
+        actions = chunk.actions
         joints = actions[:, : self.n].astype(np.float64)
         if self.spec.action_kind is ActionKind.JOINT_DELTAS:
             joints = joints + measured[self.index, : self.n]
-        ep.control.submit_chunk(self.index, joints, t, self.period_s)
+        ep.control.submit_chunk(self.index, joints, row_t, self.period_s)
         self.suction_plan = actions[:, self.n].copy()
-        self.plan_t0 = t
+        self.plan_t0 = row_t
+        self.plan_end_t = row_t + actions.shape[0] * self.period_s
 
 
 class JobDriver:

@@ -25,6 +25,8 @@ class EpisodeTally:
     end_reason: str = ""
     cycle_times_s: list[float] = field(default_factory=list)
     policy_errors: list[str] = field(default_factory=list)  # distinct client failures (PolicyClientFailed)
+    starved_steps: int = 0  # control steps a policy-driven robot had no action left and held
+    late_chunks: int = 0  # chunks that arrived after every one of their rows was due
 
 
 def _percentiles(values: list[float], qs: dict[str, float], digits: int) -> dict[str, float | None]:
@@ -54,6 +56,8 @@ def build_metrics(*, run_id: str, scenario: str, tallies: list[EpisodeTally], po
         "policy_timeouts": sum(t.policy_timeouts for t in tallies),
         "policy_errors": list(dict.fromkeys(e for t in tallies for e in t.policy_errors)),
         "policy_latency_ms": _percentiles(policy_latency_ms, {"p50": 50, "p99": 99}, 4),
+        "starved_steps": sum(t.starved_steps for t in tallies),
+        "late_chunks": sum(t.late_chunks for t in tallies),
         "sim_s": round(sim_s, 6),
         "sim_rtf": round(sim_s / wall_s, 3) if wall_s > 0 else None,
         "control": control,

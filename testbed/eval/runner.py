@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -25,6 +26,7 @@ from testbed.eval.drivers import Driver, Episode, ExternalDriver, JobDriver, Pol
 from testbed.eval.events import EventStream
 from testbed.eval.metrics import EpisodeTally, build_metrics
 from testbed.eval.plan import plan_arrivals
+from testbed.eval.sites_run import RunSites, effective_scenario
 from testbed.eval.sources import check_spec, open_action_source, token_from_env
 from testbed.eval.trace import JointTrace
 from testbed.policies.protocol import PolicySpec
@@ -86,10 +88,12 @@ def run_scenario(loaded: LoadedScenario, *, runs_dir: Path = Path("runs"),
         SpecMismatch: the policy does not fit the scenario (before any episode runs).
         PolicyUnavailable: the policy cannot be reached at start.
     """
-    scenario = loaded.scenario
+    scenario = effective_scenario(loaded.scenario, loaded.path)
+    loaded = dataclasses.replace(loaded, scenario=scenario)
     bad = [i for i in (episodes or ()) if not 0 <= i < scenario.episodes]
     if bad:
         raise ScenarioError(f"{loaded.path}: episodes {bad} are outside 0..{scenario.episodes - 1}")
+    sites = RunSites(scenario, loaded.path)
     run_id, run_dir = create_run_dir(runs_dir, scenario.name)
     events = EventStream(run_dir / "events.jsonl")
     with ExitStack() as stack:
@@ -109,8 +113,11 @@ def run_scenario(loaded: LoadedScenario, *, runs_dir: Path = Path("runs"),
         control.reset(cell.read_joint_positions().copy())  # outside callers see the real pose from the start
         guard = _tcp_speed_guard(scenario, control, [r.model for r in cell.robots])
         service = _serve_controllers(scenario, control, stack)
-        drivers = _open_drivers(loaded, cell, stack, service, run_dir / "logs")
+        drivers = _open_drivers(loaded, cell, stack, service, run_dir / "logs", sites)
         policy_drivers = [d for d in drivers if isinstance(d, PolicyDriver)]
+        sites.check(key for d in policy_drivers for key in d.spec.observation)
+        sites.start_audit(run_dir, run_id, stack)
+        arrivals = [sites.plan.filter_arrivals(a) for a in arrivals]
         if make_recorder is None and scenario.record:
             from testbed.data.record import lerobot_recorder
 
@@ -140,12 +147,14 @@ def run_scenario(loaded: LoadedScenario, *, runs_dir: Path = Path("runs"),
         indices = range(scenario.episodes) if episodes is None else episodes
         for index in indices:
             ep = Episode(index, cell, control, events, EpisodeTally(episode=index, parts=len(arrivals[index])),
-                         realtime=pacer is not None, recorder=recorder, latencies_ms=latencies)
+                         realtime=pacer is not None, recorder=recorder, latencies_ms=latencies, sites=sites)
+            sites.workload_sent(len(arrivals[index]))
             started = time.perf_counter()
             _run_episode(ep, scenario, drivers, arrivals[index], trace, pacer,
                          service[0].tick if service else control.tick, guard)
             wall_s += time.perf_counter() - started
             sim_s += ep.tally.duration_s
+            sites.end_interval(sim_s)
             tallies.append(ep.tally)
             if progress is not None:
                 t = ep.tally
@@ -254,7 +263,7 @@ def _serve_controllers(scenario: Scenario, control: ControlLoop, stack: ExitStac
 
 
 def _open_drivers(loaded: LoadedScenario, cell: Cell, stack: ExitStack, service: tuple[Any, Any] | None,
-                  log_dir: Path) -> list[Driver]:
+                  log_dir: Path, sites: RunSites) -> list[Driver]:
     scenario = loaded.scenario
     drivers: list[Driver] = []
     for i, robot_cfg in enumerate(scenario.cell.robots):
@@ -266,13 +275,18 @@ def _open_drivers(loaded: LoadedScenario, cell: Cell, stack: ExitStack, service:
         if i in loaded.jobs:
             drivers.append(JobDriver(i, robot_cfg.name, cell, loaded.jobs[i]))
             continue
+        # real time: the policy's traffic crosses an emulated link; lockstep: the link is simulated per request
+        relay_link = sites.policy_link() if scenario.sim.realtime else None
         source = open_action_source(scenario.policy, robot_cfg, stack, n_joints=n_joints,
-                                    cameras=scenario.cell.cameras, log_dir=log_dir)
+                                    cameras=scenario.cell.cameras, log_dir=log_dir,
+                                    link=relay_link, link_seed=(scenario.seed, i))
         spec = source.spec()
         check_spec(spec, robot=robot_cfg, n_joints=n_joints, cameras=scenario.cell.cameras)
         policy = scenario.policy
         drivers.append(PolicyDriver(i, robot_cfg.name, cell, source, spec, policy.deadline_s, policy.reconnect_s,
-                                    policy.merge, policy.merge_weight))
+                                    policy.merge, policy.merge_weight,
+                                    link=None if scenario.sim.realtime else sites.simulated_link(i),
+                                    request_mode=policy.request_mode))
     return drivers
 
 
@@ -332,6 +346,8 @@ def _run_episode(ep: Episode, scenario: Scenario, drivers: list[Driver], arrival
                 stopped = True
             if ev.kind != "state_change":
                 events.emit(ev.kind, ev.t_s, ep.index, drivers[ev.robot].name, **ev.detail)
+                if ep.sites is not None:
+                    ep.sites.safety_intervention(ev.t_s, ep.index, drivers[ev.robot].name, ev.kind, ev.detail)
         if stopped:
             tally.end_reason = "protective_stop"
             break

@@ -16,6 +16,7 @@ from testbed.policies.observations import ENV_STATE_DIM
 from testbed.policies.protocol import ActionKind, PolicySpec, TensorSpec
 from testbed.policies.source import ActionChunk, ActionSource, LocalActionSource
 from testbed.scenario.schema import CameraConfig, PolicyConfig, RobotConfig
+from testbed.sites.links import LinkSpec
 
 if TYPE_CHECKING:
     from testbed.bridge.spawn import PolicyServerProcess
@@ -127,8 +128,27 @@ class ServedPolicySource:
         self._source.close()
 
 
+def through_link(endpoint: str, link: LinkSpec, seed: tuple[int, ...], stack: ExitStack) -> str:
+    """Put an emulated link (a user-space relay on loopback) in front of ``endpoint``; return the endpoint to dial.
+
+    Raises:
+        ScenarioError: a TLS endpoint (its certificate names the real host, not the relay).
+    """
+    from testbed.sites.relay import LinkRelay
+
+    scheme, _, rest = endpoint.partition("://")
+    if scheme not in ("grpc", "ws"):
+        raise ScenarioError(f"policy.endpoint {endpoint}: a real-time run across sites relays plain grpc:// or "
+                            "ws:// endpoints; TLS through the link emulator is not supported (run lockstep)")
+    address, slash, path = rest.partition("/")
+    host, _, port = address.rpartition(":")
+    relay = stack.enter_context(LinkRelay((host.strip("[]"), int(port)), link, seed=np.random.SeedSequence(seed)))
+    return f"{scheme}://{relay.address}{slash}{path}"
+
+
 def open_action_source(cfg: PolicyConfig, robot: RobotConfig, stack: ExitStack, *, n_joints: int,
-                       cameras: tuple[CameraConfig, ...], log_dir: Path | None = None) -> ActionSource:
+                       cameras: tuple[CameraConfig, ...], log_dir: Path | None = None,
+                       link: LinkSpec | None = None, link_seed: tuple[int, ...] = (0,)) -> ActionSource:
     """Open the source for one robot; everything it starts is closed by ``stack``.
 
     Args:
@@ -139,6 +159,9 @@ def open_action_source(cfg: PolicyConfig, robot: RobotConfig, stack: ExitStack, 
         cameras: the cell's cameras.
         log_dir: where a server started for ``policy.serve`` writes its output
             (``policy_log_path``); None for a temporary file.
+        link: a link the policy's traffic crosses for real (an emulating relay, ``through_link``), for
+            real-time runs with the policy at another site; None for a direct connection.
+        link_seed: seeds the relay's delays.
     """
     if cfg.builtin is not None:
         from testbed.bridge.targets import resolve_policy_target
@@ -151,7 +174,8 @@ def open_action_source(cfg: PolicyConfig, robot: RobotConfig, stack: ExitStack, 
         log_path = policy_log_path(log_dir, robot) if log_dir is not None else None
         server = stack.enter_context(spawn_policy_server(cfg.serve, _args_for(cfg, cfg.serve, robot),
                                                          log_path=log_path))
-        source = ServedPolicySource(GrpcActionSource(server.endpoint, deadline_s=cfg.deadline_s), server)
+        endpoint = server.endpoint if link is None else through_link(server.endpoint, link, link_seed, stack)
+        source = ServedPolicySource(GrpcActionSource(endpoint, deadline_s=cfg.deadline_s), server)
     elif cfg.endpoint is not None and cfg.protocol == "openpi":
         try:
             from testbed.bridge.openpi_source import OpenPiActionSource, openpi_spec
@@ -161,14 +185,16 @@ def open_action_source(cfg: PolicyConfig, robot: RobotConfig, stack: ExitStack, 
         spec = openpi_spec(available=cell_observations(n_joints, cameras), obs_keys=cfg.obs_keys,
                            action_dim=n_joints + 1, chunk_size=cfg.chunk_size, control_hz=cfg.control_hz,
                            action_kind=ActionKind(cfg.action_kind), model_name=f"openpi@{cfg.endpoint}")
-        source = OpenPiActionSource(cfg.endpoint, spec=spec, obs_keys=cfg.obs_keys, action_key=cfg.action_key,
+        endpoint = cfg.endpoint if link is None else through_link(cfg.endpoint, link, link_seed, stack)
+        source = OpenPiActionSource(endpoint, spec=spec, obs_keys=cfg.obs_keys, action_key=cfg.action_key,
                                     deadline_s=cfg.deadline_s, static_obs=cfg.static_obs)
     else:
         from testbed.bridge import GrpcActionSource
 
         assert cfg.endpoint is not None
         token = token_from_env("policy.token_env", cfg.token_env)
-        source = GrpcActionSource(cfg.endpoint, token=token, deadline_s=cfg.deadline_s)
+        endpoint = cfg.endpoint if link is None else through_link(cfg.endpoint, link, link_seed, stack)
+        source = GrpcActionSource(endpoint, token=token, deadline_s=cfg.deadline_s)
     stack.callback(source.close)
     return source
 

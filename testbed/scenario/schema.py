@@ -164,6 +164,10 @@ class PolicyConfig(Strict):
     static_obs: dict[str, str] = Field(default_factory=dict, description="openpi: constant fields, e.g. prompt")
     merge: Literal["latest", "average", "weighted"] = "latest"
     merge_weight: float = Field(0.7, ge=0, le=1)
+    request_mode: Literal["pipelined", "blocking"] = Field(
+        "pipelined", description="pipelined: ask at the policy's rate while earlier chunks are on the wire; "
+                                 "blocking: the baseline of a synchronous client (one request at a time, one "
+                                 "step's action per answer; lockstep only)")
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> PolicyConfig:
@@ -318,6 +322,8 @@ class Scenario(Strict):
                 raise ValueError(f"cell.robots[{i}]: a robot is driven by a job or externally, not both")
             if robot.external and not self.controller_service.serve:
                 raise ValueError(f"cell.robots[{i}].external needs controller_service.serve: true")
+        if self.policy.request_mode == "blocking" and self.sim.realtime:
+            raise ValueError("policy.request_mode blocking is a lockstep baseline; real-time runs are pipelined")
         return self
 
     name: str = Field(min_length=1)
