@@ -125,7 +125,6 @@ class ControlLoop:
         self._p = np.zeros((r, j))
         self._step = np.zeros((r, j))  # set-point change per cycle (velocity * dt_s)
         self._v = np.zeros((r, j))
-        self._target = np.zeros((r, j))
         self._p_view = self._p.view()
         self._p_view.flags.writeable = False
         self._v_view = self._v.view()
@@ -136,7 +135,21 @@ class ControlLoop:
         self._alloc_stream(self._cap)
         self._t0 = np.zeros(r)
         self._inv_dt = np.ones(r)
+        self._row_dt = np.ones(r)
+        # each robot's current row segment: target = base + slope * t for t in [seg_lo, seg_hi)
+        self._seg_slope = np.zeros((r, j))
+        self._seg_base = np.zeros((r, j))
+        self._seg_ff = np.zeros((r, j))  # slope * dt_s: the target's step per cycle
+        self._seg_t = np.zeros(r)
+        self._seg_hi = np.zeros(r)
         self._ff_col = np.zeros((r, 1))  # dt_s / row spacing: row slope -> step per cycle
+        self._before = np.zeros(r, dtype=bool)
+        self._last = np.zeros(r, dtype=bool)
+        self._before_col = self._before[:, None]
+        self._inv_dt_col = self._inv_dt[:, None]
+        self._seg_t_col = self._seg_t[:, None]
+        self._seg_from = math.inf
+        self._seg_until = -math.inf
         self._last_row = np.zeros(r)
         self._row_base = np.arange(r, dtype=np.float64) * self._cap
         self._deadline = np.full(r, np.inf)
@@ -145,7 +158,6 @@ class ControlLoop:
 
         # scratch buffers: the tick allocates nothing
         self._u = np.zeros(r)
-        self._u_col = self._u[:, None]
         self._fl = np.zeros(r)
         self._idx0 = np.zeros(r, dtype=np.intp)
         self._row0 = np.zeros((r, j))
@@ -374,7 +386,9 @@ class ControlLoop:
         self._slope[r, n_rows - 1 : n_rows + 1] = 0.0
         self._t0[r] = t0_s - n_prefix * dt_s
         self._inv_dt[r] = 1.0 / dt_s
+        self._row_dt[r] = dt_s
         self._ff_col[r, 0] = self.dt_s / dt_s
+        self._seg_until = -math.inf  # look the segments up again
         self._last_row[r] = n_rows - 1
         self._streaming[r] = not hold_after
         end_t = t0_s + (steps - 1) * dt_s
@@ -423,24 +437,15 @@ class ControlLoop:
         if t_s > self._first_deadline:
             self._stream_timeouts(t_s)
 
-        # interpolate the streamed targets at t_s: row + slope * fraction
-        u, fl = self._u, self._fl
-        np.subtract(t_s, self._t0, out=u)
-        u *= self._inv_dt
-        np.maximum(u, 0.0, out=u)
-        np.minimum(u, self._last_row, out=u)
-        np.floor(u, out=fl)
-        u -= fl
-        fl += self._row_base
-        np.copyto(self._idx0, fl, casting="unsafe")
-        e, vdes, ff = self._e, self._vdes, self._row1
-        np.take(self._slope2d, self._idx0, axis=0, out=ff)
-        np.multiply(ff, self._u_col, out=e)
-        np.take(self._buf2d, self._idx0, axis=0, out=self._target)
-        e += self._target
+        # the streamed targets at t_s, linear in t on each robot's current row segment; the
+        # segments are looked up again only when t_s leaves one of them (rows are several cycles apart)
+        if not self._seg_from <= t_s < self._seg_until:
+            self._select_segments(t_s)
+        e, vdes, ff = self._e, self._vdes, self._seg_ff
+        np.multiply(self._seg_slope, t_s, out=e)
+        e += self._seg_base
         e -= self._p  # e: target - set-point
-        ff *= self._ff_col  # the target's own step per cycle (velocity feed-forward)
-        e -= ff  # what is left to correct after the feed-forward step
+        e -= ff  # what is left to correct after the target's own step (velocity feed-forward)
 
         # desired step (rad per cycle): the target's step plus a correction towards it that
         # still brakes in time, exactly onto it when one cycle suffices (no creeping)
@@ -525,6 +530,42 @@ class ControlLoop:
         np.copyto(self._vdes, w2, where=self._pstop)
 
     # ------------------------------------------------------------------ internals
+    def _select_segments(self, t_s: float) -> None:
+        """Per robot, the streamed row segment holding ``t_s``: target = base + slope * t there.
+
+        Before its first row a robot holds row 0, after its last row the last row (slope 0).
+        ``[_seg_from, _seg_until)`` is a time span in which every robot stays in its segment.
+        """
+        u, fl, row_t, before, last = self._u, self._fl, self._seg_t, self._before, self._last
+        np.subtract(t_s, self._t0, out=u)
+        u *= self._inv_dt
+        np.less(u, 0.0, out=before)
+        np.maximum(u, 0.0, out=u)
+        np.minimum(u, self._last_row, out=u)
+        np.floor(u, out=fl)
+        np.greater_equal(fl, self._last_row, out=last)
+        np.multiply(fl, self._row_dt, out=row_t)
+        row_t += self._t0  # time of the segment's first row
+        np.add(fl, self._row_base, out=u)
+        np.copyto(self._idx0, u, casting="unsafe")
+        slope, base, row_slope = self._seg_slope, self._seg_base, self._row1
+        np.take(self._slope2d, self._idx0, axis=0, out=row_slope)
+        np.take(self._buf2d, self._idx0, axis=0, out=base)
+        np.multiply(row_slope, self._ff_col, out=self._seg_ff)  # the row's step per cycle (feed-forward)
+        np.multiply(row_slope, self._inv_dt_col, out=slope)  # per row -> per second
+        np.copyto(slope, 0.0, where=self._before_col)  # before its first row a robot holds row 0
+        np.multiply(slope, self._seg_t_col, out=self._row0)
+        base -= self._row0
+        # valid from now (an earlier t_s looks them up again) until the first robot reaches its next row
+        # (t0 before t0, never after the last row); a little early, so that rounding never makes this
+        # later than where floor(u) above moves on
+        np.add(row_t, self._row_dt, out=self._seg_hi)
+        np.copyto(self._seg_hi, math.inf, where=last)
+        np.copyto(self._seg_hi, self._t0, where=before)
+        until = float(self._seg_hi.min())
+        self._seg_from = t_s
+        self._seg_until = until - 1e-12 * (1.0 + abs(until))
+
     def _braking_step(self, dist: np.ndarray, out: np.ndarray) -> None:
         """``out = vb(dist)``: the largest step (per cycle) that still stops within ``dist`` (``out`` may be ``dist``).
 
@@ -566,7 +607,9 @@ class ControlLoop:
         self._slope[r, :2] = 0.0
         self._t0[r] = 0.0
         self._inv_dt[r] = 1.0
+        self._row_dt[r] = 1.0
         self._last_row[r] = 0.0
+        self._seg_until = -math.inf
         self._deadline[r] = np.inf
         self._first_deadline = float(self._deadline.min())
         self._streaming[r] = False
