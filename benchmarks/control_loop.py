@@ -118,12 +118,13 @@ class PythonArm:
             self.deadline = math.inf
             self.running = False  # stream timeout
         u = (t_s - self.t0) * self.inv_dt
-        u = 0.0 if u < 0.0 else u
+        ff_ratio = self.ff_ratio
+        if u < 0.0:  # before the first row: hold it, no feed-forward
+            u = ff_ratio = 0.0
         u = self.last_row if u > self.last_row else u
         i = math.floor(u)
         frac = u - i
         row, slope = self.rows[i], self.slopes[i]
-        ff_ratio = self.ff_ratio
         acc_c, neg_acc_c, vmax_c = self.acc_c, self.neg_acc_c, self.vmax_c
         k2a, k9, k3 = self.k2a, self.k9, self.k3
         mid, half, lower, upper = self.mid, self.half, self.lower, self.upper

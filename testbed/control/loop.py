@@ -553,7 +553,9 @@ class ControlLoop:
         np.take(self._buf2d, self._idx0, axis=0, out=base)
         np.multiply(row_slope, self._ff_col, out=self._seg_ff)  # the row's step per cycle (feed-forward)
         np.multiply(row_slope, self._inv_dt_col, out=slope)  # per row -> per second
-        np.copyto(slope, 0.0, where=self._before_col)  # before its first row a robot holds row 0
+        # before its first row a robot holds row 0: no slope, and no feed-forward (which would hold it off the row)
+        np.copyto(slope, 0.0, where=self._before_col)
+        np.copyto(self._seg_ff, 0.0, where=self._before_col)
         np.multiply(slope, self._seg_t_col, out=self._row0)
         base -= self._row0
         # valid from now (an earlier t_s looks them up again) until the first robot reaches its next row

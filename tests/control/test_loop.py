@@ -335,3 +335,23 @@ def test_per_robot_settings_must_match_the_robots() -> None:
         make_loop(robot_speed_scale=[1.0, 0.5, 0.5])
     with pytest.raises(ControllerError, match=r"stream_timeout_s must be finite and in \(0, inf\]"):
         make_loop(stream_timeout_s=[0.5, 0.0])
+
+
+def test_a_new_chunk_mid_row_takes_effect_at_the_next_tick() -> None:
+    loop = make_loop()
+    loop.submit_chunk(0, np.array([[0.0] * 7, [1.0] * 7]), 0.0, 1.0)  # rows 1 s apart: 1 rad/s ramp
+    run(loop, 0.0, 0.3)
+    loop.submit_chunk(0, np.full((1, 7), 0.1), 0.3, 0.01, hold_after=True)  # back to 0.1, mid-row
+    run(loop, 0.3, 0.35)
+    # it brakes at once (>= 8 rad/s^2 on every joint), not only at the ramp's next row (t = 1 s)
+    assert loop.setpoint_vel[0, 0] < 1.0 - 8.0 * 0.045
+    run(loop, 0.35, 1.5)
+    assert loop.setpoint[0, 0] == pytest.approx(0.1, abs=1e-9)
+
+
+def test_a_clock_that_goes_back_before_a_chunk_holds_its_first_row() -> None:
+    loop = make_loop()
+    loop.submit_chunk(0, np.array([[0.2] * 7, [1.0] * 7]), 0.5, 1.0, hold_after=True)
+    run(loop, 0.5, 0.6)
+    run(loop, 0.0, 0.45)  # a new episode's clock, before the chunk's first row: the target is that row
+    assert loop.setpoint[0, 0] == pytest.approx(0.2, abs=1e-9)
