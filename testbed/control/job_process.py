@@ -43,6 +43,7 @@ class JobPlanningProcess:
         self._send: Connection | None = None
         self._recv: Connection | None = None
         self._busy = False
+        self._requests = 0
 
     @property
     def pid(self) -> int | None:
@@ -55,6 +56,11 @@ class JobPlanningProcess:
         """True while the child runs (False before the first request and once it ended)."""
         proc = self._proc
         return proc is not None and proc.poll() is None
+
+    @property
+    def requests(self) -> int:
+        """Requests (parse or plan) handed to a child so far."""
+        return self._requests
 
     @property
     def busy(self) -> bool:
@@ -116,6 +122,7 @@ class JobPlanningProcess:
                 self._start()
             assert self._proc is not None and self._send is not None and self._recv is not None
             self._busy = True
+            self._requests += 1
             try:
                 try:
                     self._send.send((kind, args))

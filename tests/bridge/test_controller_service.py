@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from testbed.bridge import codec
-from testbed.bridge.controller_backend import ControlLoopBackend, TickerThread, Transition
+from testbed.bridge.controller_backend import ControlLoopBackend, TickerThread, Transition, control_job_loader
 from testbed.bridge.controller_service import SERVICE_NAME, ControllerServer, start_controller_server
 from testbed.bridge.generated import common_pb2, controller_pb2, controller_pb2_grpc
 from testbed.control import ControlLoop, LifecycleState
@@ -681,6 +683,32 @@ def test_bad_jobs_are_invalid_argument_naming_the_line(stub: controller_pb2_grpc
     assert "job_yaml: not valid YAML" in syntax.value.details()
     state = stub.GetState(controller_pb2.GetStateRequest(robot="gp7"), metadata=AUTH)
     np.testing.assert_array_equal(codec.decode_tensor(state.setpoint_rad), GP7.home)  # nothing moved
+
+
+def test_a_planning_process_killed_mid_job_fails_that_job_and_the_next_one_runs() -> None:
+    loop, _ = _backend()
+    loader = control_job_loader(loop)
+    moves = "\n".join("  - MOVJ a VJ=5 PL=0\n  - MOVJ b VJ=5 PL=0" for _ in range(150))
+    poses = JOB_YAML.split("program:")[0] + "  b: {joints: [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]}\n"
+    long_job = f"{poses}program:\n{moves}\n"  # seconds to plan: the kill lands while it is planned
+    with ControlLoopBackend(loop, job_loader=loader) as backend, TickerThread(backend), \
+            start_controller_server(backend, command_timeout_s=30.0) as server, \
+            grpc.insecure_channel(server.address) as channel:
+        stub = controller_pb2_grpc.ControllerServiceStub(channel)
+        call = stub.SendJob.future(controller_pb2.SendJobRequest(robot="gp7", job_yaml=long_job))
+        deadline = time.monotonic() + 20
+        while not (loader.process.requests == 2 and loader.process.busy) and time.monotonic() < deadline:
+            time.sleep(0.001)  # request 1 parsed the job on the gRPC thread, request 2 plans it
+        pid = loader.process.pid
+        assert pid is not None and loader.process.busy
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(grpc.RpcError) as err:
+            call.result(timeout=30)
+        assert err.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+        assert f"job planning process (pid {pid}, exit code -9) died while working on a plan" in err.value.details()
+        state = stub.GetState(controller_pb2.GetStateRequest(robot="gp7"))
+        assert state.lifecycle_state == "ACTIVE" and not state.job  # the loop went on; nothing started
+        assert stub.SendJob(controller_pb2.SendJobRequest(robot="gp7", job_yaml=JOB_YAML)).job == "wave"
 
 
 def test_send_job_without_a_job_language_is_unimplemented() -> None:
