@@ -856,13 +856,13 @@ class ControlLoopBackend:
                 raise ControllerError(
                     f"robot {name!r} is already starting job {self._planning[r].job.name!r} (it is being planned)"
                 )
+            self._plan_token += 1
+            q_start = loop.setpoint[r, : self._robots[r].n_joints].copy()
+            self._planner.submit(_PlanRequest(r, self._plan_token, cmd.job, q_start))  # raises if it died
+            self._planning[r] = _Planning(cmd.job, cmd.future, self._plan_token)
             self._end_trajectory(r, TrajectoryResultCode.PREEMPTED, f"preempted by job {cmd.job.name!r}", t_s)
             self._last_chunk.pop(r, None)
             loop.hold(r)  # the job takes the robot over: it holds here while the job is planned from here
-            self._plan_token += 1
-            q_start = loop.setpoint[r, : self._robots[r].n_joints].copy()
-            self._planner.submit(_PlanRequest(r, self._plan_token, cmd.job, q_start))
-            self._planning[r] = _Planning(cmd.job, cmd.future, self._plan_token)
         else:
             assert cmd.future is not None
             transition = Transition(cmd.kind)
@@ -1036,7 +1036,7 @@ class ControlLoopBackend:
             return  # the caller gave up while the job was planned: it must not start late
         try:
             waiting.job.start(t_s, result.plan)
-        except (ControllerError, JobError) as exc:
+        except Exception as exc:  # refused, or a bug in the job: its caller gets the error, the loop goes on
             waiting.future.set_exception(exc)
             return
         self._jobs[r] = waiting.job
