@@ -20,9 +20,10 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from envcache import EnvBuildError, ensure_env
+from envcache import ensure_env
 
 from testbed.data.lerobot import FeatureSpec, LeRobotWriter, read_dataset, validate_dataset
+from testbed.venv_cache import VenvBuildError
 
 HERE = Path(__file__).resolve().parent
 CAMERA = ("height", "width", "channel")
@@ -135,7 +136,7 @@ def main() -> int:
     if args.venv is None:
         try:
             args.venv = ensure_env("lerobot")
-        except EnvBuildError as exc:
+        except VenvBuildError as exc:
             print(f"compat/check.py: {exc}", file=sys.stderr)
             return 2
     elif not (args.venv / "bin" / "python").exists():

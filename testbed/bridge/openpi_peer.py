@@ -4,7 +4,7 @@ openpi-client pins ``numpy<2``, which clashes with the testbed, so openpi's
 packages live in a virtualenv of their own, built from the pinned
 ``compat/openpi/requirements.txt`` the first time it is needed and kept in the
 cache outside the clone (``~/.cache/testbed/venvs/openpi-<key>``, see
-:mod:`testbed.bridge.venv_cache`) while that file is unchanged. :class:`OpenPiServer` runs
+:mod:`testbed.venv_cache`) while that file is unchanged. :class:`OpenPiServer` runs
 ``compat/openpi/serve_policy.py`` (openpi's ``WebsocketPolicyServer`` with a
 small test policy) in a child process on loopback.
 
@@ -27,8 +27,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from testbed.bridge.venv_cache import VenvBuildError, cached_venv, venv_dir
 from testbed.errors import TestbedError
+from testbed.venv_cache import VenvBuildError, cached_venv, venv_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPAT_DIR = REPO_ROOT / "compat" / "openpi"

@@ -18,7 +18,7 @@ import pytest
 
 from testbed.bridge import openpi_peer
 from testbed.bridge.openpi_peer import OpenPiEnvError, OpenPiServer, openpi_venv_dir
-from testbed.bridge.venv_cache import MARKER, VenvBuildError, cached_venv, venv_dir
+from testbed.venv_cache import MARKER, VenvBuildError, cached_venv, venv_dir
 
 
 @pytest.fixture
@@ -63,7 +63,7 @@ def test_openpi_env_lives_in_the_cache_keyed_by_its_requirements(tmp_path: Path,
 BUILD_AND_REPORT = """
 import json, sys
 from pathlib import Path
-from testbed.bridge.venv_cache import MARKER, cached_venv
+from testbed.venv_cache import MARKER, cached_venv
 python = cached_venv("t", Path(sys.argv[1]), pip_args=("--no-index",))
 print(json.loads((python.parent.parent / MARKER).read_text())["built_by_pid"])
 """
@@ -94,7 +94,7 @@ def test_env_without_its_marker_is_wiped_and_rebuilt(cache: Path, no_requirement
 
 
 def test_failed_build_names_the_pip_command_and_the_end_of_its_output(cache: Path, missing_wheel: Path) -> None:
-    with pytest.raises(VenvBuildError, match=r"(?s)`.*-m pip install .*` exited with 1; output tail:.*"
+    with pytest.raises(VenvBuildError, match=r"(?s)`.*-m pip install .*` exited with 1; output \(.*\.log\) ends:.*"
                                              r"no_such_package-0\.1-py3-none-any\.whl") as caught:
         cached_venv("t", missing_wheel, pip_args=("--no-index",))
     assert re.search(r"No such file|does not exist", str(caught.value))
@@ -105,5 +105,5 @@ def test_openpi_server_fails_with_the_pip_error_when_its_env_cannot_be_built(
         cache: Path, missing_wheel: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(openpi_peer, "REQUIREMENTS", missing_wheel)
     with pytest.raises(OpenPiEnvError, match=r"(?s)building the openpi environment from .* failed: .*"
-                                             r"-m pip install .*output tail:.*no_such_package"):
+                                             r"-m pip install .*output \(.*\.log\) ends:.*no_such_package"):
         OpenPiServer("echo").start()

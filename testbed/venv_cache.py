@@ -1,7 +1,8 @@
-"""Virtualenvs for peer tools (openpi, ...) kept in a cache outside the clone, keyed by their pinned requirements.
+"""Helper virtualenvs (openpi's peer, LeRobot) kept in a cache outside the clone, keyed by their pinned requirements.
 
-A peer whose packages clash with the testbed's (openpi-client pins ``numpy<2``) runs
-from a virtualenv of its own. :func:`cached_venv` builds it once per version of its
+A peer whose packages clash with the testbed's (openpi-client pins ``numpy<2``) or that is
+too large to build per clone (LeRobot with torch, ~8 GB) runs from a virtualenv of its own.
+:func:`cached_venv` builds it once per version of its
 requirements file, at ``<cache>/venvs/<name>-<key>`` where ``<key>`` is the first 12
 hex digits of the file's sha256 and ``<cache>`` is ``$TESTBED_CACHE_DIR``, else
 ``$XDG_CACHE_HOME/testbed``, else ``~/.cache/testbed``. A fresh clone (as in CI) reuses
@@ -11,7 +12,7 @@ A virtualenv's scripts hard-code its path, so it cannot be built elsewhere and
 renamed into place. It is built at its final path under a file lock (two processes
 never build it at once), and a marker file written last says it is complete: a
 directory without the marker (a build that was killed or failed) is wiped and
-rebuilt, never used.
+rebuilt, never used. The build's output goes to ``<dir>.log``.
 """
 
 from __future__ import annotations
@@ -91,6 +92,7 @@ def cached_venv(name: str, requirements: Path, *, pip_args: Sequence[str] = ("--
         with contextlib.suppress(FileNotFoundError):
             (target / MARKER).unlink()  # first, so an interrupted wipe is never taken for a good build
         shutil.rmtree(target, ignore_errors=True)
+        target.with_name(target.name + ".log").unlink(missing_ok=True)
         _run([sys.executable, "-m", "venv", str(target)], target, timeout_s)
         _run([str(python), "-m", "pip", "install", "--disable-pip-version-check", "--no-input",
               "--progress-bar", "off", *pip_args, "-r", str(requirements)], target, timeout_s)
@@ -99,6 +101,11 @@ def cached_venv(name: str, requirements: Path, *, pip_args: Sequence[str] = ("--
         partial.write_text(json.dumps(marker, sort_keys=True) + "\n", encoding="utf-8")
         os.replace(partial, target / MARKER)
     return python
+
+
+def is_complete(name: str, requirements: Path) -> bool:
+    """True when the virtualenv for ``requirements`` is built and finished (without building it)."""
+    return _is_complete(venv_dir(name, requirements), _marker_content(requirements))
 
 
 def _marker_content(requirements: Path) -> dict[str, str]:
@@ -128,15 +135,26 @@ def _locked(path: Path) -> Iterator[None]:
 
 def _run(command: list[str], target: Path, timeout_s: float) -> None:
     shown = shlex.join(command)
-    try:
-        done = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, timeout=timeout_s, check=False)
-    except subprocess.TimeoutExpired as exc:
-        output = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
-        raise VenvBuildError(f"{target}: `{shown}` did not finish in {timeout_s:.0f} s; "
-                             f"output tail:\n{output.strip()[-_OUTPUT_TAIL_CHARS:]}") from exc
-    except OSError as exc:
-        raise VenvBuildError(f"{target}: `{shown}` could not start: {exc}") from exc
+    log_path = target.with_name(target.name + ".log")
+    # to a file, not a pipe: an 8 GB install prints a lot, and the log outlives a failed build
+    with open(log_path, "a", encoding="utf-8") as out:
+        out.write(f"$ {shown}\n")
+        out.flush()
+        try:
+            done = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                  timeout=timeout_s, check=False)
+        except subprocess.TimeoutExpired as exc:
+            raise VenvBuildError(f"{target}: `{shown}` did not finish in {timeout_s:.0f} s; "
+                                 f"output ({log_path}) ends:\n{_tail(log_path)}") from exc
+        except OSError as exc:
+            raise VenvBuildError(f"{target}: `{shown}` could not start: {exc}") from exc
     if done.returncode != 0:
         raise VenvBuildError(f"{target}: `{shown}` exited with {done.returncode}; "
-                             f"output tail:\n{done.stdout.strip()[-_OUTPUT_TAIL_CHARS:]}")
+                             f"output ({log_path}) ends:\n{_tail(log_path)}")
+
+
+def _tail(path: Path) -> str:
+    text = path.read_text(encoding="utf-8", errors="replace")
+    # pip repeats a warning per missing local index page; they say nothing about the failure
+    lines = [line for line in text.splitlines() if not line.startswith("WARNING: Location ")]
+    return "\n".join(lines).strip()[-_OUTPUT_TAIL_CHARS:]
