@@ -1,17 +1,22 @@
 """Export a run directory to a ROS 2 bag (MCAP storage) for ROS 2 tools and Foxglove.
 
-Topics written (message types from ROS 2 Jazzy, identical in Humble):
+Topics written: the names and types the run's live ROS 2 node publishes (``testbed.ros2.names``;
+``ns`` is the scenario's ``ros2.namespace``, ``/cell`` by default; types from ROS 2 Jazzy):
 
-- ``/joint_states`` ``sensor_msgs/msg/JointState``: one message per robot per
-  recorded step, ``header.frame_id`` the robot;
-- ``/joint_commands`` ``trajectory_msgs/msg/JointTrajectory``: the commanded
+- ``ns/<robot>/joint_states`` ``sensor_msgs/msg/JointState``: one message per robot per
+  recorded step, ``header.frame_id`` the robot, the URDF's joint names;
+- ``ns/<robot>/joint_commands`` ``trajectory_msgs/msg/JointTrajectory``: the commanded
   joint positions of the same step as a one-point trajectory;
-- ``/tf`` ``tf2_msgs/msg/TFMessage``: ``world`` -> ``<robot>/tcp`` per step;
-- ``/events`` ``std_msgs/msg/String``: each ``events.jsonl`` object as JSON;
+- ``ns/<robot>/tcp_pose`` ``geometry_msgs/msg/PoseStamped``: the TCP in the ``world`` frame;
+- ``/tf`` ``tf2_msgs/msg/TFMessage``: per step, the robot's whole link tree (``world`` ->
+  ``<robot>/<root link>`` -> ... -> ``<robot>/tcp``, as live) when the run's ``scenario.yaml``
+  names a known robot model, else ``world`` -> ``<robot>/tcp``;
+- ``ns/events`` ``std_msgs/msg/String``: each ``events.jsonl`` object as JSON;
 - ``/clock`` ``rosgraph_msgs/msg/Clock``: one tick per distinct step time.
 
 Times are simulated seconds. Where a run restarts its clock at each episode,
-later episodes are shifted so the bag's timeline never runs backwards; the
+later episodes are shifted so the bag's timeline never runs backwards (the
+live node's timeline: ``EPISODE_GAP_S`` after the episode before); the
 shift is applied to joint states and events alike.
 """
 
@@ -20,7 +25,7 @@ from __future__ import annotations
 import heapq
 import json
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,21 +34,51 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from testbed.errors import DatasetError
+from testbed.errors import DatasetError, RobotDescriptionError
+from testbed.ros2.names import (
+    CLOCK_TOPIC,
+    DEFAULT_NAMESPACE,
+    EPISODE_GAP_S,
+    TF_TOPIC,
+    WORLD_FRAME,
+    TopicNames,
+    link_frame,
+)
 
 JOINT_STATES_FILENAME = "joint_states.parquet"
 EVENTS_FILENAME = "events.jsonl"
-WORLD_FRAME = "world"
-EPISODE_GAP_S = 1.0  # gap inserted between episodes whose clocks restart at zero
 JOINT_COLUMNS = ("t_s", "episode", "robot", "joint_names", "position", "command", "tcp_pose_world")
 
-TOPICS: Mapping[str, str] = {
-    "/joint_states": "sensor_msgs/msg/JointState",
-    "/joint_commands": "trajectory_msgs/msg/JointTrajectory",
-    "/tf": "tf2_msgs/msg/TFMessage",
-    "/events": "std_msgs/msg/String",
-    "/clock": "rosgraph_msgs/msg/Clock",
-}
+
+
+def _scenario_layout(run_dir: Path) -> tuple[str, dict[str, Any]]:
+    """The ROS 2 namespace and each robot's link frames from the run's ``scenario.yaml`` (defaults without it)."""
+    import yaml
+
+    from testbed.robots import load_robot, parse_urdf
+    from testbed.ros2.frames import RobotFrames
+
+    path = run_dir / "scenario.yaml"
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except (OSError, yaml.YAMLError):
+        data = None
+    if not isinstance(data, dict):
+        return DEFAULT_NAMESPACE, {}
+    ros2 = data.get("ros2")
+    namespace = ros2.get("namespace", DEFAULT_NAMESPACE) if isinstance(ros2, dict) else DEFAULT_NAMESPACE
+    frames: dict[str, Any] = {}
+    cell = data.get("cell")
+    for robot in (cell.get("robots") or []) if isinstance(cell, dict) else []:
+        try:
+            model = load_robot(str(robot["model"]))
+            base = robot.get("base") or {}
+            frames[str(robot["name"])] = RobotFrames(parse_urdf(model.urdf_path), model.joint_names, model.tcp_link,
+                                                     base.get("xyz", (0.0, 0.0, 0.0)),
+                                                     base.get("rpy_deg", (0.0, 0.0, 0.0)))
+        except (KeyError, TypeError, ValueError, RobotDescriptionError):
+            continue  # an unknown or malformed robot gets the world -> tcp transform only
+    return namespace if isinstance(namespace, str) else DEFAULT_NAMESPACE, frames
 
 
 @dataclass(frozen=True)
@@ -150,13 +185,15 @@ class _Messages:
         self._trajectory = t["trajectory_msgs/msg/JointTrajectory"]
         self._point = t["trajectory_msgs/msg/JointTrajectoryPoint"]
         self._tf, self._stamped = t["tf2_msgs/msg/TFMessage"], t["geometry_msgs/msg/TransformStamped"]
+        self._pose_stamped, self._pose = t["geometry_msgs/msg/PoseStamped"], t["geometry_msgs/msg/Pose"]
+        self._point_xyz = t["geometry_msgs/msg/Point"]
         self._transform, self._vector = t["geometry_msgs/msg/Transform"], t["geometry_msgs/msg/Vector3"]
         self._quaternion = t["geometry_msgs/msg/Quaternion"]
         self._string, self._clock = t["std_msgs/msg/String"], t["rosgraph_msgs/msg/Clock"]
         self._empty = np.zeros(0, np.float64)
 
-    def serialize(self, msg: Any, topic: str) -> bytes:
-        return bytes(self.store.serialize_cdr(msg, TOPICS[topic]))
+    def serialize(self, msg: Any, msgtype: str) -> bytes:
+        return bytes(self.store.serialize_cdr(msg, msgtype))
 
     def stamp(self, ns: int) -> Any:
         return self._time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
@@ -182,17 +219,33 @@ class _Messages:
             header=self._header(stamp=self.stamp(ns), frame_id=robot), joint_names=names, points=[point]
         )
 
-    def tf(self, ns: int, robot: str, pose: np.ndarray) -> Any:
-        x, y, z, qx, qy, qz, qw = (float(v) for v in pose)
+    def _stamped_transform(self, ns: int, parent: str, child: str, xyz: Any, quat: Any) -> Any:
+        x, y, z = (float(v) for v in xyz)
+        qx, qy, qz, qw = (float(v) for v in quat)
         transform = self._transform(
             translation=self._vector(x=x, y=y, z=z), rotation=self._quaternion(x=qx, y=qy, z=qz, w=qw)
         )
-        stamped = self._stamped(
+        return self._stamped(header=self._header(stamp=self.stamp(ns), frame_id=parent), child_frame_id=child,
+                             transform=transform)
+
+    def tf(self, ns: int, robot: str, pose: np.ndarray, frames: Any, position: np.ndarray) -> Any:
+        """The robot's link tree at ``position`` (``frames``: its ``RobotFrames``), else world -> tcp."""
+        if frames is None:
+            return self._tf(transforms=[self._stamped_transform(ns, WORLD_FRAME, f"{robot}/tcp", pose[:3], pose[3:])])
+        base = frames.base_transform
+        stamped = [self._stamped_transform(ns, WORLD_FRAME, link_frame(robot, frames.root), base.xyz, base.quat)]
+        for t in (*frames.fixed, *frames.moving(position)):
+            stamped.append(self._stamped_transform(ns, link_frame(robot, t.parent), link_frame(robot, t.child),
+                                                   t.xyz, t.quat))
+        return self._tf(transforms=stamped)
+
+    def pose(self, ns: int, pose: np.ndarray) -> Any:
+        x, y, z, qx, qy, qz, qw = (float(v) for v in pose)
+        return self._pose_stamped(
             header=self._header(stamp=self.stamp(ns), frame_id=WORLD_FRAME),
-            child_frame_id=f"{robot}/tcp",
-            transform=transform,
+            pose=self._pose(position=self._point_xyz(x=x, y=y, z=z),
+                            orientation=self._quaternion(x=qx, y=qy, z=qz, w=qw)),
         )
-        return self._tf(transforms=[stamped])
 
     def string(self, text: str) -> Any:
         return self._string(data=text)
@@ -270,12 +323,12 @@ def export_bag(run_dir: Path, out: Path | None = None) -> BagExport:
     events = _read_events(run_dir / EVENTS_FILENAME)
     offsets = _episode_offsets(_spans(table, events))
     robots = sorted(set(table.column("robot").to_pylist()))
-    prefix: Callable[[str, list[str]], list[str]] = (
-        (lambda robot, names: [f"{robot}/{n}" for n in names]) if len(robots) > 1 else (lambda _r, names: names)
-    )
+    namespace, frames = _scenario_layout(run_dir)
+    names = TopicNames(namespace)
+    topics = names.recorded(robots)
 
     msgs = _Messages()
-    counts = dict.fromkeys(TOPICS, 0)
+    counts = dict.fromkeys(topics, 0)
     first_ns, last_ns = None, 0
     writer = Writer(out, version=8, storage_plugin=StoragePlugin.MCAP)
     for name in ("scenario.yaml", "metrics.json"):
@@ -283,12 +336,12 @@ def export_bag(run_dir: Path, out: Path | None = None) -> BagExport:
             writer.set_custom_data(f"testbed.{name}", (run_dir / name).read_text(encoding="utf-8"))
     with writer:
         conns = {
-            topic: writer.add_connection(topic, msgtype, typestore=msgs.store) for topic, msgtype in TOPICS.items()
+            topic: writer.add_connection(topic, msgtype, typestore=msgs.store) for topic, msgtype in topics.items()
         }
 
         def write(topic: str, ns: int, msg: Any) -> None:
             nonlocal first_ns, last_ns
-            writer.write(conns[topic], ns, msgs.serialize(msg, topic))
+            writer.write(conns[topic], ns, msgs.serialize(msg, topics[topic]))
             counts[topic] += 1
             first_ns = ns if first_ns is None else min(first_ns, ns)
             last_ns = max(last_ns, ns)
@@ -298,14 +351,15 @@ def export_bag(run_dir: Path, out: Path | None = None) -> BagExport:
         last_clock = -1
         for ns, _, item in heapq.merge(timed_rows, _timed_events(events, offsets), key=lambda x: (x[0], x[1])):
             if isinstance(item, _Event):
-                write("/events", ns, msgs.string(item.text))
+                write(names.events, ns, msgs.string(item.text))
                 continue
             if ns != last_clock:
-                write("/clock", ns, msgs.clock(ns))
+                write(CLOCK_TOPIC, ns, msgs.clock(ns))
                 last_clock = ns
-            joints = prefix(item.robot, item.names)
-            write("/joint_states", ns, msgs.joint_state(ns, item.robot, joints, item.position))
-            write("/joint_commands", ns, msgs.command(ns, item.robot, joints, item.command))
-            write("/tf", ns, msgs.tf(ns, item.robot, item.pose))
+            robot = item.robot
+            write(names.joint_states(robot), ns, msgs.joint_state(ns, robot, item.names, item.position))
+            write(names.joint_commands(robot), ns, msgs.command(ns, robot, item.names, item.command))
+            write(names.tcp_pose(robot), ns, msgs.pose(ns, item.pose))
+            write(TF_TOPIC, ns, msgs.tf(ns, robot, item.pose, frames.get(robot), item.position))
     duration = (last_ns - (first_ns or 0)) * 1e-9
     return BagExport(path=out, message_counts=counts, duration_s=duration)

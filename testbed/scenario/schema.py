@@ -53,7 +53,8 @@ class RobotConfig(Strict):
     model: str = Field("gp7", min_length=1, description="a directory name under robots/")
     base: Pose = Pose(xyz=(0.0, 0.0, 0.30))
     controller: ControllerSettings = ControllerSettings()
-    external: bool = Field(False, description="driven by ControllerService clients (needs controller_service.serve)")
+    external: bool = Field(False, description="driven by ControllerService or ROS 2 clients (needs "
+                                              "controller_service.serve or ros2.enabled)")
     job: dict[str, Any] | str | None = Field(
         None, description="a teach-pendant job (inline, or a YAML file path) that drives this robot instead of the "
                           "policy; it restarts each time it ends")
@@ -193,6 +194,25 @@ class ControllerServiceConfig(Strict):
     token_env: str | None = Field(None, description="environment variable holding the bearer token")
 
 
+ROS_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*$"  # one token of a ROS 2 name (node, namespace part, topic part)
+
+
+class Ros2Config(Strict):
+    """The run as a ROS 2 node (rclpy): joint states, /tf, /clock, cameras and events out, trajectories in."""
+
+    enabled: bool = False
+    domain_id: int | None = Field(None, ge=0, le=232, description="ROS_DOMAIN_ID of the run's node (default: "
+                                                                  "the environment's, else 0)")
+    namespace: str = Field("/cell", pattern=r"^(/[A-Za-z][A-Za-z0-9_]*)+$", description="topics of the cell and "
+                                                                                       "its robots go under it")
+    rate_hz: float = Field(50.0, gt=0, le=1000, description="joint states, /tf and /clock at most this often "
+                                                            "(wall clock; in lockstep the run is faster)")
+    commands: Literal["external", "all"] = Field(
+        "external", description="robots that follow joint_trajectory: external ones only, or all (a trajectory "
+                                "then takes over from the robot's policy or job until it ends)")
+    images: bool = Field(True, description="publish camera images as they are rendered")
+
+
 class SuccessConfig(Strict):
     """When an episode counts as a success."""
 
@@ -320,8 +340,16 @@ class Scenario(Strict):
         for i, robot in enumerate(self.cell.robots):
             if robot.external and robot.job is not None:
                 raise ValueError(f"cell.robots[{i}]: a robot is driven by a job or externally, not both")
-            if robot.external and not self.controller_service.serve:
-                raise ValueError(f"cell.robots[{i}].external needs controller_service.serve: true")
+            if robot.external and not (self.controller_service.serve or self.ros2.enabled):
+                raise ValueError(f"cell.robots[{i}].external needs controller_service.serve: true "
+                                 "or ros2.enabled: true")
+        if self.ros2.enabled:
+            named = [(f"cell.robots[{i}].name", r.name) for i, r in enumerate(self.cell.robots)]
+            named += [(f"cell.cameras[{i}].name", c.name) for i, c in enumerate(self.cell.cameras)]
+            for where, name in named:
+                if not re.match(ROS_NAME_PATTERN, name):
+                    raise ValueError(f"{where}: {name!r} is not a valid ROS 2 name for ros2.enabled (letters, digits "
+                                     "and underscores, starting with a letter)")
         if self.policy.request_mode == "blocking" and self.sim.realtime:
             raise ValueError("policy.request_mode blocking is a lockstep baseline; real-time runs are pipelined")
         return self
@@ -335,6 +363,7 @@ class Scenario(Strict):
     policy: PolicyConfig = PolicyConfig(builtin="expert")
     success: SuccessConfig = SuccessConfig()
     controller_service: ControllerServiceConfig = ControllerServiceConfig()
+    ros2: Ros2Config = Ros2Config()
     record: bool = Field(False, description="keep episodes as a LeRobot dataset under runs/<id>/dataset")
     sites: SitesConfig | None = Field(None, description="sites, links and transfer rules (testbed.sites); without it "
                                                         "the run sits at one implicit local site")

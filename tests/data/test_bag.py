@@ -90,11 +90,12 @@ def test_exported_bag_reads_back_with_expected_counts(tmp_path: Path) -> None:
     assert list(result.path.glob("*.mcap")), "storage must be MCAP"
     found = _read_back(result.path)
     n_rows = EPISODES * STEPS * len(ROBOTS)
+    per_robot = EPISODES * STEPS
     assert {topic: len(msgs) for topic, msgs in found.items()} == {
-        "/joint_states": n_rows,
-        "/joint_commands": n_rows,
+        **{f"/cell/{robot}/{leaf}": per_robot for robot in ROBOTS
+           for leaf in ("joint_states", "joint_commands", "tcp_pose")},
         "/tf": n_rows,
-        "/events": 2 + 3 * EPISODES,
+        "/cell/events": 2 + 3 * EPISODES,
         "/clock": EPISODES * STEPS,
     }
     assert dict(result.message_counts) == {t: len(m) for t, m in found.items()}
@@ -103,15 +104,18 @@ def test_exported_bag_reads_back_with_expected_counts(tmp_path: Path) -> None:
 def test_messages_carry_the_recorded_values(tmp_path: Path) -> None:
     _make_run(tmp_path / "run")
     found = _read_back(export_bag(tmp_path / "run", tmp_path / "out.bag").path)
-    _, state = found["/joint_states"][0]
+    _, state = found["/cell/arm_a/joint_states"][0]
     assert state.header.frame_id == "arm_a"
-    assert state.name == ["arm_a/j1", "arm_a/j2", "arm_a/j3"]  # two robots: names made unique
+    assert state.name == ["j1", "j2", "j3"]  # one topic per robot: the URDF's names
     np.testing.assert_allclose(state.position, [0.0, 0.2, -0.3])
-    _, command = found["/joint_commands"][0]
+    _, command = found["/cell/arm_a/joint_commands"][0]
     np.testing.assert_allclose(command.points[0].positions, [0.01, 0.2, -0.3])
+    _, pose = found["/cell/arm_b/tcp_pose"][0]
+    assert pose.header.frame_id == "world"
+    np.testing.assert_allclose([pose.pose.position.x, pose.pose.position.y], [0.4, 0.5])
     tf_frames = {m.transforms[0].child_frame_id for _, m in found["/tf"]}
-    assert tf_frames == {"arm_a/tcp", "arm_b/tcp"}
-    kinds = [json.loads(m.data)["kind"] for _, m in found["/events"]]
+    assert tf_frames == {"arm_a/tcp", "arm_b/tcp"}  # unknown robot models: world -> tcp only
+    kinds = [json.loads(m.data)["kind"] for _, m in found["/cell/events"]]
     assert kinds[0] == "run_start" and kinds[-1] == "run_end"
 
 
@@ -120,10 +124,11 @@ def test_restarting_episode_clocks_become_one_monotone_timeline(tmp_path: Path) 
     found = _read_back(export_bag(tmp_path / "run").path)
     clock_ns = [ns for ns, _ in found["/clock"]]
     assert clock_ns == sorted(clock_ns) and len(set(clock_ns)) == len(clock_ns)
-    event_ns = {json.loads(m.data)["kind"] + str(json.loads(m.data)["episode"]): ns for ns, m in found["/events"]}
+    event_ns = {json.loads(m.data)["kind"] + str(json.loads(m.data)["episode"]): ns
+                for ns, m in found["/cell/events"]}
     # episode 1 starts after episode 0 ended, and its events moved with its joint states
     assert event_ns["episode_start1"] > event_ns["episode_end0"]
-    second_episode_states = [ns for ns, m in found["/joint_states"] if m.position[2] > 0.5]
+    second_episode_states = [ns for ns, m in found["/cell/arm_a/joint_states"] if m.position[2] > 0.5]
     assert min(second_episode_states) == event_ns["episode_start1"]
 
 

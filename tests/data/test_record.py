@@ -62,8 +62,9 @@ def test_real_run_exports_to_bag(recorded: tuple[Path, Path], tmp_path: Path) ->
     _, run_dir = recorded
     result = export_bag(run_dir, tmp_path / "bag")
     counts = result.message_counts
-    assert counts["/joint_states"] == counts["/tf"] == counts["/joint_commands"] > 0
-    assert counts["/events"] == sum(1 for line in (run_dir / "events.jsonl").read_text().splitlines() if line)
+    assert counts["/cell/arm1/joint_states"] == counts["/tf"] == counts["/cell/arm1/joint_commands"] > 0
+    assert counts["/cell/arm1/tcp_pose"] == counts["/tf"]
+    assert counts["/cell/events"] == sum(1 for line in (run_dir / "events.jsonl").read_text().splitlines() if line)
 
 
 def test_record_refuses_a_non_empty_directory(tmp_path: Path) -> None:
