@@ -14,7 +14,8 @@ class ControlEvent:
         t_s: control time (simulated or wall seconds, whatever ``tick`` is given) it happened at.
         robot: index of the robot in the loop.
         kind: ``state_change``, ``protective_stop``, ``emergency_stop``, ``fault``,
-            ``command_rejected`` or ``limit_clamped``.
+            ``command_rejected``, ``limit_clamped`` or ``tcp_speed_limited`` (the loop started holding
+            the robot to its TCP speed limit: ``limit_m_s``, ``commanded_bound_m_s``).
         detail: JSON-friendly facts about it (``reason``, ``from``/``to`` states, joint indices, ...).
     """
 

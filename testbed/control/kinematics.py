@@ -167,6 +167,48 @@ class KinematicChain:
         """Linear speed (m/s) of the tip for joint velocities ``qd`` at ``q``."""
         return float(np.linalg.norm(self.jacobian(q)[:3] @ np.asarray(qd, dtype=float)))
 
+    def axis_reach_m(self) -> np.ndarray:
+        """Per movable joint, a bound of the tip's speed per unit of that joint's speed, over every configuration.
+
+        For a revolute joint: an upper bound of the distance from its axis to the tip (m per rad), the
+        sum of the chain's offsets beyond the joint (prismatic ones at their longest stroke). While every
+        revolute joint passed so far turns about an axis parallel to the joint's own, an offset keeps its
+        component along that axis, so only its perpendicular part counts (a SCARA's bounds are exact).
+        A prismatic joint moves the tip at its own speed: 1. So ``sum_i reach_i * |qd_i|`` bounds the tip's
+        linear speed, and ``sum_i reach_i * |dq_i|`` the tip's displacement for a joint step ``dq`` inside
+        the joint ranges (the bound is conservative, never below the true speed).
+
+        Returns:
+            ``(n_joints,)`` float64, >= 0.
+        """
+        stroke = np.maximum(np.abs(self.lower), np.abs(self.upper))
+        reach = np.zeros(self.n_joints)
+        movable = [k for k, kind in enumerate(self._kinds) if kind != "fixed"]
+        for i, start in enumerate(movable):
+            if self.prismatic[i]:
+                reach[i] = 1.0
+                continue
+            axis = self._axes[start]
+            rot = np.eye(3)  # fixed rotations since the joint's frame (motions about parallel axes left out)
+            aligned = True
+            total = 0.0
+            m = i + 1
+            for k in range(start + 1, len(self._kinds)):
+                offset = rot @ self._origins[k][:3, 3]
+                total += _perpendicular_norm(offset, axis) if aligned else float(np.linalg.norm(offset))
+                rot = rot @ self._origins[k][:3, :3]
+                if self._kinds[k] == "fixed":
+                    continue
+                direction = rot @ self._axes[k]
+                if self._kinds[k] == "prismatic":
+                    length = float(stroke[m])
+                    total += length * (_perpendicular_norm(direction, axis) if aligned else 1.0)
+                elif np.linalg.norm(np.cross(direction, axis)) > 1e-12:
+                    aligned = False  # this joint turns later offsets out of the plane: count them whole
+                m += 1
+            reach[i] = total
+        return reach
+
     def inverse(
         self,
         target: np.ndarray,
@@ -258,6 +300,11 @@ class KinematicChain:
             e, pos_err, rot_err = self._error(target, q, rows, yaw)
         ok = pos_err <= tol_m and rot_err <= tol_rad
         return IKResult(q, ok, pos_err, rot_err, max_iter)
+
+
+def _perpendicular_norm(vec: np.ndarray, axis: np.ndarray) -> float:
+    """Length of the part of ``vec`` perpendicular to the unit vector ``axis``."""
+    return float(np.linalg.norm(vec - (vec @ axis) * axis))
 
 
 def _wrap(angle: float) -> float:

@@ -15,6 +15,13 @@ the joint range when they arrive, so the braking invariant keeps the set-point i
 the range without ever needing more than ``a`` of deceleration. The target's own
 velocity is fed forward, so a stream that respects the limits is followed exactly (no lag).
 
+TCP speed (``limit_tcp_speed``, for reduced-speed and collaborative operation): robots given a
+limit L have each cycle's set-point step held to ``sum_j reach_j |step_j| <= L dt``, with
+``reach_j`` a bound of the tool's speed per unit speed of joint j over the whole range
+(``KinematicChain.axis_reach_m``). That bounds both the tool's instantaneous speed and its
+displacement between two set-points, whatever the pose: conservative (the true speed is
+lower, most where joints move the tool in different directions), never above the limit.
+
 Not limited here: jerk (job and trajectory modes plan jerk-limited motions with ruckig,
 streamed set-points are limited in position, velocity and acceleration only). Lowering
 ``speed_scale`` while a robot moves fast close to a joint limit can end in a hard clamp at
@@ -41,6 +48,7 @@ _ALIVE = (
     LifecycleState.EMERGENCY_STOP,
 )
 _MAX_ROWS = 100_000
+_TCP_MARGIN = 1.0 + 1e-9  # the TCP bound sits a hair below the limit, so that rounding never lets it through
 _RESET_TOLERANCE = 1e-6
 
 
@@ -171,6 +179,29 @@ class ControlLoop:
         self._ratio = np.zeros(r)
         self._ratio_col = self._ratio[:, None]
 
+        # TCP speed limiter: k = reach / (limit * dt), 0 for unlimited robots; see ``limit_tcp_speed``
+        self._tcp_limit = np.full(r, np.inf)
+        self._tcp_k = np.zeros((r, j))
+        self._tcp_k_range = np.zeros((r, j))  # k of the reach over the whole range (``limit_tcp_speed``)
+        self._tcp_per_cycle = np.zeros(r)  # reach -> k
+        self._n_tcp_limited = 0
+        self._tcp_narrowed = False  # some k below its whole-range value (``narrow_tcp_reach``)
+        self._tcp_cmd = np.zeros(r)  # the desired step's TCP bound, in units of the limit
+        self._tcp_bound = np.zeros(r)  # the new step's TCP bound, in units of the limit
+        self._tcp_scale = np.ones(r)
+        self._tcp_scale_col = self._tcp_scale[:, None]
+        self._tcp_cmd_over = False
+        self._tcp_b0 = np.zeros(r)
+        self._tcp_d = np.zeros(r)
+        self._tcp_drop = np.zeros(r)  # share of the accelerating joints' change held back
+        self._tcp_b0_col = self._tcp_b0[:, None]
+        self._tcp_drop_col = self._tcp_drop[:, None]
+        self._tcp_grows = np.zeros((r, j), dtype=bool)
+        self._tcp_over = np.zeros(r, dtype=bool)
+        self._tcp_was_over = np.zeros(r, dtype=bool)
+        self._tcp_enter = np.zeros(r, dtype=bool)
+        self._tcp_any_over = False
+
         # lifecycle: one component per robot, mirrored into vectorized masks
         self._components = [ControllerComponent(self, i, lim.names[i]) for i in range(r)]
         self._codes = np.zeros(r, dtype=np.int8)
@@ -233,6 +264,90 @@ class ControlLoop:
         """Padded ``(lower, upper, velocity, acceleration)`` hard limits, ``(robots, max_joints)`` each."""
         lim = self._lim
         return lim.lower, lim.upper, lim.velocity, lim.acceleration
+
+    @property
+    def tcp_speed_limits_m_s(self) -> np.ndarray:
+        """Read-only ``(robots,)`` TCP speed limits the set-points are held to (inf: none)."""
+        view = self._tcp_limit.view()
+        view.flags.writeable = False
+        return view
+
+    def limit_tcp_speed(self, limits_m_s: float | Sequence[float], reach_m: np.ndarray | Sequence[Sequence[float]]
+                        ) -> None:
+        """Hold each robot's TCP set-point speed to its limit from the next tick on (reduced speed).
+
+        A robot whose commanded step would exceed the bound has the joints that speed up held back
+        (those that slow down keep their full change), so every joint still respects its acceleration
+        limit; each time a robot starts being held, a ``tcp_speed_limited`` event records the limit and
+        the bound of what was commanded. Set limits at rest: a robot already faster than a new, lower
+        limit is scaled down to it at once, beyond its acceleration limits (the speed limit wins).
+
+        Args:
+            limits_m_s: one limit in m/s per robot (or one for all), > 0; ``inf`` leaves a robot unlimited.
+            reach_m: ``(robots, max_joints)`` (or one row per robot, of its own joints): per joint a bound
+                of the TCP's speed per unit joint speed over the whole range (``KinematicChain.axis_reach_m``;
+                m/rad for revolute joints, 1 for prismatic ones).
+
+        Raises:
+            ControllerError: a limit that is not > 0, or reach rows of the wrong length or not finite and >= 0.
+        """
+        r, j = self._p.shape
+        limits = np.asarray(limits_m_s, dtype=np.float64)
+        if limits.ndim > 1 or (limits.ndim == 1 and limits.shape[0] != r):
+            raise ControllerError(f"ControlLoop.limit_tcp_speed: need a limit or {r} limits, got {limits_m_s!r}")
+        limits = np.broadcast_to(limits, (r,)).copy()
+        if not np.all(limits > 0):  # NaN fails this too
+            raise ControllerError(f"ControlLoop.limit_tcp_speed: limits must be > 0 (inf: none), got {limits_m_s!r}")
+        reach = np.zeros((r, j))
+        if len(reach_m) != r:
+            raise ControllerError(f"ControlLoop.limit_tcp_speed: need reach rows for {r} robots, got {len(reach_m)}")
+        for i, row in enumerate(reach_m):
+            arr = np.asarray(row, dtype=np.float64).ravel()
+            n = int(self._lim.n_joints[i])
+            if arr.shape[0] not in (n, j) or not np.all(np.isfinite(arr) & (arr >= 0)):
+                raise ControllerError(
+                    f"ControlLoop.limit_tcp_speed: robot {i} ({self._lim.names[i]}): reach must be {n} finite "
+                    f"numbers >= 0, got {row!r}"
+                )
+            reach[i, :n] = arr[:n]
+        self._tcp_limit[:] = limits
+        # k: reach in units of the limit per cycle
+        with np.errstate(divide="ignore"):
+            np.copyto(self._tcp_per_cycle, np.where(np.isfinite(limits), _TCP_MARGIN / (limits * self.dt_s), 0.0))
+        np.multiply(reach, self._tcp_per_cycle[:, None], out=self._tcp_k_range)
+        np.copyto(self._tcp_k, self._tcp_k_range)
+        self._tcp_narrowed = False
+        self._n_tcp_limited = int(np.isfinite(limits).sum())
+        self._tcp_was_over.fill(False)
+        self._tcp_any_over = False
+
+    def narrow_tcp_reach(self, robot: int, reach_m: np.ndarray | Sequence[float]) -> None:
+        """Bound ``robot``'s TCP speed with its axis distances at the current set-point instead of the whole range's.
+
+        ``limit_tcp_speed``'s reach holds over the whole range and is far above a folded arm's. The distance
+        from a joint's axis to the TCP changes only as fast as the TCP moves relative to that joint, at most
+        ``limit * dt`` a tick, so the loop grows the narrowed reach by that much every tick (back up to the
+        whole range's within a few seconds): the bound holds whether or not anyone narrows it again.
+
+        Args:
+            robot: robot index (one without a TCP limit is left alone).
+            reach_m: that robot's ``n_joints`` axis-to-TCP distances at ``setpoint`` (the column norms of the
+                linear Jacobian there: m/rad, 1 for a prismatic joint), or upper bounds of them.
+
+        Raises:
+            ControllerError: a bad robot index, or reach that is not ``n_joints`` finite numbers >= 0.
+        """
+        r = self._check_robot(robot)
+        n = int(self._lim.n_joints[r])
+        reach = np.asarray(reach_m, dtype=np.float64).ravel()
+        if reach.shape != (n,) or not np.all(np.isfinite(reach) & (reach >= 0)):
+            raise ControllerError(f"ControlLoop.narrow_tcp_reach: robot {r} ({self._lim.names[r]}): reach must be "
+                                  f"{n} finite numbers >= 0, got {reach_m!r}")
+        if not math.isfinite(float(self._tcp_limit[r])):
+            return
+        # both bounds hold: keep the lower (narrowing only ever loosens the limiter)
+        np.minimum(self._tcp_k[r, :n], reach * self._tcp_per_cycle[r], out=self._tcp_k[r, :n])
+        self._tcp_narrowed = True
 
     def component(self, robot: int) -> ControllerComponent:
         """The lifecycle component of robot ``robot`` (initialize/activate/deactivate/reset/finalize)."""
@@ -306,6 +421,11 @@ class ControlLoop:
             if comp.state is LifecycleState.INACTIVE:
                 comp.activate()
         self._rejected_while_stopped.fill(False)
+        self._tcp_was_over.fill(False)
+        self._tcp_any_over = False
+        if self._tcp_narrowed:  # the set-points jumped: narrowed reach no longer holds
+            np.copyto(self._tcp_k, self._tcp_k_range)
+            self._tcp_narrowed = False
         self._t_last = None
 
     def submit_chunk(
@@ -470,6 +590,12 @@ class ControlLoop:
         np.copysign(vdes, w, out=vdes)
         if self._n_pstop:
             self._stopping_step()
+        if self._n_tcp_limited:
+            if self._tcp_narrowed:
+                # narrowed reach grows by what the TCP may move this tick (limit * dt: 1 in k's units)
+                self._tcp_k += _TCP_MARGIN
+                np.minimum(self._tcp_k, self._tcp_k_range, out=self._tcp_k)
+            self._scale_to_tcp_limit(vdes)
 
         # acceleration limit on the step change, then integrate; stopped robots hold
         step = self._step
@@ -479,6 +605,8 @@ class ControlLoop:
         step += e
         if self._n_frozen:
             step *= self._run
+        if self._n_tcp_limited:
+            self._limit_tcp_step(e)
         self._p += step
         np.minimum(self._p, self._upper, out=self._p)
         np.maximum(self._p, self._lower, out=self._p)
@@ -528,6 +656,87 @@ class ControlLoop:
         np.minimum(w2, up, out=w2)
         np.maximum(w2, lo, out=w2)
         np.copyto(self._vdes, w2, where=self._pstop)
+
+    def _scale_to_tcp_limit(self, vdes: np.ndarray) -> None:
+        """Scale the desired step of robots whose TCP bound it exceeds down to the bound (keeps its direction).
+
+        Robots without a limit have k = 0: their bound is 0 and they are never touched.
+        """
+        w, bound = self._w, self._tcp_cmd
+        np.abs(vdes, out=w)
+        w *= self._tcp_k
+        np.sum(w, axis=1, out=bound)
+        self._tcp_cmd_over = bool(bound.max() > 1.0)
+        if self._tcp_cmd_over:
+            np.maximum(bound, 1.0, out=self._tcp_scale)
+            vdes /= self._tcp_scale_col
+
+    def _limit_tcp_step(self, change: np.ndarray) -> None:
+        """Hold the new step to the TCP bound ``sum_j k_j |step_j| <= 1`` and record robots starting to be held.
+
+        The desired step is within the bound already (``_scale_to_tcp_limit``); the step can still exceed it
+        while it turns towards the desired one under the acceleration limits. ``change`` is this cycle's step
+        change (the step was ``step - change``).
+        """
+        step, w, bound = self._step, self._w, self._tcp_bound
+        np.abs(step, out=w)
+        w *= self._tcp_k
+        np.sum(w, axis=1, out=bound)
+        over = bool(bound.max() > 1.0)
+        if over:
+            self._hold_tcp_speed(change)
+        if over or self._tcp_cmd_over or self._tcp_any_over:
+            self._tcp_events()
+
+    def _hold_tcp_speed(self, change: np.ndarray) -> None:
+        """Robots over their TCP bound keep the change of joints that slow down and as much of the speeding-up
+        joints' change as fits: the bound is convex, so with ``|s_old|`` for the joints that speed up and
+        ``|s_new|`` for the others it is at most ``b0``, and growing the former by the share ``f`` of their change
+        adds at most ``f * d``; ``f = (1 - b0) / d``. Every joint stays within its acceleration limit. A robot
+        already over with ``f = 0`` (``b0 > 1``: its limit was lowered while it moved) is scaled down by ``b0``.
+        """
+        step, k, bound = self._step, self._tcp_k, self._tcp_bound
+        new, old, part = self._w, self._vdes, self._row0
+        b0, d, drop, grows, over = self._tcp_b0, self._tcp_d, self._tcp_drop, self._tcp_grows, self._tcp_over
+        np.greater(bound, 1.0, out=over)
+        np.abs(step, out=new)
+        np.subtract(step, change, out=old)
+        np.abs(old, out=old)
+        np.greater(new, old, out=grows)
+        np.minimum(new, old, out=part)
+        part *= k
+        np.sum(part, axis=1, out=b0)
+        np.subtract(new, old, out=part)
+        np.maximum(part, 0.0, out=part)
+        part *= k
+        np.sum(part, axis=1, out=d)
+        # share of the speeding-up change to drop: 1 - (1 - b0) / d, only for robots over the bound
+        np.add(b0, d, out=drop)
+        drop -= 1.0
+        np.maximum(d, 1e-200, out=d)  # d == 0 only when b0 > 1 already: the share is then clipped to 1
+        np.divide(drop, d, out=drop)
+        np.clip(drop, 0.0, 1.0, out=drop)
+        drop *= over
+        np.multiply(change, self._tcp_drop_col, out=part)
+        part *= grows
+        step -= part
+        if b0.max() > 1.0:  # b0 <= bound: only robots over it
+            np.maximum(b0, 1.0, out=b0)
+            step /= self._tcp_b0_col
+
+    def _tcp_events(self) -> None:
+        """A ``tcp_speed_limited`` event for each robot that starts being held (it commands or steps over its bound)."""
+        cmd, over, was, enter = self._tcp_cmd, self._tcp_over, self._tcp_was_over, self._tcp_enter
+        np.maximum(cmd, self._tcp_bound, out=cmd)
+        np.greater(cmd, 1.0, out=over)
+        np.greater(over, was, out=enter)
+        if enter.any():
+            for r in np.flatnonzero(enter).tolist():
+                limit = float(self._tcp_limit[r])
+                self._emit(r, "tcp_speed_limited", limit_m_s=limit,
+                           commanded_bound_m_s=round(float(cmd[r]) * limit / _TCP_MARGIN, 6))
+        np.copyto(was, over)
+        self._tcp_any_over = bool(over.any())
 
     # ------------------------------------------------------------------ internals
     def _select_segments(self, t_s: float) -> None:

@@ -19,7 +19,9 @@ from testbed.sites.links import LinkSpec, SimulatedLink
 from testbed.sites.transform import MessageFilter
 
 # controller events that are safety-limit interventions, recorded in the audit log as they happen
-SAFETY_EVENTS = frozenset({"protective_stop", "emergency_stop", "limit_clamped", "command_rejected"})
+# (tcp_speed_limited: the loop started holding a robot to its TCP speed limit)
+SAFETY_EVENTS = frozenset({"protective_stop", "emergency_stop", "limit_clamped", "command_rejected",
+                           "tcp_speed_limited"})
 LINK_SEED_TAG = 0x5173  # keeps link delays' random stream apart from the workload's
 
 

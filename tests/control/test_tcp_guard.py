@@ -39,7 +39,7 @@ def test_three_models_share_one_loop(models) -> None:
 def test_fast_streamed_motion_is_stopped_by_tcp_guard(models) -> None:
     loop = ControlLoop(models, 0.001)
     loop.reset(home(loop, models))
-    guard = TcpSpeedGuard(loop, models, limits_m_s=[0.25, 2.0, 1.0], every_n_ticks=1)
+    guard = TcpSpeedGuard(loop, models, limits_m_s=[0.25, 2.0, 1.0], every_n_ticks=1, hold=False)
     target = np.asarray(models[0].home, float).copy()
     target[0] += 1.5  # swinging the base of an outstretched arm: far beyond 0.25 m/s at the tool
     loop.submit_chunk(0, target[None], 0.0, 0.01, hold_after=True)
