@@ -10,9 +10,11 @@ Two baselines, each timed over the same ticks and repetitions as the vectorized 
 ControlLoop per robot, ticked in a Python loop), which mostly measures numpy's cost per call;
 ``python_floats`` is what a careful engineer writes without numpy: plain floats per joint,
 with the same position/velocity/acceleration limiting law, the same following-error and
-stream-timeout checks, and the same streamed-target interpolation. The benchmark first checks
+stream-timeout checks, the same streamed-target interpolation, and the loop's short path (while no joint
+can come within its braking distance of a limit, the limit ahead is v_max alone). The benchmark first checks
 that it computes the vectorized loop's set-points (``python_floats_max_diff``, rounding only). ``ratio_256``
 is taken against the faster of the two baselines (``ratio_256_baseline`` names it).
+``vectorized_256_tcp_limited_us``: the same load with every robot's TCP speed limited.
 """
 
 from __future__ import annotations
@@ -50,12 +52,17 @@ class BenchArm:
         self.jerk = self.acceleration * 20.0
 
 
-def _streaming_loop(n_robots: int) -> ControlLoop:
-    """A loop whose robots all follow a 1 s chunk of moving targets (the busy case)."""
+def _streaming_loop(n_robots: int, tcp_limit_m_s: float | None = None) -> ControlLoop:
+    """A loop whose robots all follow a 1 s chunk of moving targets (the busy case).
+
+    With ``tcp_limit_m_s`` every robot's TCP speed is limited (0.3 m of reach per joint).
+    """
     loop = ControlLoop([BenchArm(f"arm{i}") for i in range(n_robots)], DT_S, stream_timeout_s=100.0)
     loop.reset(np.zeros((n_robots, N_JOINTS)))
     for r, rows in enumerate(_stream_rows(n_robots)):
         loop.submit_chunk(r, rows, 0.0, 0.02)
+    if tcp_limit_m_s is not None:
+        loop.limit_tcp_speed(tcp_limit_m_s, [np.full(N_JOINTS, 0.3)] * n_robots)
     return loop
 
 
@@ -64,7 +71,9 @@ class PythonArm:
 
     Streaming only (the state a busy cell is in); a following error or a stream timeout ends the
     arm's motion like the loop's protective stop would start to (the benchmark never triggers them,
-    but the checks run every tick, as in the loop).
+    but the checks run every tick, as in the loop). It takes the loop's short path too: while no
+    joint can come within its braking distance from v_max of a limit, the limit ahead is v_max alone
+    and no clamp is needed (counted per arm, in ticks, as the loop counts them for all robots).
     """
 
     def __init__(self, arm: BenchArm, dt_s: float, stream_timeout_s: float) -> None:
@@ -82,6 +91,10 @@ class PythonArm:
         self.upper = [float(x) for x in arm.upper]
         self.mid = [0.5 * (lo + hi) for lo, hi in zip(self.lower, self.upper, strict=True)]
         self.half = [0.5 * (hi - lo) for lo, hi in zip(self.lower, self.upper, strict=True)]
+        # the loop's short path: the braking distance from v_max, and the ticks no joint can come that near a limit
+        self.far_margin = [((v + k3) * (v + k3) - k9) / k2a * (1.0 + 1e-6) + 1e-12
+                           for v, k3, k9, k2a in zip(self.vmax_c, self.k3, self.k9, self.k2a, strict=True)]
+        self.far_ticks = 0
         self.ferr = [0.5] * n
         self.p = [0.0] * n
         self.step = [0.0] * n
@@ -130,6 +143,29 @@ class PythonArm:
         mid, half, lower, upper = self.mid, self.half, self.lower, self.upper
         sqrt, copysign = math.sqrt, math.copysign
         running = self.running
+        if self.far_ticks > 0:
+            # every joint further from its limits than it brakes from v_max: the limit ahead is v_max alone
+            self.far_ticks -= 1
+            for j in range(len(p)):
+                pj = p[j]
+                ff = slope[j] * ff_ratio
+                e = slope[j] * frac + row[j] - pj - ff
+                ae = abs(e)
+                a = acc_c[j]
+                w = sqrt(ae * k2a[j] + k9[j]) - k3[j]
+                small = ae if ae < a else a
+                w = copysign(w if w > small else small, e) + ff
+                v = vmax_c[j]
+                vdes = v if w > v else (-v if w < -v else w)
+                change = vdes - step[j]
+                change = change if change < a else a
+                change = change if change > neg_acc_c[j] else neg_acc_c[j]
+                s = step[j] + change if running else 0.0
+                step[j] = s
+                p[j] = pj + s
+            return p
+        far_margin = self.far_margin
+        far_ticks = math.inf
         for j in range(len(p)):
             pj = p[j]
             ff = slope[j] * ff_ratio
@@ -148,6 +184,12 @@ class PythonArm:
             lim = lim if lim < vmax_c[j] else vmax_c[j]
             aw = abs(w)
             vdes = copysign(aw if aw < lim else lim, w)
+            # ticks until this joint might come within its braking distance (or a step) of a limit
+            speed = abs(step[j])
+            speed = speed if speed > vmax_c[j] else vmax_c[j]
+            margin = far_margin[j] if far_margin[j] > speed else speed
+            ticks = (half[j] - abs(pj - mid[j]) - margin) / speed
+            far_ticks = ticks if ticks < far_ticks else far_ticks
             change = vdes - step[j]
             change = change if change < a else a
             change = change if change > neg_acc_c[j] else neg_acc_c[j]
@@ -156,6 +198,7 @@ class PythonArm:
             pj += s
             pj = pj if pj < upper[j] else upper[j]
             p[j] = pj if pj > lower[j] else lower[j]
+        self.far_ticks = int(min(far_ticks, 1e6)) if far_ticks >= 1.0 else 0
         return p
 
 
@@ -204,8 +247,8 @@ def _time_python_floats(n_robots: int, n_ticks: int, repeats: int) -> float:
     return best * 1e6
 
 
-def _time_vectorized(n_robots: int, n_ticks: int, repeats: int) -> float:
-    loop = _streaming_loop(n_robots)
+def _time_vectorized(n_robots: int, n_ticks: int, repeats: int, tcp_limit_m_s: float | None = None) -> float:
+    loop = _streaming_loop(n_robots, tcp_limit_m_s)
     measured = np.zeros((n_robots, N_JOINTS))
     best = float("inf")
     k = 0
@@ -270,6 +313,9 @@ def main() -> int:
     if max_diff > 1e-9:  # the loop computes its targets as base + slope * t, the baseline row by row: rounding only
         raise RuntimeError(f"the plain-Python baseline does not compute the loop's set-points (max diff {max_diff})")
     vec = {n: _time_vectorized(n, *plan[n]) for n in plan}
+    # every robot TCP-limited: a limit it never reaches (the check alone), and one that holds every robot
+    tcp_limited = {"never_reached": _time_vectorized(256, *plan[256], tcp_limit_m_s=1e3),
+                   "all_held": _time_vectorized(256, *plan[256], tcp_limit_m_s=0.25)}
     loop_us = {n: _time_per_robot(n, *plan[n]) for n in plan}
     py_us = {n: _time_python_floats(n, *plan[n]) for n in plan}
     baseline = "python_floats" if py_us[256] <= loop_us[256] else "per_robot_loop"
@@ -294,6 +340,7 @@ def main() -> int:
         "ratio_256_vs_per_robot_loop": round(loop_us[256] / vec[256], 1),
         "ratio_256_vs_python_floats": round(py_us[256] / vec[256], 1),
         "vectorized_256_us": round(vec[256], 2),
+        "vectorized_256_tcp_limited_us": {k: round(v, 2) for k, v in tcp_limited.items()},
         "targets": {"ratio_256_min": 50, "vectorized_256_us_max": 50, "wake_p99_us_max": 50,
                     "missed_cycles_pct_max": 0.01},
         "realtime": rt,
