@@ -36,10 +36,10 @@ from lifecycle_msgs.msg import State
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from std_srvs.srv import Trigger
 
-from testbed.bridge.controller_backend import RobotSnapshot, Transition
+from testbed.bridge.controller_backend import Transition
 from testbed.errors import ControllerError
 
-COMMAND_TIMEOUT_S = 2.0  # a lifecycle request waits this long for the control loop to apply it
+COMMAND_TIMEOUT_S = 2.0  # the run's side waits this long for the control loop to apply a request
 
 #: testbed lifecycle state -> the ROS 2 primary state that shows it
 ROS_STATE = {
@@ -57,9 +57,9 @@ _SUCCESS, _FAILURE, _ERROR = (TransitionCallbackReturn.SUCCESS, TransitionCallba
 
 
 class LifecycleBackend(Protocol):
-    """What the lifecycle nodes need of ``testbed.bridge.controller_backend.ControlLoopBackend``."""
+    """What the lifecycle nodes need of the run's controller backend (in the node's process: ``BackendProxy``)."""
 
-    def snapshot(self, robot: str) -> RobotSnapshot: ...
+    def snapshot(self, robot: str) -> Any: ...  # with ``lifecycle_state`` (a LifecycleState name)
     def change_state(self, robot: str, transition: Transition) -> Future[str]: ...
 
 
@@ -69,7 +69,8 @@ class ControllerLifecycleNode(LifecycleNode):
     Args:
         robot: the robot's name.
         namespace, name: the node's namespace and name (``/cell/arm1``, ``controller``).
-        backend: the run's controller backend (every request goes through its hand-off).
+        backend: the run's controller backend as the node's process sees it (every request goes through its
+            hand-off in the run's process).
         context: the run's rclpy context.
         report: called with (kind, fields) for events the run should record (refused requests).
     """
@@ -189,6 +190,7 @@ class ControllerLifecycleNode(LifecycleNode):
         response.message = (f"robot {self.robot!r}: {current} cleared, the controller is INACTIVE; activate it "
                             "to move again" if ok else f"robot {self.robot!r}: clearing {current} failed "
                             "(see the run's events)")
+        self._last_seen = ""  # the ROS 2 state follows what the service did
         self.follow()
         return response
 
@@ -198,6 +200,7 @@ class ControllerLifecycleNode(LifecycleNode):
         response.success = ok
         response.message = (f"robot {self.robot!r} is in PROTECTIVE_STOP" if current == "ACTIVE" and ok
                             else f"robot {self.robot!r} is {current}: it does not move")
+        self._last_seen = ""
         self.follow()
         return response
 
@@ -216,7 +219,7 @@ class ControllerLifecycleNode(LifecycleNode):
     def _request(self, transition: Transition, what: str) -> TransitionCallbackReturn:
         try:
             future = self._backend.change_state(self.robot, transition)
-            future.result(COMMAND_TIMEOUT_S)
+            future.result(COMMAND_TIMEOUT_S + 1.0)  # the run's side gives up after COMMAND_TIMEOUT_S and says so
         except TimeoutError:
             future.cancel()  # a late transition must not happen after the caller was told it failed
             return self._refuse(what, f"the control loop did not apply it within {COMMAND_TIMEOUT_S:g} s "
@@ -228,5 +231,4 @@ class ControllerLifecycleNode(LifecycleNode):
 
     def _refuse(self, what: str, reason: str) -> TransitionCallbackReturn:
         self._report("lifecycle_refused", {"transition": what, "reason": reason})
-        self.get_logger().warning(f"{what} refused: {reason}")
         return _FAILURE

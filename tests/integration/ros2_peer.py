@@ -28,7 +28,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
-from sensor_msgs.msg import JointState
+from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
@@ -60,6 +60,9 @@ class Peer:
         self.diagnostics: list[dict[str, str]] = []
         self.description = ""
         self.topics: dict[str, list[str]] = {}
+        self.ready: set[str] = set()
+        self.images: list[dict[str, Any]] = []
+        self.camera_info = 0
         sub = self.node.create_subscription
         sub(JointState, f"{NS}/{robot}/joint_states", self._on_joint_state, RELIABLE)
         sub(Clock, "/clock", lambda m: self.clock_ns.append(_ns(m.clock)), BEST_EFFORT)
@@ -70,6 +73,15 @@ class Peer:
         sub(String, f"{NS}/events", lambda m: self.events.append(json.loads(m.data)), RELIABLE)
         sub(String, f"{NS}/{robot}/robot_description", self._on_description, LATCHED)
         sub(DiagnosticArray, "/diagnostics", self._on_diagnostics, RELIABLE)
+        sub(Image, f"{NS}/overhead/image_raw", self._on_image, BEST_EFFORT)
+        sub(CameraInfo, f"{NS}/overhead/camera_info", self._on_camera_info, BEST_EFFORT)
+
+    def _on_image(self, msg: Image) -> None:
+        self.images.append({"ns": _ns(msg.header.stamp), "frame_id": msg.header.frame_id, "width": msg.width,
+                            "height": msg.height, "encoding": msg.encoding, "bytes": len(msg.data)})
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        self.camera_info += 1
 
     def _on_joint_state(self, msg: JointState) -> None:
         self.joint_states.append({"ns": _ns(msg.header.stamp), "name": list(msg.name),
@@ -101,8 +113,13 @@ class Peer:
         return False
 
     def call(self, client: Any, request: Any, timeout_s: float = 10.0) -> Any:
-        if not client.wait_for_service(timeout_sec=timeout_s):
-            raise RuntimeError(f"service {client.srv_name} did not appear")
+        if client.srv_name not in self.ready:
+            if not client.wait_for_service(timeout_sec=timeout_s):
+                raise RuntimeError(f"service {client.srv_name} did not appear")
+            # the request path is matched; DDS matches the reply path separately, and a reply sent before
+            # that is lost: give it a moment
+            self.spin_until(lambda: False, 0.5)
+            self.ready.add(client.srv_name)
         future = client.call_async(request)
         self.executor.spin_until_future_complete(future, timeout_sec=timeout_s)
         if not future.done():
@@ -112,7 +129,8 @@ class Peer:
     def result(self, **extra: Any) -> dict[str, Any]:
         return {"joint_states": self.joint_states, "clock_ns": self.clock_ns, "tf": sorted(self.tf_frames),
                 "tf_static": sorted(self.tf_static_frames), "events": self.events, "topics": self.topics,
-                "description": self.description, "diagnostics": self.diagnostics[-20:], **extra}
+                "description": self.description, "diagnostics": self.diagnostics[-20:], "images": self.images[:50],
+                "camera_info": self.camera_info, **extra}
 
 
 def trajectory(names: list[str], points: list[tuple[float, list[float]]]) -> JointTrajectory:

@@ -119,6 +119,25 @@ def test_joint_states_clock_and_tf_match_the_record(topics_run: tuple[dict[str, 
     assert result["events"][-1]["kind"] == "run_end"
 
 
+def _run_renders_frames_for_viewers() -> bool:
+    """Whether this build's event stream hands camera frames to live viewers (the node republishes them)."""
+    from testbed.eval.events import EventStream
+
+    return hasattr(EventStream, "subscribe_frames")
+
+
+@pytest.mark.skipif(not _run_renders_frames_for_viewers(), reason="the event stream offers no camera frames")
+def test_camera_images_reach_a_subscriber(topics_run: tuple[dict[str, Any], Path]) -> None:
+    result, _ = topics_run
+    images = result["images"]
+    assert images, "no image on /cell/overhead/image_raw"
+    assert {(i["width"], i["height"], i["encoding"], i["frame_id"]) for i in images} == {
+        (64, 48, "rgb8", "overhead_optical")}
+    assert all(i["bytes"] == 64 * 48 * 3 for i in images)
+    assert result["camera_info"] > 0
+    assert "world>overhead_optical" in result["tf_static"]
+
+
 def test_bag_export_and_live_topics_agree_on_names_and_types(topics_run: tuple[dict[str, Any], Path]) -> None:
     from rosbags.rosbag2 import Reader
 
@@ -154,6 +173,16 @@ def test_external_robot_follows_a_joint_trajectory_and_refuses_an_out_of_limit_o
     np.testing.assert_allclose(after, np.broadcast_to(target, (len(after), target.size)), atol=0.011)
     kinds = [e["kind"] for e in _recorded_events(run_dir)]
     assert {"command_rejected", "trajectory_accepted", "trajectory_end"} <= set(kinds)
+
+
+def test_with_ros2_commands_all_a_trajectory_takes_a_policy_robot_over(tmp_path: Path) -> None:
+    result, run_dir = run_with_peer(tmp_path, "trajectory", domain=domain_id(5), seconds=6.0, external=False,
+                                    overrides=("ros2.commands:=all",))
+    ends = [e for e in result["events"] if e["kind"] == "trajectory_end"]
+    assert [e["result"] for e in ends] == ["successful"], ends
+    table = pq.read_table(run_dir / "joint_states.parquet").to_pylist()
+    after = [row["position"] for row in table if ends[0]["t"] <= row["t_s"] <= ends[0]["t"] + 0.1]
+    np.testing.assert_allclose(after[0], result["target"], atol=0.011)  # where ROS 2 sent it, not the policy
 
 
 def test_lifecycle_client_deactivates_and_reactivates_a_controller(tmp_path: Path) -> None:
