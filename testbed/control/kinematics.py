@@ -226,7 +226,9 @@ class KinematicChain:
         Args:
             orientation: ``"full"`` (position and orientation), ``"yaw"`` (position and rotation
                 about the base z axis, for SCARA arms) or ``"none"`` (position only).
-            restarts: extra attempts from seeds spread over the joint range if the first fails.
+            restarts: extra attempts if the first fails, from seeds in opposite halves of the joint
+                ranges (``_restart_fractions``): a solution near a limit, or with the other elbow, is
+                found from some seed on its side.
 
         Returns:
             The best ``IKResult`` found; ``ok`` tells whether it meets the tolerances.
@@ -237,9 +239,8 @@ class KinematicChain:
             raise ValueError(f"orientation must be 'full', 'yaw' or 'none', got {orientation!r}")
         lo = np.where(np.isfinite(self.lower), self.lower, -np.pi)
         hi = np.where(np.isfinite(self.upper), self.upper, np.pi)
-        rng = np.random.default_rng(0)  # deterministic restarts
         seeds = [np.clip(np.asarray(q_seed, dtype=float), lo, hi)]
-        seeds += [lo + (hi - lo) * rng.uniform(0.2, 0.8, self.n_joints) for _ in range(restarts)]
+        seeds += [lo + (hi - lo) * frac for frac in _restart_fractions(self.n_joints, restarts)]
         best: IKResult | None = None
         used = 0
         # yaw-only targets can be reached turning either way; the short way may run into a limit
@@ -300,6 +301,24 @@ class KinematicChain:
             e, pos_err, rot_err = self._error(target, q, rows, yaw)
         ok = pos_err <= tol_m and rot_err <= tol_rad
         return IKResult(q, ok, pos_err, rot_err, max_iter)
+
+
+def _restart_fractions(n_joints: int, restarts: int) -> list[np.ndarray]:
+    """Where in each joint's range the restarts start: a quarter in from either end, in opposite halves.
+
+    Restart k puts joint i in the lower or upper half by column ``i % 3`` of a two-level orthogonal
+    array, (0,0,0) (1,0,1) (0,1,1) (1,1,0), then the complements: within four restarts every joint tries
+    both halves and any two of three consecutive joints every pairing of halves (a SCARA's shoulder and
+    elbow: both turning directions and both elbows), within eight all eight triples. Later restarts keep
+    the pattern, closer to mid-range. Deterministic: the same target gives the same answer.
+    """
+    out = []
+    for k in range(restarts):
+        a, b, flip = k & 1, (k >> 1) & 1, (k >> 2) & 1
+        column = (a, b, a ^ b)
+        spread = 0.25 / (1 + k // 8)
+        out.append(np.array([0.5 + spread * (1 if column[i % 3] ^ flip else -1) for i in range(n_joints)]))
+    return out
 
 
 def _perpendicular_norm(vec: np.ndarray, axis: np.ndarray) -> float:

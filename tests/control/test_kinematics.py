@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from testbed.control.kinematics import KinematicChain, axis_angle_matrix, rotation_error, rpy_matrix
@@ -101,6 +101,9 @@ def test_tcp_speed_of_outstretched_arm_turning_at_base(scara: KinematicChain) ->
 
 @settings(max_examples=60, deadline=None)
 @given(q=joint_vec)
+# behind the base, reachable only with the shoulder at its limit and the elbow bent one way: restarts from
+# random mid-range seeds all swung the other way round
+@example(q=np.array([-2.5, -1.25, 0.0, 0.0]))
 def test_inverse_recovers_reachable_scara_poses(scara: KinematicChain, q: np.ndarray) -> None:
     target = scara.forward(q)
     result = scara.inverse(target, np.zeros(4), orientation="yaw")
