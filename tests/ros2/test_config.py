@@ -85,3 +85,16 @@ def test_names_and_the_bag_export_do_not_import_rclpy() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
+
+
+def test_the_ros2_package_reads_the_run_and_never_reaches_into_the_loop_or_the_simulator() -> None:
+    import ast
+
+    forbidden = ("testbed.eval", "testbed.sim", "pybullet", "testbed.control.loop")
+    found = []
+    for path in sorted((REPO / "testbed/ros2").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+            found += [f"{path.name} imports {n}" for n in names for f in forbidden if n == f or n.startswith(f + ".")]
+    assert found == []
