@@ -46,7 +46,6 @@ import time
 import uuid
 from collections.abc import Awaitable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
@@ -55,7 +54,7 @@ import grpc
 import numpy as np
 
 from testbed.bridge import codec
-from testbed.bridge.generated import common_pb2, policy_pb2, policy_pb2_grpc
+from testbed.bridge.generated import policy_pb2, policy_pb2_grpc
 from testbed.bridge.server import DEFAULT_MAX_MESSAGE_BYTES, SESSION_HEADER, channel_options
 from testbed.errors import BridgeConfigError, PolicyClientFailed, PolicyUnavailable, SpecMismatch, TestbedError
 from testbed.policies.protocol import PolicySpec
@@ -100,15 +99,6 @@ def _close_idle_loops() -> None:
 
 def _method_path(name: str) -> str:
     return f"/{_SERVICE.full_name}/{_SERVICE.methods_by_name[name].name}"
-
-
-@dataclass(frozen=True, slots=True)
-class _Request:
-    """An observation ready to send: its episode and step, and its ``Observation`` wire bytes."""
-
-    episode: int
-    step: int
-    payload: bytes
 
 
 def parse_endpoint(endpoint: str) -> tuple[str, bool]:
@@ -203,8 +193,11 @@ class GrpcActionSource:
         self._spec: PolicySpec | None = None
         self._episode = 0
         self._needs_reset = False
-        self._pending: _Request | None = None
+        self._pending: bytes | None = None  # the next observation's wire bytes, not sent yet
+        self._pending_episode = 0
+        self._pending_step = 0
         self._encode = codec.ObservationEncoder()
+        self._chunks: codec.ChunkDecoder | None = None  # made with the spec
         self._in_flight_sent: float | None = None
         self._in_flight_step = 0
         # since when this session owes an answer (perf_counter); None when it owes none
@@ -214,20 +207,21 @@ class GrpcActionSource:
         self._unavailable: PolicyUnavailable | None = None  # raised while disconnected
         self._dead: PolicyClientFailed | None = None  # raised by every call once the supervisor ended
         self._closed = False
-        self._waiter: asyncio.Future[None] | None = None  # what result() waits on, resolved by _notify
+        self._waiting = False  # result() is turning the loop until _notify stops it
+        self._timer: asyncio.TimerHandle | None = None  # stops the loop at _timer_at (loop.time()), see _await_arrival
+        self._timer_at = 0.0
+        self._next: asyncio.Future[None] | None = None  # the sender task waits on it for a submit
         self._session_task: asyncio.Task[None] | None = None
 
         self._loop = _take_loop()
         with self._cond:
-            self._wake: asyncio.Event = self._call(self._make_event())
             self._sending: asyncio.Event = self._call(self._make_event())  # connected, the sender waits
             self._channel: grpc.aio.Channel = self._call(self._open_channel())
             self._stub = policy_pb2_grpc.PolicyServiceStub(self._channel)
-            # observations go as wire bytes from ObservationEncoder: no message objects, one copy
-            self._stream_act = self._channel.stream_stream(
-                _method_path("StreamAct"), response_deserializer=policy_pb2.ActResult.FromString)
-            self._act = self._channel.unary_unary(
-                _method_path("Act"), response_deserializer=common_pb2.ActionChunk.FromString)
+            # wire bytes both ways: observations from ObservationEncoder (no message objects, one
+            # copy), answers read by ChunkDecoder (a message only for errors and odd layouts)
+            self._stream_act = self._channel.stream_stream(_method_path("StreamAct"))
+            self._act = self._channel.unary_unary(_method_path("Act"))
             self._task = self._start_supervisor()
             self._pump(1)
 
@@ -244,8 +238,8 @@ class GrpcActionSource:
             if self._spec is not None:
                 return self._spec
             spec = self._call(self._fetch_spec(), timeout_s=self._deadline_s + 1.0)
-            self._spec = self._spec or spec
-            return self._spec
+            self._keep_spec(spec)
+            return self._spec or spec
 
     def reset(self, episode: int) -> None:
         """Start ``episode``: drop pending and in-flight work, reset the server-side policy.
@@ -282,8 +276,10 @@ class GrpcActionSource:
             if self._dead is not None:
                 raise self._dead
             step = int(step)
-            self._pending = _Request(self._episode, step, self._encode(obs, episode=self._episode, step=step))
-            self._wake.set()
+            self._pending = self._encode(obs, episode=self._episode, step=step)
+            self._pending_episode = self._episode
+            self._pending_step = step
+            self._wake_sender()
             # the sender task starts the write now, in the C core; unary mode needs a turn more
             self._pump(1 if self._mode == "stream" else 2)
 
@@ -341,6 +337,9 @@ class GrpcActionSource:
                 return
             self._closed = True
             self._task.cancel()
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
             with contextlib.suppress(Exception):
                 self._call(self._channel.close(), timeout_s=2.0)
             with contextlib.suppress(Exception):
@@ -369,45 +368,70 @@ class GrpcActionSource:
         with ThreadPoolExecutor(1, thread_name_prefix="grpc-policy-client") as helper:
             return helper.submit(self._loop.run_until_complete, awaitable).result()
 
+    def _run_loop(self) -> None:
+        """Run the private loop until it is stopped (caller holds ``_cond``)."""
+        if asyncio._get_running_loop() is None:  # the usual case: no loop runs in this thread
+            self._loop.run_forever()
+            return
+        with ThreadPoolExecutor(1, thread_name_prefix="grpc-policy-client") as helper:
+            helper.submit(self._loop.run_forever).result()
+
     def _pump(self, iterations: int) -> None:
         """Turn the private loop ``iterations`` times without blocking (caller holds ``_cond``).
 
-        One turn takes a woken sender from ``Event.wait`` to a started C-core write; two
-        take an answer the C core holds through the reader task into ``_deliver``.
+        One turn takes a woken sender to a started C-core write; two take an answer the C core
+        holds through the reader task into ``_deliver``.
         """
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            for _ in range(iterations):
-                self._loop.call_soon(self._loop.stop)  # run_forever stops after this one turn
-                self._loop.run_forever()
-            return
-        self._drive(self._turns(iterations))
-
-    @staticmethod
-    async def _turns(iterations: int) -> None:
         for _ in range(iterations):
-            await asyncio.sleep(0)
+            self._loop.stop()  # stopped before it runs: run_forever polls once, runs what is ready, returns
+            self._run_loop()
 
     def _await_arrival(self, timeout_s: float | None) -> None:
         """Turn the private loop until ``_notify`` or ``timeout_s`` passes (caller holds ``_cond``).
 
-        A bare future rather than ``wait_for(event.wait())``: the latter costs two more tasks
-        and as many loop turns after the answer is read, on every round trip.
+        ``_notify`` stops the loop itself, in the turn that delivers: no future to resolve and
+        no turn more to notice it. The timeout is a timer kept from call to call while it is
+        due no later than this call's (it may then end the wait early; ``result`` waits again):
+        the run loop asks with the same timeout every step, and a timer made and cancelled
+        per call was several Python calls in every round trip.
         """
-        waiter = self._loop.create_future()
-        self._waiter = waiter
-        timer = None if timeout_s is None else self._loop.call_later(timeout_s, _resolve, waiter)
+        loop = self._loop
+        if timeout_s is not None:
+            when = loop.time() + timeout_s
+            if self._timer is None or self._timer_at > when:
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._timer = loop.call_at(when, self._timer_fired)
+                self._timer_at = when
+        self._waiting = True
         try:
-            self._drive(waiter)
+            self._run_loop()
         finally:
-            self._waiter = None
-            if timer is not None:
-                timer.cancel()
+            self._waiting = False
+
+    def _timer_fired(self) -> None:
+        self._timer = None
+        self._notify()
 
     def _notify(self) -> None:
         """Wake ``result()`` if it waits: an answer, a failure or a connection change arrived."""
-        _resolve(self._waiter)
+        if self._waiting:
+            self._waiting = False
+            self._loop.stop()  # run_forever returns after this turn
+
+    def _wake_sender(self) -> None:
+        """Let the sender task look at ``_pending`` again, if it waits for a submit."""
+        waiter = self._next
+        if waiter is not None:
+            self._next = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _keep_spec(self, spec: PolicySpec) -> None:
+        """Remember the server's first spec (the one answers are checked against)."""
+        if self._spec is None:
+            self._spec = spec
+            self._chunks = codec.ChunkDecoder(spec)
 
     @staticmethod
     async def _wait_event(event: asyncio.Event, timeout_s: float | None) -> None:
@@ -461,7 +485,7 @@ class GrpcActionSource:
                 f"now {spec.model_name} {spec.model_version})"
             )
             self._notify()
-        self._spec = self._spec or spec
+        self._keep_spec(spec)
         needs_reset = self._needs_reset
         if needs_reset:
             await self._send_reset()
@@ -563,33 +587,41 @@ class GrpcActionSource:
         self._owed_since = None
         self._notify()
 
-    def _take_pending(self) -> _Request | None:
-        if self._in_flight_sent is not None or self._pending is None:
+    def _take_pending(self) -> bytes | None:
+        """The pending observation's bytes, now in flight; None if there is none or one is in flight."""
+        payload = self._pending
+        if payload is None or self._in_flight_sent is not None:
             return None
-        request, self._pending = self._pending, None
-        if request.episode != self._episode:
+        self._pending = None
+        if self._pending_episode != self._episode:
             return None
-        self._in_flight_sent = time.perf_counter()
-        self._in_flight_step = request.step
+        self._in_flight_sent = sent = time.perf_counter()
+        self._in_flight_step = self._pending_step
         if self._owed_since is None:
-            self._owed_since = self._in_flight_sent
-        return request
+            self._owed_since = sent
+        return payload
 
     async def _stream(self) -> None:
         call = self._stream_act(metadata=self._metadata)
 
         async def send() -> None:
-            while True:
-                await self._wake.wait()
-                self._wake.clear()
-                request = self._take_pending()
-                if request is not None:
-                    await call.write(request.payload)
+            # waits for the next submit itself (or for an answer that lets a pending observation
+            # go); the reader below stays posted, so an answer is received by the C core while the
+            # caller works, and a broken stream is seen at once
+            try:
+                while True:
+                    payload = self._take_pending()
+                    if payload is None:
+                        waiter = self._next = self._loop.create_future()
+                        await waiter
+                    else:
+                        await call.write(payload)
+            except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+                return  # the call ended: the reader reports why
 
         await call.wait_for_connection()  # headers sent: the first write goes out on the next turn
-        sender = asyncio.ensure_future(send())
+        sender = asyncio.ensure_future(send())  # sends what was submitted while disconnected, too
         try:
-            self._wake.set()  # something may have been submitted while disconnected
             self._sending.set()
             while True:
                 result = await call.read()
@@ -597,6 +629,7 @@ class GrpcActionSource:
                     raise PolicyUnavailable(f"{self.endpoint}: the server closed the stream")
                 self._deliver(result)
         finally:
+            self._next = None
             self._sending.clear()
             sender.cancel()
             call.cancel()
@@ -606,37 +639,51 @@ class GrpcActionSource:
         try:
             await self._unary_calls()
         finally:
+            self._next = None
             self._sending.clear()
 
     async def _unary_calls(self) -> None:
+        metadata = grpc.aio.Metadata(*self._metadata)  # converted once, not in every call
         while True:
-            await self._wake.wait()
-            self._wake.clear()
-            request = self._take_pending()
-            if request is None:
+            payload = self._take_pending()
+            if payload is None:
+                waiter = self._next = self._loop.create_future()
+                await waiter
                 continue
             try:
-                chunk = await self._act(request.payload, timeout=self._deadline_s, metadata=self._metadata)
+                chunk = await self._act(payload, timeout=self._deadline_s, metadata=metadata)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() == grpc.StatusCode.UNAVAILABLE:
                     raise
                 if exc.code() != grpc.StatusCode.DEADLINE_EXCEEDED:  # a late answer is just None
                     self._owed_since = None  # the server answered, with an error
-                    self._failure = translate(exc, self.endpoint, f"Act(step={request.step})")
+                    self._failure = translate(exc, self.endpoint, f"Act(step={self._in_flight_step})")
                     self._failure.__cause__ = exc
                     self._notify()
                 self._in_flight_sent = None
-                self._wake.set()
                 continue
-            self._deliver(policy_pb2.ActResult(chunk=chunk))
+            self._deliver(codec.act_result_bytes(chunk))
 
-    def _deliver(self, result: policy_pb2.ActResult) -> None:
-        """Hand one server answer to ``result()`` (runs on the private loop)."""
+    def _deliver(self, result: bytes) -> None:
+        """Hand one server answer, ``ActResult`` wire bytes, to ``result()`` (runs on the private loop)."""
         now = time.perf_counter()
         sent = self._in_flight_sent
         self._in_flight_sent = None
         self._owed_since = None
         latency_ms = 0.0 if sent is None else (now - sent) * 1e3
+        decoded = None if self._chunks is None else self._chunks.result(result, latency_ms=latency_ms)
+        if decoded is not None:  # the usual answer: a valid chunk of the full size
+            chunk, episode = decoded
+            if episode == self._episode and (self._ready is None or chunk.step >= self._ready.step):
+                self._ready = chunk
+        else:
+            self._deliver_message(policy_pb2.ActResult.FromString(result), latency_ms)
+        self._notify()
+        if self._pending is not None:
+            self._wake_sender()  # the next pending observation may go now
+
+    def _deliver_message(self, result: policy_pb2.ActResult, latency_ms: float) -> None:
+        """An answer ``ChunkDecoder`` did not read: an error, or a chunk to check (and name what is wrong)."""
         if result.HasField("error"):
             error = result.error
             code = _CODE_NAMES.get(error.code, str(error.code))
@@ -655,17 +702,9 @@ class GrpcActionSource:
             else:
                 if self._ready is None or chunk.step >= self._ready.step:
                     self._ready = chunk
-        self._notify()
-        if self._pending is not None:
-            self._wake.set()  # the next pending observation may go now
 
 
 _CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
-
-
-def _resolve(waiter: asyncio.Future[None] | None) -> None:
-    if waiter is not None and not waiter.done():
-        waiter.set_result(None)
 
 
 def _read(path: Path | None, name: str) -> bytes | None:

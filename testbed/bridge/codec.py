@@ -5,6 +5,13 @@ is zero-copy (``np.frombuffer`` over the message's bytes), so decoded arrays are
 read-only: copy one before changing it in place. Every decode checks the byte
 count against the shape and, given a spec, dtype, shape and finiteness, naming
 the field that failed.
+
+The policy round trip skips message objects where it can: ``ObservationEncoder``
+writes an observation's wire bytes, ``ObservationDecoder.parse`` reads them,
+``ChunkEncoder`` writes an answer's and ``ChunkDecoder`` reads it. Each handles the
+layout it expects and hands anything else to the message path (which names what is
+wrong): they run in threads woken for every request, where each distinct call costs
+microseconds, and a message costs a call per field.
 """
 
 from __future__ import annotations
@@ -38,6 +45,8 @@ _KINDS: dict[ActionKind, int] = {
 _KINDS_BY_ENUM = {code: kind for kind, code in _KINDS.items()}
 MAX_DIMS = 8
 _F32 = np.dtype("<f4")
+_F64 = struct.Struct("<d")
+_NO_TIME = 0.0  # ObservationEncoder's default sim_time_s
 # Small float32 tensors (a state, a chunk) are checked for NaN/inf as one Python int rather than
 # with a numpy call. The checks run in threads woken once per request, where every distinct C
 # call costs microseconds (cold caches): a numpy isfinite call costs ~18 us there, this ~8 us.
@@ -48,10 +57,16 @@ _FINITE_MASKS: dict[int, tuple[int, int]] = {}
 def _f32_finite(data: bytes) -> bool:
     """True unless the little-endian float32 values in ``data`` hold NaN or inf (at most ``_INT_SCAN_MAX``).
 
-    NaN and inf are the values whose 8 exponent bits are all set. Read as one integer, lane by
-    lane: ``(bits & EXP) ^ EXP`` is zero exactly in a non-finite lane, and adding EXP to a
-    non-zero lane (at most 0x7F800000) sets its top bit without carrying into the next lane.
+    NaN and inf are the values whose 8 exponent bits are all set, so their last byte (sign and
+    the top 7 exponent bits) is 0x7F or 0xFF: without such a byte (the usual case: those are
+    magnitudes of 2**127 and more) every value is finite, which two byte searches tell. Else
+    read as one integer, lane by lane: ``(bits & EXP) ^ EXP`` is zero exactly in a non-finite
+    lane, and adding EXP to a non-zero lane (at most 0x7F800000) sets its top bit without
+    carrying into the next lane.
     """
+    high = data[3::4]
+    if b"\x7f" not in high and b"\xff" not in high:
+        return True
     count = len(data) >> 2
     masks = _FINITE_MASKS.get(count)
     if masks is None:
@@ -265,7 +280,7 @@ class ObservationEncoder:
         self._headers: dict[str, tuple[np.dtype, tuple[int, ...], bytes, np.dtype, bool, bool]] = {}
 
     def __call__(
-        self, obs: Mapping[str, np.ndarray], *, episode: int, step: int, sim_time_s: float = 0.0
+        self, obs: Mapping[str, np.ndarray], *, episode: int, step: int, sim_time_s: float = _NO_TIME
     ) -> bytes:
         """Wire bytes of ``encode_observation(obs, episode=..., step=..., sim_time_s=...)``.
 
@@ -284,16 +299,23 @@ class ObservationEncoder:
                     headers[key] = cached
             parts.append(cached[2])
             if cached[5]:
-                # a C-contiguous little-endian array is joined from its own buffer: no copy here
-                parts.append(value if cached[4] and value.flags.c_contiguous
-                             else np.ascontiguousarray(value, dtype=cached[3]))
+                # a little-endian array is joined from its own buffer: no copy here (one that is not
+                # C-contiguous has no such buffer: the join below refuses it, and it is copied then)
+                parts.append(value if cached[4] else np.ascontiguousarray(value, dtype=cached[3]))
         if episode:
             parts.append(_tagged_varint(0x10, episode))
-        if step:
+        if 0x80 <= step < 0x4000:  # most steps of a run, without a call
+            parts.append(bytes((0x18, step & 0x7F | 0x80, step >> 7)))
+        elif step:
             parts.append(_tagged_varint(0x18, step))
-        if sim_time_s or math.copysign(1.0, sim_time_s) < 0:  # proto3 leaves out +0.0 only
-            parts.append(b"\x21" + struct.pack("<d", sim_time_s))
-        return b"".join(parts)  # type: ignore[arg-type]
+        # proto3 leaves out +0.0 only (the default, told apart without a call: it is _NO_TIME itself)
+        if sim_time_s is not _NO_TIME and (sim_time_s or math.copysign(1.0, sim_time_s) < 0):
+            parts.append(b"\x21" + _F64.pack(sim_time_s))
+        try:
+            return b"".join(parts)  # type: ignore[arg-type]
+        except TypeError:  # an array without a C-contiguous buffer
+            return b"".join(part if part.__class__ is bytes else np.ascontiguousarray(part)  # type: ignore[misc]
+                            for part in parts)
 
     @classmethod
     def _entry(cls, key: str, value: np.ndarray) -> tuple[np.dtype, tuple[int, ...], bytes, np.dtype, bool, bool]:
@@ -303,14 +325,50 @@ class ObservationEncoder:
     @staticmethod
     def _header(key: str, value: np.ndarray) -> tuple[bytes, np.dtype]:
         code, wire_dtype = _wire_type(value, f"observation[{key!r}]")
-        nbytes = value.size * wire_dtype.itemsize
-        tensor_head = b"\x08" + _varint(code)
-        if value.shape:
-            tensor_head += _field(b"\x12", b"".join(_varint(d) for d in value.shape))
-        if nbytes:
-            tensor_head += b"\x1a" + _varint(nbytes)
-        entry_head = _field(b"\x0a", key.encode()) + b"\x12" + _varint(len(tensor_head) + nbytes) + tensor_head
-        return b"\x0a" + _varint(len(entry_head) + nbytes) + entry_head, wire_dtype
+        return _entry_header(key, code, value.shape, value.size * wire_dtype.itemsize), wire_dtype
+
+
+def _tensor_header(code: int, shape: tuple[int, ...], nbytes: int) -> bytes:
+    """``Tensor`` wire bytes up to its data: dtype, packed shape, and the data field's tag and length."""
+    head = b"\x08" + _varint(code)
+    if shape:
+        head += _field(b"\x12", b"".join(_varint(d) for d in shape))
+    if nbytes:
+        head += b"\x1a" + _varint(nbytes)
+    return head
+
+
+def _entry_header(key: str, code: int, shape: tuple[int, ...], nbytes: int) -> bytes:
+    """``Observation.tensors`` map entry wire bytes up to the tensor's data (which is ``nbytes`` long)."""
+    tensor_head = _tensor_header(code, shape, nbytes)
+    entry_head = _field(b"\x0a", key.encode()) + b"\x12" + _varint(len(tensor_head) + nbytes) + tensor_head
+    return b"\x0a" + _varint(len(entry_head) + nbytes) + entry_head
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    """The varint at ``pos`` in ``data`` and the position after it.
+
+    Raises:
+        IndexError: the data ends inside the varint.
+        ValueError: the varint is longer than 10 bytes.
+    """
+    byte = data[pos]
+    if byte < 0x80:
+        return byte, pos + 1
+    value = byte & 0x7F
+    for shift in range(7, 70, 7):
+        pos += 1
+        byte = data[pos]
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos + 1
+    raise ValueError("varint longer than 10 bytes")
+
+
+def _int64(value: int) -> int:
+    """A decoded varint as protobuf reads an ``int64``: its low 64 bits, two's complement."""
+    value &= 0xFFFF_FFFF_FFFF_FFFF
+    return value - 0x1_0000_0000_0000_0000 if value >> 63 else value
 
 
 class ObservationDecoder:
@@ -335,6 +393,12 @@ class ObservationDecoder:
              _DTYPES[ts.dtype][1].kind == "f")
             for key, ts in spec.observation.items()
         ]
+        # per key, for ``parse``: the map entry's bytes up to the tensor data, shape, byte count,
+        # wire dtype, whether NaN/inf must be looked for: 1 in a small float32 tensor (by the
+        # integer scan), 2 in another float one (by numpy), 0 not
+        self._layout = [(key, _entry_header(key, code, shape, nbytes), shape, nbytes, wire_dtype,
+                         0 if not floats else 1 if wire_dtype == _F32 and nbytes <= 4 * _INT_SCAN_MAX else 2)
+                        for key, code, _, shape, nbytes, wire_dtype, floats in self._plan]
 
     def __call__(self, msg: pb.Observation) -> dict[str, np.ndarray]:
         """Decode ``msg``; same result and errors as ``decode_observation(msg, spec)``.
@@ -359,6 +423,62 @@ class ObservationDecoder:
             else:
                 return obs
         return decode_observation(msg, self.spec)
+
+    def parse(self, payload: bytes) -> tuple[dict[str, np.ndarray], int, int] | None:
+        """Decode ``Observation`` wire bytes laid out as expected: ``(obs, episode, step)``, or None.
+
+        The expected layout is what ``ObservationEncoder`` (and protobuf's own serializer) writes
+        for an observation that fits the spec: one map entry per declared key, whose bytes up to
+        the tensor data equal the ones prepared for that key, in any order, then the scalar
+        fields. The arrays view ``payload`` (read-only, no copy). Anything else, including an
+        observation that does not fit the spec, gives None: parse the message and call the
+        decoder on it, which names what is wrong.
+        """
+        obs: dict[str, np.ndarray] = {}
+        episode = step = 0
+        end = len(payload)
+        pos = 0
+        try:
+            while pos < end:
+                tag = payload[pos]
+                if tag == 0x0A:
+                    for entry in self._layout:
+                        if payload.startswith(entry[1], pos):
+                            break
+                    else:
+                        return None
+                    key, header, shape, nbytes, wire_dtype, floats = entry
+                    pos += len(header)
+                    if key in obs or pos + nbytes > end:
+                        return None
+                    value: np.ndarray = np.ndarray(shape, wire_dtype, payload, pos)
+                    if floats == 1:  # see _f32_finite, whose first test is the one on the high bytes
+                        high = payload[pos + 3:pos + nbytes:4]
+                        if (b"\x7f" in high or b"\xff" in high) and not _f32_finite(payload[pos:pos + nbytes]):
+                            return None
+                    elif floats and not np.isfinite(value).all():
+                        return None
+                    obs[key] = value
+                    pos += nbytes
+                elif tag == 0x18:
+                    byte = payload[pos + 1]
+                    if byte < 0x80:  # steps below 128 and 16384 without a call: most of a run
+                        step, pos = byte, pos + 2
+                    elif payload[pos + 2] < 0x80:
+                        step, pos = byte & 0x7F | payload[pos + 2] << 7, pos + 3
+                    else:
+                        step, pos = _read_varint(payload, pos + 1)
+                elif tag == 0x10:
+                    episode, pos = _read_varint(payload, pos + 1)
+                elif tag == 0x21 and pos + 9 <= end:
+                    pos += 9  # sim_time_s: the server does not use it
+                else:
+                    return None
+        except (IndexError, ValueError):  # a varint cut short or too long
+            return None
+        if len(obs) != len(self._layout):
+            return None
+        return obs, _int64(episode) if episode >> 63 else episode, _int64(step) if step >> 63 else step
 
 
 def encode_chunk(actions: np.ndarray, *, step: int, episode: int, compute_ms: float = 0.0) -> pb.ActionChunk:
@@ -411,3 +531,159 @@ def decode_chunk(msg: pb.ActionChunk, spec: PolicySpec, *, latency_ms: float = 0
     actions = decode_tensor(tensor, "actions")
     spec.validate_action(actions)
     return ActionChunk(actions=actions, step=msg.step, compute_ms=msg.compute_ms, latency_ms=latency_ms)
+
+
+class ChunkEncoder:
+    """Writes a policy's chunk straight to ``ActionChunk`` / ``ActResult`` wire bytes, checked as it goes.
+
+    The bytes parse to the message ``encode_actions`` and the step, episode and compute time
+    fields make (a test checks them against the generated classes); the wire header of a
+    chunk's tensor is built once per row count. Field numbers from ``common.proto`` and
+    ``policy.proto``: ActionChunk {actions=1, step=2, episode=3, compute_ms=4}, ActResult
+    {chunk=1, error=2}.
+
+    Args:
+        spec: the policy's spec; chunks are checked against ``spec.validate_action``.
+    """
+
+    def __init__(self, spec: PolicySpec) -> None:
+        self.spec = spec
+        self._heads: dict[int, bytes] = {}  # rows -> the actions field's bytes up to the data
+        self._dim = spec.action_dim
+        # the most rows a chunk may have that is checked and written here (others: the message way)
+        self._max_rows = spec.chunk_size if spec.chunk_size * spec.action_dim <= _INT_SCAN_MAX else 0
+
+    def __call__(self, actions: np.ndarray, *, step: int, episode: int, compute_ms: float,
+                 act_result: bool = False) -> bytes:
+        """``ActionChunk`` wire bytes for ``actions`` float32 ``(chunk, action_dim)`` computed for ``step``.
+
+        Args:
+            actions: the policy's chunk.
+            step: the observation's step.
+            episode: the observation's episode.
+            compute_ms: time the policy took.
+            act_result: the bytes of an ``ActResult`` holding the chunk (what ``StreamAct`` sends).
+
+        Raises:
+            SpecMismatch: the chunk has the wrong dtype or shape, or is not finite.
+        """
+        shape = actions.shape
+        dtype = actions.dtype
+        if ((dtype is _F32 or dtype == _F32) and len(shape) == 2 and shape[1] == self._dim
+                and 1 <= shape[0] <= self._max_rows):
+            data = actions.tobytes()  # C order whatever the strides: the one copy
+            high = data[3::4]  # see _f32_finite, whose first test this is
+            if (b"\x7f" not in high and b"\xff" not in high) or _f32_finite(data):
+                head = self._heads.get(shape[0])
+                if head is None:
+                    tensor_head = _tensor_header(pb.DTYPE_FLOAT32, shape, len(data))
+                    head = self._heads[shape[0]] = b"\x0a" + _varint(len(tensor_head) + len(data)) + tensor_head
+                if 0x80 <= step < 0x4000:  # most steps of a run, without a call
+                    tail = bytes((0x10, step & 0x7F | 0x80, step >> 7))
+                else:
+                    tail = _tagged_varint(0x10, step) if step else b""
+                if episode:
+                    tail += _tagged_varint(0x18, episode)
+                if compute_ms or math.copysign(1.0, compute_ms) < 0:  # proto3 leaves out +0.0 only
+                    tail += b"\x21" + _F64.pack(compute_ms)
+                if act_result:  # the ActResult around it: its chunk field's tag and length
+                    length = len(head) + len(data) + len(tail)
+                    return b"".join((bytes((0x0A, length & 0x7F | 0x80, length >> 7)) if 0x80 <= length < 0x4000
+                                     else _tagged_varint(0x0A, length), head, data, tail))
+                return b"".join((head, data, tail))
+        self.spec.validate_action(actions)  # names what is wrong; passes only for valid non-native input
+        msg = pb.ActionChunk(step=step, episode=episode, compute_ms=compute_ms)
+        encode_tensor(actions, "actions", out=msg.actions)
+        return act_result_bytes(msg.SerializeToString()) if act_result else msg.SerializeToString()
+
+
+class ChunkDecoder:
+    """``decode_chunk`` straight from ``ActionChunk`` / ``ActResult`` wire bytes, for one spec.
+
+    A chunk of the spec's full size laid out as ``ChunkEncoder`` (and protobuf's serializer)
+    writes it is read without a message object, the array viewing the bytes (read-only); any
+    other bytes give None, and the caller parses the message and calls ``decode_chunk``,
+    which names what is wrong.
+
+    Args:
+        spec: the policy's spec.
+    """
+
+    def __init__(self, spec: PolicySpec) -> None:
+        self.spec = spec
+        rows, dim = spec.chunk_size, spec.action_dim
+        self._shape = (rows, dim)
+        self._nbytes = 4 * rows * dim
+        self._head = b""  # empty: no fast path for this spec
+        if 0 < rows * dim <= _INT_SCAN_MAX:
+            tensor_head = _tensor_header(pb.DTYPE_FLOAT32, self._shape, self._nbytes)
+            self._head = b"\x0a" + _varint(len(tensor_head) + self._nbytes) + tensor_head
+
+    def chunk(self, payload: bytes, *, latency_ms: float = 0.0) -> tuple[ActionChunk, int] | None:
+        """``(chunk, episode)`` from ``ActionChunk`` bytes, or None (see the class).
+
+        The chunk is valid: finite float32 of the spec's full shape.
+        """
+        return self.result(act_result_bytes(payload), latency_ms=latency_ms)
+
+    def result(self, payload: bytes, *, latency_ms: float = 0.0) -> tuple[ActionChunk, int] | None:
+        """``(chunk, episode)`` from ``ActResult`` bytes holding a chunk, or None (an error, or see the class).
+
+        The chunk is valid: finite float32 of the spec's full shape.
+        """
+        # an ActResult holding a chunk: tag 1, the chunk's length (2 bytes for any chunk up to 16 KB), the chunk
+        if len(payload) < 3 or payload[0] != 0x0A:
+            return None
+        length = payload[1]
+        start = 2
+        if length >= 0x80:
+            if payload[2] >= 0x80:
+                return None
+            length = length & 0x7F | payload[2] << 7
+            start = 3
+        if start + length != len(payload):
+            return None
+        head = self._head
+        if not head or not payload.startswith(head, start):
+            return None
+        data_pos = start + len(head)
+        pos = data_pos + self._nbytes
+        end = len(payload)
+        if pos > end:
+            return None
+        high = payload[data_pos + 3:pos:4]  # see _f32_finite, whose first test this is
+        if (b"\x7f" in high or b"\xff" in high) and not _f32_finite(payload[data_pos:pos]):
+            return None
+        step = episode = 0
+        compute_ms = 0.0
+        try:
+            while pos < end:
+                tag = payload[pos]
+                if tag == 0x10:
+                    byte = payload[pos + 1]
+                    if byte < 0x80:  # steps below 128 and 16384 without a call: most of a run
+                        step, pos = byte, pos + 2
+                    elif payload[pos + 2] < 0x80:
+                        step, pos = byte & 0x7F | payload[pos + 2] << 7, pos + 3
+                    else:
+                        step, pos = _read_varint(payload, pos + 1)
+                elif tag == 0x18:
+                    episode, pos = _read_varint(payload, pos + 1)
+                elif tag == 0x21 and pos + 9 <= end:
+                    compute_ms = _F64.unpack_from(payload, pos + 1)[0]
+                    pos += 9
+                else:  # a second actions field (merged by protobuf), or another one
+                    return None
+        except (IndexError, ValueError):
+            return None
+        if step >> 63:
+            step = _int64(step)
+        if episode >> 63:
+            episode = _int64(episode)
+        actions: np.ndarray = np.ndarray(self._shape, _F32, payload, data_pos)
+        return ActionChunk(actions=actions, step=step, compute_ms=compute_ms, latency_ms=latency_ms), episode
+
+
+def act_result_bytes(chunk: bytes) -> bytes:
+    """``ActResult`` wire bytes holding the ``ActionChunk`` wire bytes ``chunk``."""
+    return _tagged_varint(0x0A, len(chunk)) + chunk

@@ -9,7 +9,9 @@ share ``max_workers`` more threads; streams beyond ``max_streams`` are refused w
 header ``testbed-session``) gets its own policy instance, guarded by its own lock,
 so episode state is never shared between clients and a slow request of one client
 never blocks another's. Calls without the header share one default instance.
-Sessions beyond ``max_sessions`` evict the least recently used one.
+Sessions beyond ``max_sessions`` evict the least recently used one. ``Act`` and
+``StreamAct`` are served on wire bytes (``PolicyServicer.add_to_server``), and the
+request counters are per handler thread: no lock is taken per request but the session's.
 
 Closing: a policy with a ``close()`` method has it called once, when its session is
 evicted (by the request thread that evicts it, after any call running on that policy
@@ -41,6 +43,7 @@ from typing import TypeVar
 
 import grpc
 import numpy as np
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from testbed.bridge import codec
@@ -135,8 +138,23 @@ class _Session:
         self.closed = False
 
 
+class _Counters:
+    """Act requests one handler thread started, finished and answered with an error; only it writes them."""
+
+    __slots__ = ("failed", "finished", "started")
+
+    def __init__(self) -> None:
+        self.started = self.finished = self.failed = 0
+
+
 class _ServerStopping(Exception):
     pass
+
+
+class _Undecodable(Exception):
+    """Request bytes that are no ``Observation``: the call ends as when gRPC's deserializer fails."""
+
+    MESSAGE = "Exception deserializing request!"
 
 
 def _close_policy(policy: Policy) -> str | None:
@@ -164,16 +182,16 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         self._spec: PolicySpec = default.spec()
         self._spec_msg = codec.encode_spec(self._spec)
         self._decode = codec.ObservationDecoder(self._spec)
+        self._encode = codec.ChunkEncoder(self._spec)
         self._sessions: collections.OrderedDict[str, _Session] = collections.OrderedDict()
         self._default = _Session(default)
         self._sessions_lock = threading.Lock()
         self._stopping = False
         self._max_sessions = max_sessions
         self._max_streams = max_streams
-        self._stats_lock = threading.Lock()  # handler threads update the counters concurrently
-        self.in_flight = 0
-        self.requests_total = 0
-        self.errors_total = 0
+        self._stats_lock = threading.Lock()  # for streams_open and the list of counters
+        self._local = threading.local()  # each handler thread's _Counters: no lock per request
+        self._counters: list[_Counters] = []
         self.streams_open = 0
 
     @property
@@ -181,11 +199,51 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         """The served policy's spec (of the default instance)."""
         return self._spec
 
+    @property
+    def in_flight(self) -> int:
+        """Act requests being handled right now."""
+        counters = self._all_counters()
+        finished = sum(c.finished for c in counters)  # read first: a request that ends meanwhile is still counted
+        return sum(c.started for c in counters) - finished
+
+    @property
+    def requests_total(self) -> int:
+        """Act requests handled since start (including those in flight)."""
+        return sum(c.started for c in self._all_counters())
+
+    @property
+    def errors_total(self) -> int:
+        """Act requests answered with an error."""
+        return sum(c.failed for c in self._all_counters())
+
+    def _all_counters(self) -> list[_Counters]:
+        with self._stats_lock:
+            return list(self._counters)
+
+    def _thread_counters(self) -> _Counters:
+        """Make the calling handler thread's counters (on its first request)."""
+        counters = self._local.counters = _Counters()
+        with self._stats_lock:
+            self._counters.append(counters)
+        return counters
+
     def _session(self, session_id: str) -> _Session:
         if self._stopping:  # set under the dict lock before any policy is closed at stop
             raise _ServerStopping
         if not session_id:
             return self._default
+        # every act looks its session up: a known one is found and made the most recent without
+        # the dict lock, each OrderedDict operation being atomic under the GIL (one evicted in
+        # between raises KeyError and goes the locked way; one closed meanwhile is seen closed by
+        # the caller, under the session's lock, which then asks again)
+        session = self._sessions.get(session_id)
+        if session is not None:
+            try:
+                self._sessions.move_to_end(session_id)
+            except KeyError:
+                pass
+            else:
+                return session
         with self._sessions_lock:
             if self._stopping:
                 raise _ServerStopping
@@ -263,14 +321,16 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
 
     def GetStats(self, request: policy_pb2.GetStatsRequest, context: grpc.ServicerContext
                  ) -> policy_pb2.ServerStats:
-        with self._stats_lock:
-            return policy_pb2.ServerStats(
-                in_flight=self.in_flight,
-                requests_total=self.requests_total,
-                errors_total=self.errors_total,
-                sessions=len(self._sessions) + 1,
-                streams_open=self.streams_open,
-            )
+        counters = self._all_counters()
+        finished = sum(c.finished for c in counters)
+        started = sum(c.started for c in counters)
+        return policy_pb2.ServerStats(
+            in_flight=started - finished,
+            requests_total=started,
+            errors_total=sum(c.failed for c in counters),
+            sessions=len(self._sessions) + 1,
+            streams_open=self.streams_open,
+        )
 
     def Reset(self, request: policy_pb2.ResetRequest, context: grpc.ServicerContext) -> policy_pb2.ResetResponse:
         try:
@@ -282,13 +342,28 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         return policy_pb2.ResetResponse()
 
     def Act(self, request: common_pb2.Observation, context: grpc.ServicerContext) -> common_pb2.ActionChunk:
-        result = self._act(self._session_id(context), request)
-        if result.HasField("error"):
-            context.abort(grpc.StatusCode(_CODES[result.error.code]), result.error.message)
-        return result.chunk
+        """``Act`` with messages, for a server that registers this servicer with the generated code."""
+        return common_pb2.ActionChunk.FromString(self.act_bytes(request.SerializeToString(), context))
 
     def StreamAct(self, request_iterator: Iterator[common_pb2.Observation],
                   context: grpc.ServicerContext) -> Iterator[policy_pb2.ActResult]:
+        """``StreamAct`` with messages, for a server that registers this servicer with the generated code."""
+        requests = (request.SerializeToString() for request in request_iterator)
+        for answer in self.stream_act_bytes(requests, context):
+            yield policy_pb2.ActResult.FromString(answer)
+
+    def act_bytes(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        """``Act`` on wire bytes: an ``Observation`` in, an ``ActionChunk`` out (what the server registers)."""
+        try:
+            answer = self._act(self._session_id(context), request, stream=False)
+        except _Undecodable:
+            context.abort(grpc.StatusCode.INTERNAL, _Undecodable.MESSAGE)
+        if answer.__class__ is not bytes:
+            context.abort(_CODES[answer.code], answer.message)  # type: ignore[union-attr]
+        return answer  # type: ignore[return-value]
+
+    def stream_act_bytes(self, request_iterator: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
+        """``StreamAct`` on wire bytes: ``Observation`` in, ``ActResult`` out (what the server registers)."""
         with self._stats_lock:
             full = self.streams_open >= self._max_streams
             if not full:
@@ -300,60 +375,103 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         try:
             session_id = self._session_id(context)
             for request in request_iterator:
-                yield self._act(session_id, request)
+                try:
+                    answer = self._act(session_id, request, stream=True)
+                except _Undecodable:
+                    context.abort(grpc.StatusCode.INTERNAL, _Undecodable.MESSAGE)
+                if answer.__class__ is not bytes:
+                    answer = policy_pb2.ActResult(error=answer).SerializeToString()  # type: ignore[arg-type]
+                yield answer  # type: ignore[misc]
         finally:
             with self._stats_lock:
                 self.streams_open -= 1
 
-    def _act(self, session_id: str, request: common_pb2.Observation) -> policy_pb2.ActResult:
-        with self._stats_lock:
-            self.in_flight += 1
-            self.requests_total += 1
-        failed = True
+    def add_to_server(self, server: grpc.Server) -> None:
+        """Register ``testbed.v1.PolicyService`` on ``server``, ``Act`` and ``StreamAct`` as wire bytes.
+
+        The observation is read straight from the request bytes and the answer written as bytes
+        (``codec.ObservationDecoder.parse``, ``codec.ChunkEncoder``): no message objects on the
+        way, which is most of what a request costs a handler thread woken for it. The wire
+        format is the generated service's.
+        """
+        handlers = {
+            "GetSpec": grpc.unary_unary_rpc_method_handler(
+                self.GetSpec, request_deserializer=policy_pb2.GetSpecRequest.FromString,
+                response_serializer=common_pb2.PolicySpec.SerializeToString),
+            "Reset": grpc.unary_unary_rpc_method_handler(
+                self.Reset, request_deserializer=policy_pb2.ResetRequest.FromString,
+                response_serializer=policy_pb2.ResetResponse.SerializeToString),
+            "Act": grpc.unary_unary_rpc_method_handler(self.act_bytes),
+            "StreamAct": grpc.stream_stream_rpc_method_handler(self.stream_act_bytes),
+            "GetStats": grpc.unary_unary_rpc_method_handler(
+                self.GetStats, request_deserializer=policy_pb2.GetStatsRequest.FromString,
+                response_serializer=policy_pb2.ServerStats.SerializeToString),
+        }
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+        server.add_registered_method_handlers(SERVICE_NAME, handlers)
+
+    def _act(self, session_id: str, request: bytes, *, stream: bool) -> bytes | policy_pb2.ActError:
+        """Answer one observation: ``ActResult`` bytes (``stream``) or ``ActionChunk`` bytes, or the error.
+
+        Raises:
+            _Undecodable: the request bytes are no ``Observation``.
+        """
         try:
-            result = self._act_checked(session_id, request)
-            failed = result.HasField("error")
+            counters = self._local.counters
+        except AttributeError:
+            counters = self._thread_counters()
+        counters.started += 1
+        answer: bytes | policy_pb2.ActError | None = None
+        try:
+            answer = self._answer(session_id, request, stream)
+            return answer
         finally:
-            with self._stats_lock:
-                self.in_flight -= 1
-                self.errors_total += failed
-        return result
+            counters.failed += answer.__class__ is not bytes
+            counters.finished += 1
 
-    def _act_checked(self, session_id: str, request: common_pb2.Observation) -> policy_pb2.ActResult:
-        try:
-            obs = self._decode(request)
-        except SpecMismatch as exc:
-            return _error(grpc.StatusCode.INVALID_ARGUMENT, str(exc), request.step)
-        def timed_act(policy: Policy) -> tuple[np.ndarray, float]:
-            start = time.perf_counter()
-            actions = policy.act(obs)
-            return actions, (time.perf_counter() - start) * 1e3
-
-        try:
-            actions, compute_ms = self._with_policy(session_id, timed_act)
-        except _ServerStopping:
-            return _error(grpc.StatusCode.UNAVAILABLE, "the policy server is stopping", request.step)
-        except Exception as exc:
-            message = f"policy act raised {type(exc).__name__}: {exc}"
-            return _error(grpc.StatusCode.INTERNAL, message, request.step)
-        result = policy_pb2.ActResult()
-        chunk = result.chunk  # filled in place: no copy of a separately built message
-        try:
-            codec.encode_actions(np.asarray(actions), self._spec, chunk.actions)  # checked as it is encoded
-        except SpecMismatch as exc:
-            message = f"policy {self._spec.model_name!r} returned a bad chunk for step {request.step}: {exc}"
-            return _error(grpc.StatusCode.FAILED_PRECONDITION, message, request.step)
-        chunk.step = request.step
-        chunk.episode = request.episode
-        chunk.compute_ms = compute_ms
-        return result
+    def _answer(self, session_id: str, request: bytes, stream: bool) -> bytes | policy_pb2.ActError:
+        parsed = self._decode.parse(request)
+        if parsed is None:  # not the expected layout: the message says what is wrong, if anything
+            try:
+                msg = common_pb2.Observation.FromString(request)
+            except DecodeError as exc:
+                raise _Undecodable from exc
+            try:
+                parsed = self._decode(msg), msg.episode, msg.step
+            except SpecMismatch as exc:
+                return _error(grpc.StatusCode.INVALID_ARGUMENT, str(exc), msg.step)
+        obs, episode, step = parsed
+        while True:
+            try:
+                session = self._session(session_id)
+            except _ServerStopping:
+                return _error(grpc.StatusCode.UNAVAILABLE, "the policy server is stopping", step)
+            except Exception as exc:  # the factory failed to make the session's policy
+                return _error(grpc.StatusCode.INTERNAL, f"policy act raised {type(exc).__name__}: {exc}", step)
+            with session.lock:
+                if session.closed:  # evicted, or stopped, meanwhile: the next lookup says which
+                    continue
+                start = time.perf_counter()
+                try:
+                    actions = session.policy.act(obs)
+                except Exception as exc:
+                    return _error(grpc.StatusCode.INTERNAL, f"policy act raised {type(exc).__name__}: {exc}", step)
+                compute_ms = (time.perf_counter() - start) * 1e3
+                # encoded (checked, and copied) before the policy is released: it may reuse the
+                # array it returned on its next call
+                try:
+                    return self._encode(actions if actions.__class__ is np.ndarray else np.asarray(actions),
+                                        step=step, episode=episode, compute_ms=compute_ms, act_result=stream)
+                except SpecMismatch as exc:
+                    message = f"policy {self._spec.model_name!r} returned a bad chunk for step {step}: {exc}"
+                    return _error(grpc.StatusCode.FAILED_PRECONDITION, message, step)
 
 
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
-def _error(code: grpc.StatusCode, message: str, step: int) -> policy_pb2.ActResult:
-    return policy_pb2.ActResult(error=policy_pb2.ActError(code=code.value[0], message=message, step=step))
+def _error(code: grpc.StatusCode, message: str, step: int) -> policy_pb2.ActError:
+    return policy_pb2.ActError(code=code.value[0], message=message, step=step)
 
 
 class TokenInterceptor(grpc.ServerInterceptor):
@@ -425,7 +543,7 @@ def start_policy_server(factory: PolicyFactory, options: ServerOptions) -> Runni
     threads = options.max_workers + options.max_streams
     server = grpc.server(ThreadPoolExecutor(max_workers=threads, thread_name_prefix="policy"),
                          interceptors=interceptors, options=channel_options(options.max_message_bytes))
-    policy_pb2_grpc.add_PolicyServiceServicer_to_server(servicer, server)
+    servicer.add_to_server(server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     address = f"{options.host}:{options.port}"

@@ -284,3 +284,146 @@ def test_chunk_with_nan_or_a_wrong_byte_count_is_refused_on_decode() -> None:
 def test_integer_finiteness_scan_agrees_with_numpy_on_any_float32_bits(bits: list[int]) -> None:
     data = np.array(bits, np.uint32).astype("<u4").tobytes()
     assert codec._f32_finite(data) == bool(np.isfinite(np.frombuffer(data, "<f4")).all())
+
+
+def _full_observation(state: np.ndarray | None = None, image: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    return {
+        "observation.state": np.linspace(-1, 1, 7, dtype=np.float32) if state is None else state,
+        "observation.images.overhead": np.arange(48, dtype=np.uint8).reshape(4, 4, 3) if image is None else image,
+    }
+
+
+@settings(max_examples=80, deadline=None)
+@given(_INT64, _INT64, st.floats(allow_nan=False), st.booleans())
+def test_observation_bytes_parse_to_what_the_message_decodes_to(
+    episode: int, step: int, sim_time_s: float, reverse_keys: bool
+) -> None:
+    obs = _full_observation()
+    if reverse_keys:  # map entries in another order than the spec's
+        obs = dict(reversed(obs.items()))
+    wire = codec.ObservationEncoder()(obs, episode=episode, step=step, sim_time_s=sim_time_s)
+    parsed = codec.ObservationDecoder(_spec()).parse(wire)
+    assert parsed is not None
+    values, got_episode, got_step = parsed
+    msg = pb.Observation.FromString(wire)
+    assert (got_episode, got_step) == (msg.episode, msg.step) == (episode, step)
+    slow = codec.decode_observation(msg, _spec())
+    assert values.keys() == slow.keys()
+    for key, value in values.items():
+        assert value.dtype == slow[key].dtype and not value.flags.writeable
+        np.testing.assert_array_equal(value, slow[key])
+
+
+def test_observation_bytes_the_message_decodes_the_same_way_parse_too() -> None:
+    # protobuf's own serializer writes what ObservationEncoder writes
+    wire = codec.encode_observation(_full_observation(), episode=3, step=200).SerializeToString()
+    parsed = codec.ObservationDecoder(_spec()).parse(wire)
+    assert parsed is not None and parsed[1:] == (3, 200)
+
+
+@pytest.mark.parametrize("wire", [
+    codec.ObservationEncoder()(_full_observation(state=np.array([0, 1, 2, 3, 4, 5, np.nan], np.float32)),
+                               episode=0, step=1),
+    codec.ObservationEncoder()(_full_observation(state=np.array([0, 1, 2, 3, 4, 5, -np.inf], np.float32)),
+                               episode=0, step=1),
+    codec.ObservationEncoder()(_full_observation(state=np.zeros(6, np.float32)), episode=0, step=1),
+    codec.ObservationEncoder()(_full_observation(image=np.zeros((4, 4, 3), np.int32)), episode=0, step=1),
+    codec.ObservationEncoder()({"observation.state": np.zeros(7, np.float32)}, episode=0, step=1),
+    codec.ObservationEncoder()({**_full_observation(), "extra": np.zeros(2)}, episode=0, step=1),
+    codec.ObservationEncoder()(_full_observation(), episode=0, step=1)[:-1],  # cut short
+    codec.ObservationEncoder()(_full_observation(), episode=0, step=1) + b"\x28\x01",  # an unknown field
+    b"\x0a\xff",
+    b"",
+], ids=["nan", "inf", "shape", "dtype", "missing", "undeclared", "truncated", "unknown", "garbage", "empty"])
+def test_observation_bytes_out_of_the_expected_layout_are_left_to_the_message_path(wire: bytes) -> None:
+    assert codec.ObservationDecoder(_spec()).parse(wire) is None
+
+
+def test_a_repeated_map_entry_is_left_to_the_message_path() -> None:
+    encoder = codec.ObservationEncoder()
+    one = encoder({"observation.state": np.zeros(7, np.float32)}, episode=0, step=0)
+    wire = encoder(_full_observation(), episode=0, step=0) + one  # protobuf: the last entry wins
+    assert codec.ObservationDecoder(_spec()).parse(wire) is None
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 5), _INT64, _INT64, st.floats(allow_nan=False) | st.just(-0.0), st.booleans())
+def test_chunk_encoder_bytes_parse_to_the_message_encode_actions_builds(
+    rows: int, step: int, episode: int, compute_ms: float, act_result: bool
+) -> None:
+    spec = _spec()
+    actions = np.arange(rows * 7, dtype=np.float32).reshape(rows, 7) - 3.5
+    expected = pb.ActionChunk(step=step, episode=episode, compute_ms=compute_ms)
+    codec.encode_actions(actions, spec, expected.actions)
+    wire = codec.ChunkEncoder(spec)(actions, step=step, episode=episode, compute_ms=compute_ms, act_result=act_result)
+    if act_result:
+        from testbed.bridge.generated import policy_pb2
+
+        result = policy_pb2.ActResult.FromString(wire)
+        assert result.WhichOneof("result") == "chunk" and result.chunk == expected
+    else:
+        assert pb.ActionChunk.FromString(wire) == expected
+        assert wire == expected.SerializeToString()
+
+
+def test_chunk_encoder_refuses_what_encode_actions_refuses_naming_the_fault() -> None:
+    nan = np.ones((5, 7), np.float32)
+    nan[4, 6] = np.nan
+    encode = codec.ChunkEncoder(_spec())
+    for bad, message in [(nan, "action: contains NaN or inf"),
+                         (np.ones((6, 7), np.float32), r"expected shape \(1..5, 7\), got \(6, 7\)"),
+                         (np.ones((5, 7)), "expected dtype float32, got float64"),
+                         (np.ones((5, 7), ">f4"), "expected dtype float32, got >f4")]:
+        with pytest.raises(SpecMismatch, match=message):
+            encode(bad, step=0, episode=0, compute_ms=0.0)
+        with pytest.raises(SpecMismatch, match=message):
+            codec.encode_actions(bad, _spec(), pb.Tensor())
+    transposed = np.arange(35, dtype=np.float32).reshape(7, 5).T  # valid, not C-contiguous: sent in C order
+    wire = encode(transposed, step=1, episode=0, compute_ms=0.0)
+    np.testing.assert_array_equal(codec.decode_tensor(pb.ActionChunk.FromString(wire).actions), transposed)
+
+
+@settings(max_examples=100, deadline=None)
+@given(_INT64, _INT64, st.floats(allow_nan=False))
+def test_chunk_decoder_reads_what_decode_chunk_reads(step: int, episode: int, compute_ms: float) -> None:
+    spec = _spec()
+    actions = np.linspace(-2, 2, 35, dtype=np.float32).reshape(5, 7)
+    msg = codec.encode_chunk(actions, step=step, episode=episode, compute_ms=compute_ms)
+    decoded = codec.ChunkDecoder(spec).chunk(msg.SerializeToString(), latency_ms=0.25)
+    assert decoded is not None
+    chunk, got_episode = decoded
+    slow = codec.decode_chunk(msg, spec, latency_ms=0.25)
+    assert got_episode == episode
+    assert (chunk.step, chunk.compute_ms, chunk.latency_ms) == (slow.step, slow.compute_ms, 0.25) == (
+        step, compute_ms, 0.25)
+    assert chunk.actions.dtype == slow.actions.dtype
+    np.testing.assert_array_equal(chunk.actions, slow.actions)
+    assert not chunk.actions.flags.writeable
+
+
+def test_chunk_decoder_leaves_errors_and_faulty_chunks_to_the_message_path() -> None:
+    from testbed.bridge.generated import policy_pb2
+
+    spec = _spec()
+    decoder = codec.ChunkDecoder(spec)
+    good = codec.encode_chunk(np.ones((5, 7), np.float32), step=3, episode=1)
+    assert decoder.result(policy_pb2.ActResult(chunk=good).SerializeToString()) is not None
+    nan = codec.encode_chunk(np.ones((5, 7), np.float32), step=3, episode=1)
+    nan.actions.data = np.array([1.0] * 34 + [np.nan], np.float32).tobytes()
+    short = codec.encode_chunk(np.ones((4, 7), np.float32), step=3, episode=1)  # valid, fewer rows: the long way
+    error = policy_pb2.ActResult(error=policy_pb2.ActError(code=3, message="no", step=3))
+    for wire in (policy_pb2.ActResult(chunk=nan).SerializeToString(),
+                 policy_pb2.ActResult(chunk=short).SerializeToString(),
+                 error.SerializeToString(),
+                 policy_pb2.ActResult(chunk=good).SerializeToString() + b"\x0a\x00",  # a second chunk field
+                 policy_pb2.ActResult(chunk=good).SerializeToString()[:-3],
+                 b""):
+        assert decoder.result(wire) is None
+
+
+def test_chunk_decoder_of_a_spec_too_large_for_the_integer_scan_always_takes_the_message_path() -> None:
+    spec = PolicySpec(observation={}, action_kind=ActionKind.JOINT_POSITIONS, action_dim=100, chunk_size=50,
+                      control_hz=1.0)
+    wire = codec.encode_chunk(np.ones((50, 100), np.float32), step=1, episode=0).SerializeToString()
+    assert codec.ChunkDecoder(spec).chunk(wire) is None
+    assert codec.decode_chunk(pb.ActionChunk.FromString(wire), spec).actions.shape == (50, 100)
