@@ -19,6 +19,7 @@ from testbed.errors import TestbedError
 
 COMMAND_MODULES = (
     "testbed.bridge.commands",
+    "testbed.dashboard.commands",
     "testbed.data.commands",
     "testbed.eval.commands",  # after testbed.data.commands: it adds ``datasets record`` to that group
     "testbed.scenario.commands",

@@ -177,6 +177,11 @@ class PolicyDriver:
 
     def _request(self, ep: Episode, step: int, t: float, measured: np.ndarray) -> None:
         obs = self.observe(measured)
+        if ep.events.frames_wanted:
+            for _, key in self.cameras:  # live viewers get the frames the policy sees, without another render
+                camera = key.removeprefix("observation.images.")
+                if ep.events.frame_due(camera):
+                    ep.events.publish_frame(camera, obs[key], t, ep.index)
         try:
             self.source.submit(obs if ep.sites is None else ep.sites.outbound_observations(obs), self.step)
         except (PolicyUnavailable, SpecMismatch) as exc:
