@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("overrides", nargs="*", metavar="key:=value", help="overrides, e.g. episodes:=3 seed:=7")
     parser.add_argument("--runs-dir", default="runs", type=Path, help="where run records go (default: runs/)")
     parser.add_argument("--quiet", action="store_true", help="no per-episode progress lines")
+    parser.add_argument("--ros2", action="store_true", help="run as a ROS 2 node (same as ros2.enabled:=true)")
+    parser.add_argument("--dashboard", action="store_true", help="serve the dashboard while the run is live")
+    parser.add_argument("--dashboard-host", default="127.0.0.1",
+                        help="its address (default 127.0.0.1; beyond loopback needs $TESTBED_DASHBOARD_TOKEN)")
+    parser.add_argument("--dashboard-port", type=int, default=8000, help="its port (default 8000; 0: any free one)")
     parser.set_defaults(func=_launch)
 
     evaluate = subparsers.add_parser("eval", help="run a scenario's episodes across worker processes")
@@ -44,11 +51,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _launch(args: argparse.Namespace) -> int:
     from testbed.eval.runner import run_scenario
 
-    loaded = load(args.file, args.overrides)
+    loaded = load(args.file, [*args.overrides, "ros2.enabled:=true"] if args.ros2 else args.overrides)
     scenario = loaded.scenario
     print(f"launching {scenario.name!r}: {scenario.episodes} episode(s), seed {scenario.seed}", flush=True)
     progress = None if args.quiet else (lambda line: print(f"  {line}", flush=True))
-    result = run_scenario(loaded, runs_dir=args.runs_dir, progress=progress)
+    with contextlib.ExitStack() as stack:
+        hook = None
+        if args.dashboard:
+            from testbed.dashboard import serve_live
+
+            hook = stack.enter_context(serve_live(runs_dir=args.runs_dir, host=args.dashboard_host,
+                                                  port=args.dashboard_port,
+                                                  token=os.environ.get("TESTBED_DASHBOARD_TOKEN") or None,
+                                                  announce_to=lambda line: print(line, flush=True)))
+        result = run_scenario(loaded, runs_dir=args.runs_dir, progress=progress, events_hook=hook)
     print(format_summary(result.metrics))
     print(f"recorded in {result.run_dir}")
     sys.stdout.flush()

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pybullet as p
 
 from testbed.control import ControlLoop
 from testbed.control.pacing import Pacer, request_realtime_priority
@@ -26,6 +27,7 @@ from testbed.eval.drivers import Driver, Episode, ExternalDriver, JobDriver, Pol
 from testbed.eval.events import EventStream
 from testbed.eval.metrics import EpisodeTally, build_metrics
 from testbed.eval.plan import plan_arrivals
+from testbed.eval.ros2_run import RunRos2, check_available, part_poses, start_ros2
 from testbed.eval.sites_run import RunSites, effective_scenario
 from testbed.eval.sources import check_spec, open_action_source, token_from_env
 from testbed.eval.trace import JointTrace
@@ -37,7 +39,8 @@ from testbed.scenario.workload import PartArrival
 from testbed.sim.cell import Cell, build_cell
 
 PART_CHECK_EVERY = 4  # physics steps between part bookkeeping passes (60 Hz at 240 Hz physics)
-MONITOR_HZ = 20.0  # contacts, joint trace and the live snapshot
+MONITOR_HZ = 20.0  # contacts, joint trace and the live snapshot (and camera frames while someone watches)
+LIVE_LATENCIES = 32  # latest policy round trips in the snapshot, with their running count
 TASK = "sort each arriving part into the bin for its type"
 
 RecorderFactory = Callable[[PolicySpec, RobotModel], Recorder]
@@ -94,6 +97,7 @@ def run_scenario(loaded: LoadedScenario, *, runs_dir: Path = Path("runs"),
     if bad:
         raise ScenarioError(f"{loaded.path}: episodes {bad} are outside 0..{scenario.episodes - 1}")
     sites = RunSites(scenario, loaded.path)
+    check_available(scenario)
     run_id, run_dir = create_run_dir(runs_dir, scenario.name)
     events = EventStream(run_dir / "events.jsonl")
     with ExitStack() as stack:
@@ -115,6 +119,9 @@ def run_scenario(loaded: LoadedScenario, *, runs_dir: Path = Path("runs"),
         service = _serve_controllers(scenario, control, stack)
         drivers = _open_drivers(loaded, cell, stack, service, run_dir / "logs", sites)
         policy_drivers = [d for d in drivers if isinstance(d, PolicyDriver)]
+        ros = start_ros2(scenario, cell, events, service[0] if service else None, stack)
+        if ros is not None and scenario.ros2.commands == "all":
+            drivers = ros.yielding(drivers)
         sites.check(key for d in policy_drivers for key in d.spec.observation)
         sites.start_audit(run_dir, run_id, stack)
         arrivals = [sites.plan.filter_arrivals(a) for a in arrivals]
@@ -136,10 +143,13 @@ def run_scenario(loaded: LoadedScenario, *, runs_dir: Path = Path("runs"),
         if scenario.sim.realtime:
             _raise_priority_for_the_run(stack)
             pacer = Pacer(cell.dt_s)
+            # real time: live views get frames at the policy's rate (lockstep, ~35x faster, keeps the wall cap)
+            events.frame_max_hz = max([d.spec.control_hz for d in policy_drivers], default=events.frame_max_hz)
         events.emit("run_start", 0.0, None, run_id=run_id, scenario=scenario.name, seed=scenario.seed,
                     episodes=scenario.episodes, robots=[r.name for r in scenario.cell.robots],
                     policy=policy_drivers[0].spec.model_name if policy_drivers else None,
-                    controller_service=f"grpc://{service[1].address}" if service else None,
+                    controller_service=f"grpc://{service[1].address}" if service and service[1] else None,
+                    ros2=_ros2_info(scenario) if ros is not None else None,
                     policy_logs=sorted(str(p.relative_to(run_dir)) for p in (run_dir / "logs").glob("policy-*.log")))
         tallies: list[EpisodeTally] = []
         latencies: list[float] = []
@@ -151,7 +161,7 @@ def run_scenario(loaded: LoadedScenario, *, runs_dir: Path = Path("runs"),
             sites.workload_sent(len(arrivals[index]))
             started = time.perf_counter()
             _run_episode(ep, scenario, drivers, arrivals[index], trace, pacer,
-                         service[0].tick if service else control.tick, guard)
+                         service[0].tick if service else control.tick, guard, ros)
             wall_s += time.perf_counter() - started
             sim_s += ep.tally.duration_s
             sites.end_interval(sim_s)
@@ -165,6 +175,9 @@ def run_scenario(loaded: LoadedScenario, *, runs_dir: Path = Path("runs"),
                                 sim_s=sim_s, wall_s=wall_s, control=_control_metrics(cell.dt_s, len(drivers), pacer))
         events.emit("run_end", sim_s, None, success_rate=metrics["success_rate"])
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    # every round trip, for latency distributions (metrics.json keeps the percentiles)
+    (run_dir / "policy_latency_ms.json").write_text(json.dumps([round(x, 4) for x in latencies]) + "\n",
+                                                     encoding="utf-8")
     return RunResult(run_id, run_dir, metrics, tuple(tallies), tuple(latencies))
 
 
@@ -249,17 +262,31 @@ def _tcp_speed_guard(scenario: Scenario, control: ControlLoop, models: list[Robo
 
 
 def _serve_controllers(scenario: Scenario, control: ControlLoop, stack: ExitStack) -> tuple[Any, Any] | None:
-    """Start the ControllerService on the run's control loop when the launch file asks for it."""
+    """The controller backend (for the ControllerService and the ROS 2 node) and the gRPC server, if asked for.
+
+    Returns (backend, server or None), or None when neither the service nor ROS 2 is enabled.
+    """
     cfg = scenario.controller_service
-    if not cfg.serve:
+    if not cfg.serve and not scenario.ros2.enabled:
         return None
     from testbed.bridge.controller_backend import ControlLoopBackend
     from testbed.bridge.controller_service import start_controller_server
 
-    token = token_from_env("controller_service.token_env", cfg.token_env)
+    token = token_from_env("controller_service.token_env", cfg.token_env) if cfg.serve else None
     backend = stack.enter_context(ControlLoopBackend(control, names=[r.name for r in scenario.cell.robots]))
+    if not cfg.serve:
+        return backend, None
     server = stack.enter_context(start_controller_server(backend, host=cfg.host, port=cfg.port, token=token))
     return backend, server
+
+
+def _ros2_info(scenario: Scenario) -> dict[str, Any]:
+    """Where the run's ROS 2 node is, for ``run_start``."""
+    from testbed.ros2.node import NODE_NAMESPACE, node_name
+
+    cfg = scenario.ros2
+    domain = cfg.domain_id if cfg.domain_id is not None else int(os.environ.get("ROS_DOMAIN_ID", "0") or 0)
+    return {"node": f"{NODE_NAMESPACE}/{node_name(scenario.name)}", "domain_id": domain, "namespace": cfg.namespace}
 
 
 def _open_drivers(loaded: LoadedScenario, cell: Cell, stack: ExitStack, service: tuple[Any, Any] | None,
@@ -269,7 +296,7 @@ def _open_drivers(loaded: LoadedScenario, cell: Cell, stack: ExitStack, service:
     for i, robot_cfg in enumerate(scenario.cell.robots):
         n_joints = cell.robots[i].model.n_joints
         if robot_cfg.external:
-            assert service is not None  # the schema requires controller_service.serve
+            assert service is not None  # the schema requires controller_service.serve or ros2.enabled
             drivers.append(ExternalDriver(i, robot_cfg.name, cell, service[0].gripper_request))
             continue
         if i in loaded.jobs:
@@ -292,7 +319,7 @@ def _open_drivers(loaded: LoadedScenario, cell: Cell, stack: ExitStack, service:
 
 def _run_episode(ep: Episode, scenario: Scenario, drivers: list[Driver], arrivals: list[PartArrival],
                  trace: JointTrace, pacer: Pacer | None, tick: Callable[[float, np.ndarray], np.ndarray],
-                 guard: TcpSpeedGuard | None) -> None:
+                 guard: TcpSpeedGuard | None, ros: RunRos2 | None = None) -> None:
     cell, control, events, tally = ep.cell, ep.control, ep.events, ep.tally
     cell.reset_episode()
     control.reset(cell.read_joint_positions().copy())
@@ -305,6 +332,10 @@ def _run_episode(ep: Episode, scenario: Scenario, drivers: list[Driver], arrival
     dt = cell.dt_s
     max_steps = round(scenario.sim.max_episode_s / dt)
     monitor_every = max(1, round(1.0 / (MONITOR_HZ * dt)))
+    # the ROS 2 node publishes the newest snapshot at its wall-clock rate; in lockstep the monitor's snapshots
+    # already come faster than that, in real time they are kept at least that fresh
+    state_every = (max(1, round(1.0 / (ros.rate_hz * dt)))
+                   if ros is not None and pacer is not None and ros.rate_hz > MONITOR_HZ else 0)
     # parts go to the robots' stations in turn
     pending = [(arrival, i % len(drivers)) for i, arrival in enumerate(arrivals)]
     resolved = 0
@@ -330,9 +361,15 @@ def _run_episode(ep: Episode, scenario: Scenario, drivers: list[Driver], arrival
                             order_id=arrival.order_id, reason="no free part in the pool")
         measured = cell.read_joint_positions()
         if step % monitor_every == 0:
-            _monitor(ep, drivers, contacts, trace, t, measured)
+            _monitor(ep, drivers, contacts, trace, t, measured, ros is not None)
+            if ros is not None:
+                ros.drain(events, t, ep.index)
+        elif state_every and step % state_every == 0:
+            _publish_state(ep, drivers, t, measured, True)
         for d in drivers:
             d.cycle(ep, step, t, measured)
+        if events.frames_wanted and step % monitor_every == 0:
+            _publish_frames(ep, t)  # after the drivers: a camera the policy just rendered is not rendered again
         setpoint = tick(t, measured)
         if guard is not None:
             guard.check()
@@ -370,7 +407,7 @@ def _run_episode(ep: Episode, scenario: Scenario, drivers: list[Driver], arrival
 
 
 def _monitor(ep: Episode, drivers: list[Driver], contacts: list[set[str]], trace: JointTrace, t: float,
-             measured: np.ndarray) -> None:
+             measured: np.ndarray, with_parts: bool = False) -> None:
     """Collisions, the joint trace and the live snapshot, at ``MONITOR_HZ``."""
     for d in drivers:
         touching = ep.cell.robot_contacts(d.index)
@@ -379,6 +416,11 @@ def _monitor(ep: Episode, drivers: list[Driver], contacts: list[set[str]], trace
             ep.events.emit("collision", t, ep.index, d.name, other=name)
         contacts[d.index] = touching
         trace.add(t, ep.index, d.index, measured, ep.control.setpoint)
+    _publish_state(ep, drivers, t, measured, with_parts)
+
+
+def _publish_state(ep: Episode, drivers: list[Driver], t: float, measured: np.ndarray, with_parts: bool) -> None:
+    """The live snapshot (with the parts' poses when the ROS 2 node shows them)."""
     ep.events.publish_state({
         "t": t, "episode": ep.index,
         "robots": {d.name: {"joint_pos": measured[d.index, : ep.cell.robots[d.index].model.n_joints].tolist(),
@@ -386,9 +428,26 @@ def _monitor(ep: Episode, drivers: list[Driver], contacts: list[set[str]], trace
                             .tolist(),
                             "state": ep.control.state(d.index).name,
                             "suction": ep.cell.robots[d.index].suction_on} for d in drivers},
+        "tcp_xyz": {d.name: _tcp_xyz(ep.cell, d.index) for d in drivers},
         "episode_tally": {"parts": ep.tally.parts, "placed": ep.tally.placed, "dropped": ep.tally.dropped,
                           "collisions": ep.tally.collisions, "policy_timeouts": ep.tally.policy_timeouts},
+        "policy_latency_ms": {"count": len(ep.latencies_ms), "recent": ep.latencies_ms[-LIVE_LATENCIES:]},
+        **({"parts": part_poses(ep.cell)} if with_parts else {}),
     })
+
+
+def _tcp_xyz(cell: Cell, index: int) -> list[float]:
+    """The robot's TCP position in the world frame (m)."""
+    robot = cell.robots[index]
+    return list(p.getLinkState(robot.body, robot.tcp_link, computeForwardKinematics=True,
+                               physicsClientId=cell.client)[4])
+
+
+def _publish_frames(ep: Episode, t: float) -> None:
+    """Render the cell's cameras for live viewers, each no more often than the stream's frame rate allows."""
+    for index, camera in enumerate(ep.cell.config.cameras):
+        if ep.events.frame_due(camera.name):
+            ep.events.publish_frame(camera.name, ep.cell.render(index), t, ep.index)
 
 
 def _part_events(ep: Episode, drivers: list[Driver], t: float) -> int:
