@@ -15,8 +15,6 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-import types
-import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +25,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 import testbed
 from testbed.errors import ScenarioError
+from testbed.scenario.loader import model_in
 from testbed.scenario.overrides import dotted
 from testbed.scenario.schema import (
     DATA_CLASS_PATTERN,
@@ -450,19 +449,8 @@ def _allowed_keys(model: type[BaseModel], loc: Sequence[str | int]) -> list[str]
         fields = {(f.alias or name): f for name, f in current.model_fields.items()}
         if part not in fields:
             return []
-        current = _model_in(fields[part].annotation)
+        current = model_in(fields[part].annotation)
         if current is None:
             return []
     return [f.alias or name for name, f in current.model_fields.items()]
-
-
-def _model_in(annotation: Any) -> type[BaseModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is not None:
-        for arg in typing.get_args(annotation):
-            found = _model_in(arg)
-            if found is not None:
-                return found
-    return None
 
