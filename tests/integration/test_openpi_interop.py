@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -193,7 +194,12 @@ def test_reply_after_deadline_is_dropped_and_counted() -> None:
 
 def test_newer_observation_supersedes_one_not_yet_sent() -> None:
     with OpenPiServer("echo", sleep_s=0.3) as srv, _source(srv.endpoint) as source:
-        for step in range(3):
+        source.submit(_obs(0), 0)
+        # step 0 on the wire first (the server takes 0.3 s to answer); otherwise 1 could supersede 0 instead
+        sent_by = time.monotonic() + 5.0
+        while source.stats().sent < 1 and time.monotonic() < sent_by:
+            time.sleep(0.005)
+        for step in (1, 2):
             source.submit(_obs(step), step)
         steps = []
         for _ in range(2):
