@@ -200,7 +200,9 @@ class ControllerServicer(controller_pb2_grpc.ControllerServiceServicer):
         self, request: controller_pb2.SendJobRequest, context: grpc.ServicerContext
     ) -> controller_pb2.SendJobResponse:
         try:
-            name = self._wait(self._backend.send_job(request.robot, request.job_yaml))
+            name = self._wait(self._backend.send_job(request.robot, request.job_yaml), late=(
+                f"the job did not start within {self._timeout_s:g} s (it is planned in a child process first; "
+                "a long job, a busy machine or a loop that stopped ticking); it was cancelled and the robot holds"))
         except _EXPECTED as exc:
             _abort(context, exc)
         return controller_pb2.SendJobResponse(job=name)
@@ -266,15 +268,16 @@ class ControllerServicer(controller_pb2_grpc.ControllerServiceServicer):
         finally:
             self.streams_open -= 1
 
-    def _wait(self, future: Future[_T]) -> _T:
+    def _wait(self, future: Future[_T], *, late: str | None = None) -> _T:
+        """The command's result; ``late`` says what a timeout means when it is not a loop that stopped ticking."""
         try:
             return future.result(self._timeout_s)
         except TimeoutError:
             future.cancel()  # never applied late: the backend skips cancelled commands
-            raise _LoopNotTicking(
+            raise _LoopNotTicking(late or (
                 f"the control loop ran no cycle within {self._timeout_s:g} s; "
                 "is the run paused, finished or not started?"
-            ) from None
+            )) from None
 
 
 class _LoopNotTicking(Exception):
