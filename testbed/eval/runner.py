@@ -244,7 +244,7 @@ def _closing_recorder(recorder: Recorder) -> Callable[..., bool]:
 
 
 def _tcp_speed_guard(scenario: Scenario, control: ControlLoop, models: list[RobotModel]) -> TcpSpeedGuard | None:
-    """Safe-speed monitoring of the TCP set-point for robots whose controller settings ask for it."""
+    """The TCP speed limit for robots whose controller settings ask for it: held every tick, monitored at 20 Hz."""
     limits = []
     for robot, model in zip(scenario.cell.robots, models, strict=True):
         settings = robot.controller
