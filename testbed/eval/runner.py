@@ -73,7 +73,8 @@ def new_run_id(name: str) -> str:
 def run_scenario(loaded: LoadedScenario, *, runs_dir: Path = Path("runs"),
                  make_recorder: RecorderFactory | None = None, progress: Callable[[str], None] | None = None,
                  events_hook: Callable[[EventStream], None] | None = None,
-                 episodes: Sequence[int] | None = None) -> RunResult:
+                 episodes: Sequence[int] | None = None,
+                 on_episode: Callable[[EpisodeTally, dict[str, Any]], None] | None = None) -> RunResult:
     """Run every episode of a scenario and record it under ``runs_dir/<run_id>/``.
 
     Args:
@@ -86,6 +87,9 @@ def run_scenario(loaded: LoadedScenario, *, runs_dir: Path = Path("runs"),
         events_hook: called with the live event stream before the first episode (dashboards subscribe here).
         episodes: run only these episode indices (each is determined by the seed and its index alone,
             so a run split across workers gives the same episodes as one run).
+        on_episode: called after each episode with its tally and figures {wall_s: the episode loop's wall
+            seconds, cpu_s: CPU seconds of this process and its child processes (policy servers) over the
+            episode, policy_latency_ms: this episode's policy round trips}.
 
     Raises:
         SpecMismatch: the policy does not fit the scenario (before any episode runs).
@@ -159,10 +163,18 @@ def run_scenario(loaded: LoadedScenario, *, runs_dir: Path = Path("runs"),
             ep = Episode(index, cell, control, events, EpisodeTally(episode=index, parts=len(arrivals[index])),
                          realtime=pacer is not None, recorder=recorder, latencies_ms=latencies, sites=sites)
             sites.workload_sent(len(arrivals[index]))
+            if on_episode is not None:
+                from testbed.eval.cpu import cpu_between, cpu_seconds
+
+                cpu_started, latencies_from = cpu_seconds(), len(latencies)
             started = time.perf_counter()
             _run_episode(ep, scenario, drivers, arrivals[index], trace, pacer,
                          service[0].tick if service else control.tick, guard, ros)
-            wall_s += time.perf_counter() - started
+            episode_wall_s = time.perf_counter() - started
+            wall_s += episode_wall_s
+            if on_episode is not None:
+                on_episode(ep.tally, {"wall_s": episode_wall_s, "cpu_s": cpu_between(cpu_started, cpu_seconds()),
+                                      "policy_latency_ms": latencies[latencies_from:]})
             sim_s += ep.tally.duration_s
             sites.end_interval(sim_s)
             tallies.append(ep.tally)
