@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "testbed.dashboard.commands",
     "testbed.data.commands",
     "testbed.eval.commands",  # after testbed.data.commands: it adds ``datasets record`` to that group
+    "testbed.eval.compare",  # ``testbed compare RUN_A RUN_B``
     "testbed.scenario.commands",
     "testbed.sites.commands",  # after testbed.data.commands: it adds ``datasets export`` to that group
 )
