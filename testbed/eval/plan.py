@@ -10,16 +10,18 @@ import numpy as np
 
 from testbed.errors import DatasetError
 from testbed.scenario.schema import Scenario
-from testbed.scenario.workload import PartArrival
+from testbed.scenario.workload import PART_TYPES, PartArrival
+from testbed.sim.randomize import draw_episode
 
 
 def plan_arrivals(scenario: Scenario) -> list[list[PartArrival]]:
     """Arrivals per episode, fully determined by the launch file and its seed.
 
     Scripted parts repeat every episode; random parts are drawn from
-    ``(seed, episode)``; an order log is consumed in windows of ``limit``
-    orders per episode (the whole log each episode when no limit is set),
-    wrapping around at its end, times re-based to each window's first order.
+    ``(seed, episode)``, their types by the episode's part mix when ``randomize.part_mix_concentration``
+    is set (the same draw the cell gets, ``testbed.sim.randomize.draw_episode``); an order log is
+    consumed in windows of ``limit`` orders per episode (the whole log each episode when no limit is
+    set), wrapping around at its end, times re-based to each window's first order.
     """
     workload = scenario.workload
     plans: list[list[PartArrival]] = []
@@ -45,7 +47,12 @@ def plan_arrivals(scenario: Scenario) -> list[list[PartArrival]]:
         for episode in range(scenario.episodes):
             rng = np.random.default_rng([scenario.seed, episode])
             times = np.arange(rnd.count) * rnd.interval_s + rng.uniform(0.0, rnd.jitter_s, rnd.count)
-            kinds = rng.integers(0, len(rnd.types), rnd.count)
+            mix = draw_episode(scenario.randomize, scenario.seed, episode).part_mix
+            if mix is None:
+                kinds = rng.integers(0, len(rnd.types), rnd.count)
+            else:  # this episode's weights over the workload's own types
+                weights = np.array([mix[PART_TYPES.index(t)] for t in rnd.types]) + 1e-12
+                kinds = rng.choice(len(rnd.types), rnd.count, p=weights / weights.sum())
             plans.append([PartArrival(t_s=round(float(t), 6), part_type=rnd.types[int(k)],
                                       order_id=f"ep{episode}-{i}") for i, (t, k) in enumerate(zip(times, kinds,
                                                                                                    strict=True))])

@@ -37,6 +37,7 @@ from testbed.scenario.loader import LoadedScenario
 from testbed.scenario.schema import Scenario
 from testbed.scenario.workload import PartArrival
 from testbed.sim.cell import Cell, build_cell
+from testbed.sim.randomize import draw_episode
 
 PART_CHECK_EVERY = 4  # physics steps between part bookkeeping passes (60 Hz at 240 Hz physics)
 MONITOR_HZ = 20.0  # contacts, joint trace and the live snapshot (and camera frames while someone watches)
@@ -333,10 +334,11 @@ def _run_episode(ep: Episode, scenario: Scenario, drivers: list[Driver], arrival
                  trace: JointTrace, pacer: Pacer | None, tick: Callable[[float, np.ndarray], np.ndarray],
                  guard: TcpSpeedGuard | None, ros: RunRos2 | None = None) -> None:
     cell, control, events, tally = ep.cell, ep.control, ep.events, ep.tally
-    cell.reset_episode()
+    draw = draw_episode(scenario.randomize, scenario.seed, ep.index)  # from (seed, episode) alone
+    cell.reset_episode(draw)
     control.reset(cell.read_joint_positions().copy())
     control.drain_events()
-    events.emit("episode_start", 0.0, ep.index, parts=len(arrivals))
+    events.emit("episode_start", 0.0, ep.index, parts=len(arrivals), randomize=draw.summary())
     for d in drivers:
         d.reset(ep)
     if ep.recorder is not None:

@@ -6,6 +6,7 @@ never be silently ignored.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, Literal
 
@@ -111,6 +112,73 @@ class CellConfig(Strict):
             if dupes:
                 raise ValueError(f"{kind} names must be unique; repeated: {', '.join(dupes)}")
         return self
+
+
+Range = tuple[float, float]
+
+
+def _check_range(name: str, value: Range | None, lo: float | None = None, hi: float | None = None,
+                 *, open_lo: bool = False) -> None:
+    """Refuse ``[low, high]`` with low > high or outside the field's bounds, naming the field."""
+    if value is None:
+        return
+    a, b = value
+    if not (math.isfinite(a) and math.isfinite(b)):
+        raise ValueError(f"{name}: expected finite [low, high], got [{a}, {b}]")
+    if a > b:
+        raise ValueError(f"{name}: expected [low, high] with low <= high, got [{a}, {b}]")
+    if lo is not None and (a <= lo if open_lo else a < lo):
+        raise ValueError(f"{name}: expected values {'>' if open_lo else '>='} {lo}, got [{a}, {b}]")
+    if hi is not None and b > hi:
+        raise ValueError(f"{name}: expected values <= {hi}, got [{a}, {b}]")
+
+
+class RandomizeConfig(Strict):
+    """Per-episode domain randomization, drawn from (seed, episode) only (testbed.sim.randomize).
+
+    Every field defaults to no randomization. Ranges are ``[low, high]``, drawn uniformly.
+    """
+
+    part_lateral_m: Range = Field((0.0, 0.0), description="part centre offset across the belt (x) in m")
+    part_yaw_deg: Range = Field((0.0, 0.0), description="part yaw on the belt in degrees")
+    part_mass_scale: Range = Field((1.0, 1.0), description="multiplies each part type's mass")
+    part_friction: Range | None = Field(None, description="lateral friction coefficient of each part "
+                                                          "(default: the part's own, 0.8)")
+    stopper_absent_probability: float = Field(0.0, ge=0, le=1, description="share of episodes without a stopper: "
+                                                                            "parts ride to the belt end and fall off "
+                                                                            "unless caught moving")
+    conveyor_speed_scale: Range = Field((1.0, 1.0), description="multiplies cell.conveyor.speed per episode")
+    camera_eye_jitter_m: float = Field(0.0, ge=0, le=0.5, description="each camera eye coordinate moves by up to "
+                                                                      "this many m")
+    camera_target_jitter_m: float = Field(0.0, ge=0, le=0.5, description="each camera target coordinate moves by "
+                                                                         "up to this many m")
+    light_azimuth_deg: Range | None = Field(None, description="light direction around the vertical axis "
+                                                              "(TinyRenderer; default: pybullet's own light)")
+    light_elevation_deg: Range | None = Field(None, description="light direction above the horizon in degrees")
+    light_colour_jitter: float = Field(0.0, ge=0, le=1, description="each light colour channel is 1 minus up to "
+                                                                    "this much")
+    light_ambient: Range | None = Field(None, description="ambient light coefficient")
+    part_mix_concentration: float | None = Field(
+        None, gt=0, le=1000, description="random workloads: part-type weights are drawn per episode from a "
+                                         "Dirichlet of this concentration (small: lopsided mixes)")
+
+    @model_validator(mode="after")
+    def _ranges(self) -> RandomizeConfig:
+        _check_range("part_lateral_m", self.part_lateral_m, -0.05, 0.05)
+        _check_range("part_yaw_deg", self.part_yaw_deg, -180.0, 180.0)
+        _check_range("part_mass_scale", self.part_mass_scale, 0.0, 100.0, open_lo=True)
+        _check_range("part_friction", self.part_friction, 0.0, 10.0)
+        _check_range("conveyor_speed_scale", self.conveyor_speed_scale, 0.0, 5.0, open_lo=True)
+        _check_range("light_azimuth_deg", self.light_azimuth_deg, -360.0, 360.0)
+        _check_range("light_elevation_deg", self.light_elevation_deg, 0.0, 90.0, open_lo=True)
+        _check_range("light_ambient", self.light_ambient, 0.0, 1.0)
+        return self
+
+    @property
+    def light_randomized(self) -> bool:
+        """Whether any light setting is drawn (otherwise renders use pybullet's default light)."""
+        return (self.light_azimuth_deg is not None or self.light_elevation_deg is not None
+                or self.light_ambient is not None or self.light_colour_jitter > 0)
 
 
 class PartEntry(Strict):
@@ -350,6 +418,9 @@ class Scenario(Strict):
                 if not re.match(ROS_NAME_PATTERN, name):
                     raise ValueError(f"{where}: {name!r} is not a valid ROS 2 name for ros2.enabled (letters, digits "
                                      "and underscores, starting with a letter)")
+        if self.randomize.part_mix_concentration is not None and self.workload.random is None:
+            raise ValueError("randomize.part_mix_concentration: a part mix needs a random workload "
+                             "(workload.random), not scripted parts or an order log")
         if self.policy.request_mode == "blocking" and self.sim.realtime:
             raise ValueError("policy.request_mode blocking is a lockstep baseline; real-time runs are pipelined")
         return self
@@ -362,6 +433,8 @@ class Scenario(Strict):
     workload: WorkloadConfig = WorkloadConfig(random=RandomWorkload())
     policy: PolicyConfig = PolicyConfig(builtin="expert")
     success: SuccessConfig = SuccessConfig()
+    randomize: RandomizeConfig = Field(RandomizeConfig(), description="per-episode domain randomization "
+                                                                      "(default: none)")
     controller_service: ControllerServiceConfig = ControllerServiceConfig()
     ros2: Ros2Config = Ros2Config()
     record: bool = Field(False, description="keep episodes as a LeRobot dataset under runs/<id>/dataset")

@@ -19,7 +19,8 @@ from testbed.policies.observations import ENV_STATE_NAMES
 from testbed.robots import RobotModel, load_robot
 from testbed.scenario.schema import CellConfig, RobotConfig
 from testbed.scenario.workload import PART_TYPES, PartArrival
-from testbed.sim.parts import PART_CATALOGUE, PartType, create_part_body
+from testbed.sim.parts import PART_CATALOGUE, PART_FRICTION, PartType, create_part_body
+from testbed.sim.randomize import EpisodeDraw
 
 BELT_WIDTH_M = 0.12
 BELT_X_M = 0.45  # belt centre line, relative to the first robot's base
@@ -33,6 +34,8 @@ PARK_Z_M = 5.0
 SETTLE_SPEED_M_S = 0.03
 SETTLE_TIMEOUT_S = 2.0
 SETTLE_MIN_S = 0.3
+PICK_ZONE_M = 0.45  # without a stopper: a moving part is in reach over the belt's last PICK_ZONE_M
+STOPPER_AWAY_Z_M = -2.0  # a stopper taken away for an episode waits under the floor
 
 
 @dataclass
@@ -48,6 +51,10 @@ class PartSlot:
     ready_t: float = 0.0
     released_t: float = 0.0
     station: int = 0
+    half_len_y_m: float = 0.0  # extent along the belt from the centre (with the part's yaw)
+    in_reach: bool = False  # without a stopper: moving through the pick zone
+    mass_kg: float = 0.0
+    friction: float = PART_FRICTION
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,8 @@ class Station:
     top_z: float
     bins: dict[str, tuple[float, float, float]]  # bin name -> floor centre, world frame
     bin_for_type: dict[str, str]
+    stopper_body: int = -1
+    stopper_xyz: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
 
 @dataclass
@@ -123,6 +132,12 @@ class Cell:
         self._joint_pos = np.zeros((len(self.robots), self.max_joints))
         self._initial_state = p.saveState(physicsClientId=self.client)
         self.t_s = 0.0
+        self.draw: EpisodeDraw | None = None
+        self.conveyor_speed = config.conveyor.speed  # m/s this episode (a draw may scale it)
+        self.stopper = True  # this episode's stoppers stand (else parts are caught moving)
+        # the belt drives a part while its front is short of this y (per station; no stopper: always)
+        self._stop_front_y = [st.belt_y_end - 0.002 for st in self.stations]
+        self._spawned = 0  # arrivals spawned this episode: a part's index into the draw
 
     # ---- building -------------------------------------------------------------------------------------
 
@@ -179,8 +194,9 @@ class Cell:
         for side in (-1, 1):
             self._static_box(f"{prefix}conveyor_rail", (0.005, length / 2, 0.015),
                              (belt_x + side * (BELT_WIDTH_M / 2 + 0.005), centre_y, top_z + 0.015), (0.7, 0.7, 0.7, 1))
-        self._static_box(f"{prefix}stopper", (BELT_WIDTH_M / 2 + 0.01, 0.01, 0.02),
-                         (belt_x, belt_y_end + 0.01, top_z + 0.02), (0.8, 0.1, 0.1, 1))
+        station.stopper_xyz = (belt_x, belt_y_end + 0.01, top_z + 0.02)
+        station.stopper_body = self._static_box(f"{prefix}stopper", (BELT_WIDTH_M / 2 + 0.01, 0.01, 0.02),
+                                                station.stopper_xyz, (0.8, 0.1, 0.1, 1))
         for b in config.bins:
             name = f"{prefix}{b.name}"
             xyz = (b.xyz[0] + dx, b.xyz[1] + dy, b.xyz[2])
@@ -210,7 +226,7 @@ class Cell:
             for i in range(max(1, arrivals_per_type.get(name, 0))):
                 park = (20.0 + 0.2 * i, 20.0 + 0.2 * t_index, PARK_Z_M)
                 body = create_part_body(self.client, kind, park)
-                self.parts.append(PartSlot(body, kind, park))
+                self.parts.append(PartSlot(body, kind, park, half_len_y_m=kind.size_m[1] / 2, mass_kg=kind.mass_kg))
         for slot in self.parts:
             self._park(slot)
 
@@ -224,8 +240,14 @@ class Cell:
 
     # ---- episodes ---------------------------------------------------------------------------------------
 
-    def reset_episode(self) -> None:
-        """Return the world to its built state: robots at home, parts parked, vacuum off."""
+    def reset_episode(self, draw: EpisodeDraw | None = None) -> None:
+        """Return the world to its built state: robots at home, parts parked, vacuum off.
+
+        Args:
+            draw: the episode's randomization (``testbed.sim.randomize.draw_episode``): conveyor speed,
+                stoppers standing or taken away, camera pose and light for ``render``, and per-part pose,
+                mass and friction applied by ``spawn``. None: the nominal cell.
+        """
         for robot in self.robots:
             if robot.constraint is not None:
                 p.removeConstraint(robot.constraint, physicsClientId=self.client)
@@ -236,6 +258,15 @@ class Cell:
         for slot in self.parts:
             self._park(slot)
         self.t_s = 0.0
+        self.draw = draw
+        self._spawned = 0
+        self.conveyor_speed = self.config.conveyor.speed * (draw.conveyor_speed_scale if draw is not None else 1.0)
+        stopper = draw.stopper if draw is not None else True
+        for st in self.stations if not stopper else ():  # restoreState has put every stopper back
+            xyz = (st.stopper_xyz[0], st.stopper_xyz[1], STOPPER_AWAY_Z_M)
+            p.resetBasePositionAndOrientation(st.stopper_body, xyz, (0, 0, 0, 1), physicsClientId=self.client)
+        self.stopper = stopper
+        self._stop_front_y = [st.belt_y_end - 0.002 if stopper else math.inf for st in self.stations]
 
     def spawn(self, arrival: PartArrival, station: int = 0) -> bool:
         """Put a part of the arrival's type on a station's infeed; False if none is free."""
@@ -245,8 +276,21 @@ class Cell:
         else:
             return False
         st = self.stations[station]
-        pos = (st.belt_x, st.belt_y_start + 0.04, st.top_z + slot.kind.half_height_m + 0.001)
-        p.resetBasePositionAndOrientation(slot.body, pos, (0, 0, 0, 1), physicsClientId=self.client)
+        index, self._spawned = self._spawned, self._spawned + 1
+        part = self.draw.part(index) if self.draw is not None else None
+        kind = slot.kind
+        lateral, yaw = (part.lateral_m, part.yaw_rad) if part is not None else (0.0, 0.0)
+        pos = (st.belt_x + lateral, st.belt_y_start + 0.04, st.top_z + kind.half_height_m + 0.001)
+        orn = p.getQuaternionFromEuler((0.0, 0.0, yaw)) if yaw else (0, 0, 0, 1)
+        slot.half_len_y_m = (kind.size_m[1] / 2 if kind.shape == "cylinder" or not yaw else
+                             (abs(kind.size_m[0] * math.sin(yaw)) + abs(kind.size_m[1] * math.cos(yaw))) / 2)
+        mass = kind.mass_kg * (part.mass_scale if part is not None else 1.0)
+        friction = part.friction if part is not None and part.friction is not None else PART_FRICTION
+        if mass != slot.mass_kg or friction != slot.friction:  # pooled bodies keep what the last episode set
+            p.changeDynamics(slot.body, -1, mass=mass, lateralFriction=friction, physicsClientId=self.client)
+            slot.mass_kg, slot.friction = mass, friction
+        slot.in_reach = False
+        p.resetBasePositionAndOrientation(slot.body, pos, orn, physicsClientId=self.client)
         p.resetBaseVelocity(slot.body, (0, 0, 0), (0, 0, 0), physicsClientId=self.client)
         p.setCollisionFilterGroupMask(slot.body, -1, 1, -1, physicsClientId=self.client)
         p.changeDynamics(slot.body, -1, activationState=p.ACTIVATION_STATE_WAKE_UP, physicsClientId=self.client)
@@ -292,13 +336,13 @@ class Cell:
 
     def step(self) -> None:
         """Drive the belt and advance physics by one step."""
-        speed = self.config.conveyor.speed
+        speed = self.conveyor_speed
         for slot in self.parts:
             if slot.status == "conveying":
                 pos, _ = p.getBasePositionAndOrientation(slot.body, physicsClientId=self.client)
                 vel, ang = p.getBaseVelocity(slot.body, physicsClientId=self.client)
-                front = pos[1] + slot.kind.size_m[1] / 2
-                vy = speed if front < self.stations[slot.station].belt_y_end - 0.002 else 0.0
+                front = pos[1] + slot.half_len_y_m
+                vy = speed if front < self._stop_front_y[slot.station] else 0.0
                 p.resetBaseVelocity(slot.body, (0.0, vy, vel[2]), ang, physicsClientId=self.client)
         p.stepSimulation(physicsClientId=self.client)
         self.t_s += self.dt_s
@@ -315,8 +359,11 @@ class Cell:
                 events.append(self._finish(slot, "dropped", None, {"reason": "fell off the conveyor"}))
             elif slot.status == "conveying":
                 vel, _ = p.getBaseVelocity(slot.body, physicsClientId=self.client)
-                at_stop = pos[1] + slot.kind.size_m[1] / 2 >= station.belt_y_end - 0.004
-                if at_stop and abs(vel[1]) < 0.01:
+                if not self.stopper and not slot.in_reach and pos[1] >= station.belt_y_end - PICK_ZONE_M:
+                    slot.in_reach = True  # the photo-eye sees it: catch it on the move
+                    slot.ready_t = self.t_s
+                at_stop = pos[1] + slot.half_len_y_m >= station.belt_y_end - 0.004
+                if self.stopper and at_stop and abs(vel[1]) < 0.01:
                     slot.status = "ready"
                     slot.ready_t = self.t_s
             elif slot.status == "released":
@@ -394,8 +441,13 @@ class Cell:
         return touching
 
     def part_ready(self, station: int) -> bool:
-        """Whether a part waits at the stopper of a station (its photo-eye)."""
-        return any(s.status == "ready" and s.station == station for s in self.parts)
+        """Whether a part is in reach at a station (its photo-eye): stopped at the stopper, or moving through the
+        pick zone of an episode without a stopper."""
+        return any(self._in_reach(s) and s.station == station for s in self.parts)
+
+    @staticmethod
+    def _in_reach(slot: PartSlot) -> bool:
+        return slot.status == "ready" or (slot.status == "conveying" and slot.in_reach)
 
     def environment_state(self, robot_index: int) -> np.ndarray:
         """Privileged state in the robot's base frame, laid out as ``ENV_STATE_NAMES``."""
@@ -403,7 +455,7 @@ class Cell:
         out = np.zeros(len(ENV_STATE_NAMES), dtype=np.float32)
         slot = robot.held
         if slot is None:
-            ready = [s for s in self.parts if s.status == "ready" and s.station == robot_index]
+            ready = [s for s in self.parts if self._in_reach(s) and s.station == robot_index]
             slot = min(ready, key=lambda s: (s.ready_t, s.body)) if ready else None
         if slot is None:
             return out
@@ -421,12 +473,20 @@ class Cell:
     def render(self, camera_index: int) -> np.ndarray:
         """Render a camera as uint8 ``(height, width, 3)``; call at the policy rate only (~12 ms at 320×240)."""
         cam = self.config.cameras[camera_index]
-        view = p.computeViewMatrix(cam.eye, cam.target, (1, 0, 0) if cam.eye[:2] == cam.target[:2] else (0, 0, 1),
+        eye, target, light = cam.eye, cam.target, {}
+        draw = self.draw
+        if draw is not None:
+            eye = tuple(a + b for a, b in zip(eye, draw.camera_eye_offset_m, strict=True))
+            target = tuple(a + b for a, b in zip(target, draw.camera_target_offset_m, strict=True))
+            if draw.light is not None:
+                light = {"lightDirection": draw.light.direction, "lightColor": draw.light.colour,
+                         "lightAmbientCoeff": draw.light.ambient}
+        view = p.computeViewMatrix(eye, target, (1, 0, 0) if eye[:2] == target[:2] else (0, 0, 1),
                                    physicsClientId=self.client)
         proj = p.computeProjectionMatrixFOV(cam.fov_deg, cam.width / cam.height, 0.05, 5.0,
                                             physicsClientId=self.client)
         _, _, rgba, _, _ = p.getCameraImage(cam.width, cam.height, view, proj, renderer=p.ER_TINY_RENDERER,
-                                            physicsClientId=self.client)
+                                            physicsClientId=self.client, **light)
         return np.asarray(rgba, dtype=np.uint8).reshape(cam.height, cam.width, 4)[:, :, :3].copy()
 
     def close(self) -> None:

@@ -28,6 +28,8 @@ class PartType:
         return PART_TYPES.index(self.name)
 
 
+PART_FRICTION = 0.8  # lateral friction of every part (a randomized episode may draw another)
+
 # Small electronics parts, sized so a 30 mm suction cup fits on each top face.
 PART_CATALOGUE: dict[str, PartType] = {
     "capacitor": PartType("capacitor", "cylinder", (0.036, 0.036, 0.035), 0.04, (0.15, 0.35, 0.85, 1.0)),
@@ -48,6 +50,6 @@ def create_part_body(client: int, part: PartType, position: tuple[float, float, 
         col = p.createCollisionShape(p.GEOM_BOX, halfExtents=half, physicsClientId=client)
         vis = p.createVisualShape(p.GEOM_BOX, halfExtents=half, rgbaColor=part.rgba, physicsClientId=client)
     body = p.createMultiBody(part.mass_kg, col, vis, basePosition=position, physicsClientId=client)
-    p.changeDynamics(body, -1, lateralFriction=0.8, spinningFriction=0.001, rollingFriction=0.0005,
+    p.changeDynamics(body, -1, lateralFriction=PART_FRICTION, spinningFriction=0.001, rollingFriction=0.0005,
                      physicsClientId=client)
     return body
