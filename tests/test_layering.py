@@ -19,6 +19,8 @@ FORBIDDEN = {
     "bridge": ("testbed.eval", "testbed.sim"),
     "scenario": ("testbed.eval", "testbed.bridge", "testbed.sim"),
     "robots": ("testbed.eval", "testbed.bridge", "testbed.sim", "pybullet"),
+    # the gymnasium env drives the cell through the control loop itself: no runner, no network, no live views
+    "gym": ("testbed.eval", "testbed.bridge", "testbed.dashboard", "testbed.ros2", "testbed.cli", "grpc"),
 }
 
 

@@ -1,5 +1,8 @@
 """Part arrivals of one episode, drawn from (run seed, episode index) as a run plans them.
 
+Random workloads take their part types from the episode's part mix when the launch file randomizes
+it (``testbed.sim.randomize.draw_episode``), as a run does.
+
 The rule is ``testbed.eval.plan.plan_arrivals``'s, for one episode at a time: the environment has no
 fixed episode count, and it must not import the evaluation package (its ``__init__`` brings in the
 runner). tests/gym/test_factory_pick.py checks that both give the same arrivals.
@@ -16,6 +19,7 @@ import numpy as np
 from testbed.errors import DatasetError
 from testbed.scenario.schema import Scenario
 from testbed.scenario.workload import PART_TYPES, PartArrival
+from testbed.sim.randomize import draw_episode
 
 
 class ArrivalPlan:
@@ -30,6 +34,7 @@ class ArrivalPlan:
 
     def __init__(self, scenario: Scenario) -> None:
         self.workload = scenario.workload
+        self.randomize = scenario.randomize
         self._orders = (_load_orders(Path(self.workload.orders), self.workload.time_scale)
                         if self.workload.orders is not None else None)
 
@@ -56,7 +61,12 @@ class ArrivalPlan:
         assert rnd is not None  # the schema gives exactly one source, random by default
         rng = np.random.default_rng([seed, episode])
         times = np.arange(rnd.count) * rnd.interval_s + rng.uniform(0.0, rnd.jitter_s, rnd.count)
-        kinds = rng.integers(0, len(rnd.types), rnd.count)
+        mix = draw_episode(self.randomize, seed, episode).part_mix
+        if mix is None:
+            kinds = rng.integers(0, len(rnd.types), rnd.count)
+        else:  # this episode's weights over the workload's own types
+            weights = np.array([mix[PART_TYPES.index(t)] for t in rnd.types]) + 1e-12
+            kinds = rng.choice(len(rnd.types), rnd.count, p=weights / weights.sum())
         return [PartArrival(t_s=round(float(t), 6), part_type=rnd.types[int(k)], order_id=f"ep{episode}-{i}")
                 for i, (t, k) in enumerate(zip(times, kinds, strict=True))]
 

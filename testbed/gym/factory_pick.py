@@ -46,6 +46,7 @@ from testbed.scenario import load
 from testbed.scenario.schema import CameraConfig, Scenario
 from testbed.scenario.workload import PART_TYPES, PartArrival
 from testbed.sim import Cell, build_cell
+from testbed.sim.randomize import EpisodeDraw, draw_episode
 
 ENV_ID = "testbed/FactoryPick-v0"
 DEFAULT_LAUNCH = Path(testbed.__file__).resolve().parents[1] / "launch" / "factory_cell.yaml"
@@ -192,6 +193,7 @@ class FactoryPickEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self._ended = True
         self._step = 0  # physics steps into the episode
         self._frame: tuple[int, np.ndarray] | None = None  # (physics step, image) of the render camera
+        self.draw: EpisodeDraw | None = None
 
     # ---- the gymnasium interface -----------------------------------------------------------------------
 
@@ -216,7 +218,9 @@ class FactoryPickEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
                 raise ScenarioError(f"reset(options={{'episode': {episode!r}}}): expected an integer >= 0")
             self._episode = int(episode)
         cell, control = self.cell, self.control
-        cell.reset_episode()
+        # the same randomization `testbed launch` applies to this (seed, episode)
+        self.draw = draw_episode(self.scenario.randomize, self._run_seed, self._episode)
+        cell.reset_episode(self.draw)
         control.reset(cell.read_joint_positions().copy())
         control.drain_events()
         self._target = control.setpoint[0, : self.n_joints].copy()
@@ -231,7 +235,9 @@ class FactoryPickEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self._frame = None
         self.tally = Tally(parts=len(arrivals))
         self._started, self._ended = True, False
-        return self._observe(), self._info([])
+        info = self._info([])
+        info["randomize"] = self.draw.summary()
+        return self._observe(), info
 
     def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         """Apply one action for one policy step (``steps_per_action`` physics steps).
