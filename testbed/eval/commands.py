@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from testbed.errors import ScenarioError
 from testbed.scenario.loader import load
 
 
@@ -27,12 +26,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--dashboard-port", type=int, default=8000, help="its port (default 8000; 0: any free one)")
     parser.set_defaults(func=_launch)
 
-    evaluate = subparsers.add_parser("eval", help="run a scenario's episodes across worker processes")
-    evaluate.add_argument("file", help="launch file (YAML)")
-    evaluate.add_argument("overrides", nargs="*", metavar="key:=value", help="overrides, e.g. episodes:=20")
-    evaluate.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    evaluate = subparsers.add_parser(
+        "eval", help="evaluate policies over seeded episodes and launch-file variations, on workers",
+        description="testbed eval LAUNCH_FILE [key:=value ...] runs every episode of every variation (--sweep) and "
+                    "policy (--policy), journals one row per episode in runs/<run_id>/results.jsonl and ends with "
+                    "results.parquet, summary.json and plots. testbed eval RUN_DIR --only ID re-runs one episode; "
+                    "testbed eval --resume RUN_DIR finishes an interrupted evaluation.")
+    evaluate.add_argument("file", nargs="?", help="launch file (YAML), or an evaluation directory with --only")
+    evaluate.add_argument("overrides", nargs="*", metavar="key:=value", help="overrides, e.g. seed:=3")
+    evaluate.add_argument("--episodes", type=int, default=None, help="episodes per (variation, policy) "
+                                                                     "(default: the launch file's)")
+    evaluate.add_argument("--workers", type=int, default=None, help="worker processes or Ray actors (default 2)")
+    evaluate.add_argument("--sweep", action="append", default=[], metavar="key=v1,v2,...",
+                          help="vary a launch-file key (values read like key:=value); repeated flags cross")
+    evaluate.add_argument("--policy", action="append", default=[], metavar="NAME=ENDPOINT",
+                          help="a policy to evaluate: grpc://HOST:PORT, ws://HOST:PORT (openpi), builtin:TARGET or "
+                               "serve:TARGET (TARGET: expert, pkg.module:Class); repeat to compare")
+    evaluate.add_argument("--policy-arg", action="append", default=[], metavar="NAME.key=value",
+                          help="constructor argument of a builtin:/serve: policy, e.g. bc.path=model.npz")
+    evaluate.add_argument("--policy-servers", choices=None, default=None, metavar="per-worker|shared",
+                          help="serve: policies get one server per worker (default) or one shared by all workers")
+    evaluate.add_argument("--ray", default=None, metavar="ADDRESS|local",
+                          help="run on Ray: 'local' starts a local instance, else the address of a cluster")
+    evaluate.add_argument("--only", default=None, metavar="EPISODE_ID",
+                          help="with RUN_DIR: re-run this episode (e.g. v1/default/0007) and compare it")
+    evaluate.add_argument("--resume", default=None, type=Path, metavar="RUN_DIR",
+                          help="finish an interrupted evaluation: keep its journaled episodes, run the rest")
     evaluate.add_argument("--runs-dir", default="runs", type=Path, help="where run records go (default: runs/)")
-    evaluate.add_argument("--quiet", action="store_true", help="no progress lines")
+    evaluate.add_argument("--price-per-core-hour", type=float, default=None,
+                          help="price of one busy core for an hour (default: the declared figure in summary.json)")
+    evaluate.add_argument("--currency", default=None, help="currency of --price-per-core-hour (default USD)")
+    evaluate.add_argument("--cpu-watts-per-core", type=float, default=None,
+                          help="power of one busy core where RAPL is unreadable (default: the declared figure)")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bar or per-episode lines")
     evaluate.set_defaults(func=_evaluate)
 
     # ``testbed datasets record``: the group is testbed.data's, the command runs scenarios
@@ -72,21 +98,9 @@ def _launch(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from testbed.eval.parallel import evaluate
+    from testbed.eval.eval_command import evaluate_command
 
-    if args.workers < 1:
-        raise ScenarioError(f"--workers: expected a positive number of processes, got {args.workers}")
-    loaded = load(args.file, args.overrides)
-    scenario = loaded.scenario
-    print(f"evaluating {scenario.name!r}: {scenario.episodes} episode(s) on {args.workers} worker(s), "
-          f"seed {scenario.seed}", flush=True)
-    progress = None if args.quiet else (lambda line: print(f"  {line}", flush=True))
-    result = evaluate(loaded, workers=args.workers, runs_dir=args.runs_dir, progress=progress)
-    print(format_summary(result.metrics))
-    figures = result.metrics["evaluation"]
-    print(f"{figures['episodes_per_minute']} episodes/minute on {figures['workers']} worker(s); "
-          f"recorded in {result.run_dir}")
-    return 0
+    return evaluate_command(args)
 
 
 def _record(args: argparse.Namespace) -> int:

@@ -1,0 +1,273 @@
+"""Where evaluation batches run: local worker processes (default) or a Ray cluster.
+
+Both give the orchestrator the same messages, plain JSON-able dicts:
+``{"kind": "row", "worker": n, "row": {...}}`` as each episode ends,
+``{"kind": "done", "worker": n, "batch": b}`` when a batch has ended,
+``{"kind": "error", "worker": n, "batch": b, "error": type name, "message": ...}`` when it failed, and
+``{"kind": "died", "worker": n, "detail": ...}`` when the worker itself is gone. Everything crosses as JSON
+text (pipes for local workers, Ray's object store for Ray), never as pickled objects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import multiprocessing
+import os
+import signal
+import traceback
+from multiprocessing.connection import Connection, wait
+from typing import Any, Protocol
+
+from testbed.errors import FeatureUnavailable, ScenarioError, TestbedError
+from testbed.eval.tasks import Batch, close_policy_servers, run_batch, worker_name
+
+Message = dict[str, Any]
+
+
+class Backend(Protocol):
+    """Runs batches on numbered workers and reports what happens as messages."""
+
+    workers: int
+
+    def submit(self, worker: int, batch: Batch) -> None:
+        """Start ``batch`` on idle worker ``worker``."""
+
+    def poll(self, timeout_s: float) -> list[Message]:
+        """Messages that arrived, waiting at most ``timeout_s`` for the first."""
+
+    def describe(self, worker: int) -> str:
+        """Where worker ``worker`` runs (``worker 2/2, pid 1234``)."""
+
+    def close(self, *, abort: bool = False) -> None:
+        """Stop the workers (at once when ``abort``)."""
+
+
+def _error_message(worker: int, batch: Batch, exc: BaseException) -> Message:
+    detail = str(exc) if isinstance(exc, TestbedError) else f"{exc}\n{traceback.format_exc()}"
+    return {"kind": "error", "worker": worker, "batch": batch["batch"], "error": type(exc).__name__,
+            "message": detail}
+
+
+def _local_worker(conn: Connection, number: int, parent_pid: int) -> None:
+    """A local worker's loop: run batches sent as JSON, answer with JSON messages; end with its parent."""
+    # Ctrl-C reaches the whole process group: the orchestrator decides, workers carry on until told or ended
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        while True:
+            if not conn.poll(1.0):
+                if os.getppid() != parent_pid:
+                    return  # the orchestrator was killed: stop instead of running on as an orphan
+                continue
+            msg = json.loads(conn.recv_bytes())
+            if msg["kind"] == "stop":
+                return
+            batch = msg["batch"]
+
+            def emit(row: dict[str, Any], batch: Batch = batch) -> None:
+                conn.send_bytes(json.dumps({"kind": "row", "worker": number, "row": row}).encode())
+
+            try:
+                run_batch(batch, emit)
+            except Exception as exc:
+                conn.send_bytes(json.dumps(_error_message(number, batch, exc)).encode())
+                continue
+            conn.send_bytes(json.dumps({"kind": "done", "worker": number, "batch": batch["batch"]}).encode())
+    except (EOFError, BrokenPipeError, ConnectionResetError):
+        return
+    finally:
+        close_policy_servers()
+
+
+class LocalBackend:
+    """``workers`` spawned processes, one pybullet world each, fed over pipes.
+
+    Raises:
+        ScenarioError: ``workers`` is not positive.
+    """
+
+    def __init__(self, workers: int) -> None:
+        if workers < 1:
+            raise ScenarioError(f"--workers: expected a positive number of processes, got {workers}")
+        self.workers = workers
+        # spawn, not fork: pybullet and gRPC keep threads and sockets a forked child must not inherit
+        context = multiprocessing.get_context("spawn")
+        self._conns: list[Connection] = []
+        self._procs: list[Any] = []
+        self._gone: set[int] = set()
+        for number in range(workers):
+            mine, theirs = context.Pipe(duplex=True)
+            proc = context.Process(target=_local_worker, args=(theirs, number, os.getpid()),
+                                   name=f"testbed-eval-worker-{number + 1}", daemon=True)
+            proc.start()
+            theirs.close()
+            self._conns.append(mine)
+            self._procs.append(proc)
+
+    def submit(self, worker: int, batch: Batch) -> None:
+        """Send ``batch`` to worker ``worker``."""
+        self._conns[worker].send_bytes(json.dumps({"kind": "batch", "batch": batch}).encode())
+
+    def poll(self, timeout_s: float) -> list[Message]:
+        """Messages from every worker, then a ``died`` for each worker that has ended (after its last words)."""
+        live = [n for n in range(self.workers) if n not in self._gone]
+        waitables: list[Any] = [self._conns[n] for n in live] + [self._procs[n].sentinel for n in live]
+        ready = set(wait(waitables, timeout_s)) if waitables else set()
+        out: list[Message] = []
+        for n in live:
+            conn, proc = self._conns[n], self._procs[n]
+            ended = proc.sentinel in ready or not proc.is_alive()
+            if conn in ready or ended:
+                try:
+                    while conn.poll():
+                        out.append(json.loads(conn.recv_bytes()))
+                except (EOFError, OSError):
+                    ended = True
+            if ended and not proc.is_alive():
+                proc.join(0)
+                self._gone.add(n)
+                out.append({"kind": "died", "worker": n, "detail": _exit_detail(proc.exitcode)})
+        return out
+
+    def describe(self, worker: int) -> str:
+        """``worker N/W (pid P)``."""
+        return f"worker {worker + 1}/{self.workers} (pid {self._procs[worker].pid})"
+
+    def close(self, *, abort: bool = False) -> None:
+        """Ask each worker to stop (or terminate it when ``abort``), then reap it."""
+        for n, proc in enumerate(self._procs):
+            if abort or not proc.is_alive():
+                continue
+            with contextlib.suppress(OSError):
+                self._conns[n].send_bytes(json.dumps({"kind": "stop"}).encode())
+        for proc in self._procs:
+            if abort and proc.is_alive():
+                proc.terminate()
+            proc.join(10.0)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5.0)
+        for conn in self._conns:
+            conn.close()
+
+
+def _exit_detail(code: int | None) -> str:
+    if code is None:
+        return "ended"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+class EvalActor:
+    """A Ray actor: one process with one pybullet world at a time and its own policy servers, reused per batch."""
+
+    def __init__(self, number: int) -> None:
+        self.number = number
+
+    def where(self) -> str:
+        """``<hostname>:<pid>`` of the actor's process."""
+        return worker_name()
+
+    def run_batch(self, batch_json: str, queue: Any) -> str:
+        """Run one batch; rows go to ``queue`` as JSON text as they end; returns the done/error message as JSON."""
+        batch = json.loads(batch_json)
+
+        def emit(row: dict[str, Any]) -> None:
+            queue.put(json.dumps({"kind": "row", "worker": self.number, "row": row}))
+
+        try:
+            run_batch(batch, emit)
+        except Exception as exc:
+            return json.dumps(_error_message(self.number, batch, exc))
+        return json.dumps({"kind": "done", "worker": self.number, "batch": batch["batch"]})
+
+
+def import_ray() -> Any:
+    """Ray, imported on first use.
+
+    Raises:
+        FeatureUnavailable: the ``cluster`` extra is not installed.
+    """
+    try:
+        import ray
+    except ImportError as exc:
+        raise FeatureUnavailable(f"--ray: Ray is not installed; install the cluster extra: "
+                                 f"pip install 'testbed[cluster]' ({exc})") from exc
+    return ray
+
+
+class RayBackend:
+    """``workers`` Ray actors (one CPU each) on a local instance (``address='local'``) or a running cluster.
+
+    Raises:
+        FeatureUnavailable: Ray is not installed.
+        ScenarioError: the cluster cannot be reached.
+    """
+
+    def __init__(self, workers: int, address: str) -> None:
+        if workers < 1:
+            raise ScenarioError(f"--workers: expected a positive number of processes, got {workers}")
+        ray = import_ray()
+        self._ray = ray
+        self.workers = workers
+        self._owns = not ray.is_initialized()
+        try:
+            if address == "local":
+                ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
+                         configure_logging=False, ignore_reinit_error=True)
+            else:
+                ray.init(address=address, log_to_driver=False, configure_logging=False, ignore_reinit_error=True)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise ScenarioError(f"--ray {address}: cannot start or reach Ray ({exc}); expected 'local' or the "
+                                "address of a running cluster (e.g. 10.0.0.5:6379)") from exc
+        from ray.util.queue import Queue
+
+        self._queue = Queue()
+        actor = ray.remote(num_cpus=1)(EvalActor)
+        self._actors = [actor.remote(n) for n in range(workers)]
+        self._where = ray.get([a.where.remote() for a in self._actors])
+        self._running: dict[Any, int] = {}
+
+    def submit(self, worker: int, batch: Batch) -> None:
+        """Call ``run_batch`` on actor ``worker``."""
+        ref = self._actors[worker].run_batch.remote(json.dumps(batch), self._queue)
+        self._running[ref] = worker
+
+    def poll(self, timeout_s: float) -> list[Message]:
+        """Rows from the queue, then the batches that ended (their rows were queued before they returned)."""
+        ray = self._ray
+        ready: list[Any] = []
+        if self._running:
+            ready, _ = ray.wait(list(self._running), num_returns=len(self._running), timeout=timeout_s)
+        out: list[Message] = [json.loads(text) for text in self._drain()]
+        for ref in ready:
+            worker = self._running.pop(ref)
+            try:
+                out.append(json.loads(ray.get(ref)))
+            except ray.exceptions.RayActorError as exc:
+                out.append({"kind": "died", "worker": worker, "detail": f"Ray actor died ({exc})"})
+            except ray.exceptions.RayError as exc:
+                out.append({"kind": "error", "worker": worker, "batch": None, "error": type(exc).__name__,
+                            "message": str(exc)})
+        return out
+
+    def _drain(self) -> list[str]:
+        size = self._queue.size()
+        return list(self._queue.get_nowait_batch(size)) if size else []
+
+    def describe(self, worker: int) -> str:
+        """``Ray worker N/W (host:pid)``."""
+        return f"Ray worker {worker + 1}/{self.workers} ({self._where[worker]})"
+
+    def close(self, *, abort: bool = False) -> None:
+        """Stop the actors (their policy servers end with them) and a local Ray instance this backend started."""
+        ray = self._ray
+        for actor in self._actors:
+            with contextlib.suppress(Exception):
+                ray.kill(actor)
+        if self._owns:
+            ray.shutdown()

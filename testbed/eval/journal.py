@@ -1,0 +1,145 @@
+"""An evaluation's durable results: ``results.jsonl`` appended per episode, ``results.parquet`` at the end.
+
+Each finished episode is one JSON line, flushed and fsync'ed before the next is accepted, so a process
+killed at any moment leaves every earlier episode on disk; a torn last line (killed mid-write) is ignored
+when read and cut off before the journal is appended to again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from testbed.errors import ScenarioError
+
+RESULTS_JSONL = "results.jsonl"
+RESULTS_PARQUET = "results.parquet"
+
+ROW_SCHEMA = pa.schema([
+    ("episode_id", pa.string()),
+    ("variation", pa.string()),
+    ("variation_label", pa.string()),
+    ("overrides", pa.string()),
+    ("policy", pa.string()),
+    ("seed", pa.int64()),
+    ("episode", pa.int64()),
+    ("success", pa.bool_()),
+    ("end_reason", pa.string()),
+    ("parts", pa.int64()),
+    ("parts_placed", pa.int64()),
+    ("parts_misplaced", pa.int64()),
+    ("parts_dropped", pa.int64()),
+    ("cycle_times_s", pa.list_(pa.float64())),
+    ("cycle_time_s_mean", pa.float64()),
+    ("sim_s", pa.float64()),
+    ("collisions", pa.int64()),
+    ("safety_stops", pa.int64()),
+    ("policy_timeouts", pa.int64()),
+    ("starved_steps", pa.int64()),
+    ("late_chunks", pa.int64()),
+    ("policy_latency_ms_p50", pa.float64()),
+    ("policy_latency_ms_p95", pa.float64()),
+    ("wall_s", pa.float64()),
+    ("cpu_s", pa.float64()),
+    ("worker", pa.string()),
+])
+COLUMNS = tuple(ROW_SCHEMA.names)
+# what may differ between two runs of the same episode: where and how fast it ran
+MEASURED = ("wall_s", "cpu_s", "worker", "policy_latency_ms_p50", "policy_latency_ms_p95")
+OUTCOME_COLUMNS = tuple(c for c in COLUMNS if c not in MEASURED)
+# the journal also keeps each episode's raw policy round trips (not a results column)
+LATENCIES_KEY = "policy_latency_ms"
+
+
+class Journal:
+    """Appends result rows to ``results.jsonl``, each durable before ``append`` returns.
+
+    Opening cuts off a torn last line left by a killed writer, so new rows start on a line of their own.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        _cut_torn_tail(path)
+        self._file = path.open("a", encoding="utf-8")
+
+    def append(self, row: dict[str, Any]) -> None:
+        """Write one row as a line, flush and fsync it."""
+        self._file.write(json.dumps(row, separators=(",", ":")) + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        """Close the file."""
+        self._file.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+def _cut_torn_tail(path: Path) -> None:
+    """Truncate ``path`` after its last newline (a line without one was cut off mid-write)."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    if end != len(data):
+        with path.open("r+b") as f:
+            f.truncate(end)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def read_journal(path: Path) -> list[dict[str, Any]]:
+    """Every complete row in a journal, first occurrence of each ``episode_id`` kept, in file order.
+
+    A torn last line (no newline, or not valid JSON) is ignored.
+
+    Raises:
+        ScenarioError: a line before the last is not a JSON object (the file is not an evaluation journal).
+    """
+    if not path.exists():
+        return []
+    lines = path.read_text(encoding="utf-8").split("\n")
+    complete, tail = lines[:-1], lines[-1]  # the text after the last newline is torn (or empty)
+    rows: dict[str, dict[str, Any]] = {}
+    for number, line in enumerate(complete, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if number == len(complete) and not tail:
+                break  # a torn line that happened to end in a newline byte of its own payload
+            raise ScenarioError(f"{path}:{number}: not a JSON row ({exc.msg}); expected one result per line") from exc
+        if not isinstance(row, dict) or "episode_id" not in row:
+            raise ScenarioError(f"{path}:{number}: expected a JSON object with an episode_id")
+        rows.setdefault(row["episode_id"], row)
+    return list(rows.values())
+
+
+def result_rows(journal_rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The contract's columns of each row (the journal's extras dropped), sorted by episode_id."""
+    return sorted(({c: r.get(c) for c in COLUMNS} for r in journal_rows), key=lambda r: r["episode_id"])
+
+
+def write_parquet(rows: list[dict[str, Any]], path: Path) -> Path:
+    """Write rows (contract columns) to ``path`` with ``ROW_SCHEMA``, sorted by episode_id, atomically."""
+    table = pa.Table.from_pylist(result_rows(rows), schema=ROW_SCHEMA)
+    tmp = path.with_suffix(".parquet.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def read_parquet(path: Path) -> list[dict[str, Any]]:
+    """The rows of a ``results.parquet``."""
+    return pq.read_table(path).to_pylist()
