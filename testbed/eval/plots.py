@@ -85,7 +85,8 @@ def _success_plot(summary: Mapping[str, Any], path: Path, figure_type: Any, canv
             above.append(hi - group["success_rate"])
         axes.errorbar(xs, ys, yerr=[below, above], fmt="o", capsize=4, label=policy)
     axes.set_xticks(range(len(labels)))
-    tilted = len(labels) > 3 or max(len(label) for label in labels) > 12  # long labels would overlap side by side
+    # long labels would overlap side by side
+    tilted = len(labels) > 3 or max((len(label) for label in labels), default=0) > 12
     axes.set_xticklabels(labels, rotation=20 if tilted else 0, ha="right" if tilted else "center")
     axes.set_ylim(-0.03, 1.03)
     axes.set_xlim(-0.6, len(labels) - 0.4)
