@@ -172,10 +172,11 @@ def load_results(run_dir: Path, columns: Sequence[str] = COMPARE_COLUMNS) -> lis
     """An evaluation's rows: ``results.parquet``, or the ``results.jsonl`` journal when the parquet is missing.
 
     From the journal, a last line cut short (an evaluation killed mid-write) is left
-    out, and an episode journaled twice counts once (its last row).
+    out, and an episode journaled twice counts once (its first row, as ``testbed eval --resume`` keeps it).
 
     Raises:
         ResultsError: not a directory, neither file present, a file unreadable, or a column missing.
+        ScenarioError: a journal line before the last is not a JSON object (from ``read_journal``).
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -211,27 +212,15 @@ def _read_parquet(path: Path, columns: Sequence[str]) -> list[dict[str, Any]]:
 
 
 def _read_journal(path: Path, columns: Sequence[str]) -> list[dict[str, Any]]:
-    text = path.read_text(encoding="utf-8")
-    lines = text.split("\n")
-    rows: dict[str, dict[str, Any]] = {}
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            if number == len(lines):  # no newline after it: a write cut short by a kill
-                continue
-            raise ResultsError(f"{path}:{number}: not a JSON object ({exc.msg})") from exc
-        if not isinstance(row, dict):
-            raise ResultsError(f"{path}:{number}: expected a JSON object per line, got {type(row).__name__}")
+    from testbed.eval.journal import read_journal  # the orchestration's own reader: same rows as `testbed eval` sees
+
+    rows = read_journal(path)
+    for row in rows:
         missing = [c for c in columns if c not in row]
         if missing:
-            raise ResultsError(f"{path}:{number}: missing field(s) {', '.join(missing)} "
+            raise ResultsError(f"{path}: episode {row['episode_id']!r} lacks field(s) {', '.join(missing)} "
                                "(expected the evaluation contract's columns)")
-        rows.pop(str(row["episode_id"]), None)
-        rows[str(row["episode_id"])] = row
-    return list(rows.values())
+    return rows
 
 
 def comparison_table(comparison: Comparison) -> Table:

@@ -21,15 +21,18 @@ from testbed.eval.cost import CostSettings, EnergyMeasurement
 REQUIRED_COLUMNS = ("episode_id", "policy", "variation", "variation_label", "success", "parts_placed",
                     "cycle_times_s", "sim_s", "wall_s", "cpu_s", "policy_latency_ms_p50", "policy_latency_ms_p95")
 
+RAW_LATENCIES = "policy_latency_ms"  # optional: the journal's raw round trips of an episode (ms), not a results column
+
 DEFINITIONS = {
     "success_ci95": "95 % Wilson score interval of the success rate (z = 1.96)",
     "cycle_time_s": "per placed part, pooled over the group's episodes: mean and 95th percentile (linear "
                     "interpolation); null when no part was placed",
     "parts_per_min": "placed parts per simulated minute: sum(parts_placed) / sum(sim_s) × 60 (simulated clock, "
                      "not wall time)",
-    "policy_latency_ms": "p50: median over episodes of each episode's own p50 round trip; p95: median over episodes "
-                         "of each episode's own p95 (per-episode samples are not kept, so these are not pooled "
-                         "percentiles); episodes: how many episodes had a policy round trip; null when none",
+    "policy_latency_ms": "policy round trip in ms; basis 'pooled round trips': p50 and p95 of every round trip of "
+                         "the group's episodes (rows carry the journal's raw policy_latency_ms samples); basis "
+                         "'median of episode percentiles': median over episodes of each episode's own p50, and of "
+                         "its own p95 (not pooled percentiles); episodes: how many had a round trip; null when none",
     "cpu_s_per_episode": "mean CPU seconds per episode: the worker process (all threads) and its policy-server "
                          "child, from episode start to end",
     "wall_s_per_episode": "mean wall seconds of one episode's loop (workers run episodes side by side, so this is "
@@ -88,7 +91,8 @@ def summarize(rows: Sequence[Mapping[str, Any]], *, cost: CostSettings, wall_s: 
 
     Args:
         rows: one mapping per episode with the contract's columns (``REQUIRED_COLUMNS`` at least);
-            latency, cycle-time, cpu_s and wall_s values may be null.
+            latency, cycle-time, cpu_s and wall_s values may be null. Rows that also carry the journal's
+            raw round trips (``policy_latency_ms``: list of ms) give pooled latency percentiles.
         cost: prices and the declared power figure.
         wall_s: the evaluation's wall seconds (for episodes per minute).
         workers: worker processes the evaluation used.
@@ -171,8 +175,6 @@ def _energy_rate(rows: Sequence[Mapping[str, Any]], cost: CostSettings,
 def _group(rows: list[Mapping[str, Any]], cost: CostSettings, joules_per_cpu_s: float) -> dict[str, Any]:
     first = rows[0]
     figures = _figures(rows, cost, joules_per_cpu_s)
-    latency_p50 = _present(rows, "policy_latency_ms_p50")
-    latency_p95 = _present(rows, "policy_latency_ms_p95")
     return {
         "policy": str(first["policy"]),
         "variation": str(first["variation"]),
@@ -185,11 +187,7 @@ def _group(rows: list[Mapping[str, Any]], cost: CostSettings, joules_per_cpu_s: 
         "cycle_time_s": figures["cycle_time_s"],
         "sim_s": figures["sim_s"],
         "parts_per_min": figures["parts_per_min"],
-        "policy_latency_ms": {
-            "p50": _round(float(np.median(latency_p50))) if latency_p50 else None,
-            "p95": _round(float(np.median(latency_p95))) if latency_p95 else None,
-            "episodes": len(latency_p50),
-        },
+        "policy_latency_ms": _latency(rows),
         "cpu_s_per_episode": figures["cpu_s_per_episode"],
         "wall_s_per_episode": figures["wall_s_per_episode"],
         "energy_j_per_episode": figures["energy_j_per_episode"],
@@ -226,6 +224,21 @@ def _figures(rows: Sequence[Mapping[str, Any]], cost: CostSettings, joules_per_c
         "cost_per_1000_episodes": _round(cpu_per_episode * 1000.0 / 3600.0 * cost.price_per_core_hour)
         if cpu_per_episode is not None else None,
     }
+
+
+def _latency(rows: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """Pooled percentiles when every served episode carries its raw samples, else medians of episode percentiles."""
+    served = [r for r in rows if r.get("policy_latency_ms_p50") is not None]
+    samples = [r.get(RAW_LATENCIES) for r in served]
+    if served and all(isinstance(s, list) and s for s in samples):
+        pooled = np.asarray([float(x) for s in samples for x in s])
+        return {"p50": _round(float(np.percentile(pooled, 50))), "p95": _round(float(np.percentile(pooled, 95))),
+                "episodes": len(served), "basis": "pooled round trips", "round_trips": int(pooled.size)}
+    p50 = _present(served, "policy_latency_ms_p50")
+    p95 = _present(served, "policy_latency_ms_p95")
+    return {"p50": _round(float(np.median(p50))) if p50 else None,
+            "p95": _round(float(np.median(p95))) if p95 else None,
+            "episodes": len(served), "basis": "median of episode percentiles"}
 
 
 def _present(rows: Iterable[Mapping[str, Any]], column: str) -> list[float]:

@@ -7,6 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from testbed.errors import TestbedError
 from testbed.eval.compare import (
     FISHER,
     Z_TEST,
@@ -131,17 +132,20 @@ def test_the_journal_is_read_when_the_parquet_is_missing(tmp_path):
     journal = run / "results.jsonl"
     lines = journal.read_text().splitlines(keepends=True)
     rerun = json.loads(lines[2])
-    rerun["success"] = True  # the same episode journaled again: counts once, as its last row
+    rerun["success"] = True  # the same episode journaled again: counts once, as its first row (as resume keeps it)
     journal.write_text("".join(lines) + json.dumps(rerun) + "\n" + '{"episode_id": "v0/exp')  # cut short by a kill
     rows = load_results(run)
-    assert len(rows) == 3 and sum(r["success"] for r in rows) == 3
+    assert len(rows) == 3 and sum(r["success"] for r in rows) == 2
 
 
 def test_a_damaged_journal_line_is_named(tmp_path):
     run = tmp_path / "a"
     run.mkdir()
     (run / "results.jsonl").write_text('{"episode_id": "x"\n{}\n')
-    with pytest.raises(ResultsError, match=r"results.jsonl:1: not a JSON object"):
+    with pytest.raises(TestbedError, match=r"results.jsonl:1: not a JSON row"):
+        load_results(run)
+    (run / "results.jsonl").write_text('{"episode_id": "v0/x/0000", "policy": "x"}\n')
+    with pytest.raises(ResultsError, match=r"episode 'v0/x/0000' lacks field\(s\) variation, variation_label, success"):
         load_results(run)
 
 
@@ -195,3 +199,9 @@ def test_compare_command_names_a_directory_without_results(tmp_path):
     assert done.stderr.strip() == (f"error: {empty}: no results.parquet or results.jsonl (expected the run "
                                    "directory of `testbed eval`, which writes one row per episode there)")
     assert done.stdout == ""
+
+
+def test_the_orchestration_writes_the_same_schema_as_the_contract():
+    from testbed.eval.journal import ROW_SCHEMA
+
+    assert ROW_SCHEMA.equals(SCHEMA)

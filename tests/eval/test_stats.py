@@ -95,7 +95,8 @@ def test_single_failed_episode_with_nothing_placed_and_no_latency():
     assert group["success_ci95"] == pytest.approx([0.0, 0.7934567085])
     assert group["cycle_time_s"] == {"mean": None, "p95": None, "parts": 0}
     assert group["parts_per_min"] == 0.0
-    assert group["policy_latency_ms"] == {"p50": None, "p95": None, "episodes": 0}
+    assert group["policy_latency_ms"] == {"p50": None, "p95": None, "episodes": 0,
+                                          "basis": "median of episode percentiles"}
     json.dumps(summary, allow_nan=False)  # valid JSON: nulls, never NaN
 
 
@@ -103,7 +104,17 @@ def test_latency_is_the_median_of_the_episodes_own_percentiles_and_skips_nulls()
     rows = [row(episode=0, p50=1.0, p95=5.0), row(episode=1, p50=3.0, p95=9.0), row(episode=2, p50=2.0, p95=6.0),
             row(episode=3)]
     latency = summarize(rows, cost=CostSettings(), wall_s=1.0, workers=1)["groups"][0]["policy_latency_ms"]
-    assert latency == {"p50": 2.0, "p95": 6.0, "episodes": 3}
+    assert latency == {"p50": 2.0, "p95": 6.0, "episodes": 3, "basis": "median of episode percentiles"}
+
+
+def test_latency_pools_every_round_trip_when_rows_carry_the_raw_samples():
+    rows = [row(episode=0, p50=1.0, p95=1.0), row(episode=1, p50=2.5, p95=9.55), row(episode=2)]
+    rows[0]["policy_latency_ms"] = [1.0]
+    rows[1]["policy_latency_ms"] = [2.0, 3.0, 10.0]
+    latency = summarize(rows, cost=CostSettings(), wall_s=1.0, workers=1)["groups"][0]["policy_latency_ms"]
+    # pooled [1, 2, 3, 10]: the median of episode p50s would say 1.75, the pooled median is 2.5
+    assert latency == {"p50": 2.5, "p95": pytest.approx(8.95), "episodes": 2, "basis": "pooled round trips",
+                       "round_trips": 4}
 
 
 def test_declared_energy_and_cost_follow_cpu_seconds():
