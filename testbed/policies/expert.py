@@ -8,6 +8,7 @@ observations arrive in the robot's base frame, so the cell layout does not matte
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import math
 from collections.abc import Mapping
@@ -22,6 +23,15 @@ from testbed.policies.protocol import ActionKind, PolicySpec, TensorSpec
 from testbed.robots import RobotModel, load_robot
 
 TCP_PATH_MARGIN = 1.2
+MOVING_SPEED_M_S = 0.03  # a part seen moving faster than this is caught on the move
+SAME_PART_M = 0.05  # a reported part this far from where the last one was expected is another part
+CATCH_HEIGHT_M = 0.005  # the cup waits this far above the top of a moving part (suction seizes within 12 mm)
+CATCH_ABOVE_M = 0.05  # ... having come down from this far above it
+CATCH_DESCEND_SPEED = 0.3  # share of the normal planning speed for that last bit down
+CATCH_CLEARANCE_M = 0.06  # the cup must be down before the part's centre is this far from the catch point
+CATCH_SETTLE_S = 0.3  # time for the arm to settle at the catch point (and the one-step policy pipeline)
+CATCH_SUCTION_M = 0.01  # the vacuum comes on when the part's centre is this far from the catch point
+CATCH_MISSED_M = 0.03  # the part's centre went this far past the catch point: missed
 
 
 class Phase(enum.Enum):
@@ -31,6 +41,8 @@ class Phase(enum.Enum):
     GRIP = "grip"
     LIFT = "lift"
     TRANSFER = "transfer"
+    INTERCEPT = "intercept"  # on the way to a point above the belt ahead of a moving part
+    CATCH = "catch"  # down there, just above the part's top, for it to pass under the cup
     RELEASE = "release"
     RETREAT = "retreat"
 
@@ -43,6 +55,7 @@ class Segment:
     start_step: int
     duration_steps: float
     suction: bool
+    suction_from: float = -math.inf  # the vacuum is on from this policy step (when ``suction``)
 
     def sample(self, step: float) -> np.ndarray:
         """Joint targets at policy step ``step`` along a minimum-jerk timing law."""
@@ -58,8 +71,22 @@ class Segment:
         return self.waypoints[-1]
 
 
+@dataclass(frozen=True)
+class Catch:
+    """Where and when a moving part is to be caught."""
+
+    xy: np.ndarray  # catch point in the base frame, m
+    direction: np.ndarray  # the part's unit direction of travel
+    low: np.ndarray  # cup position to wait at (xyz), m
+    suction_step: float  # policy step at which the vacuum comes on
+
+
 class ExpertPolicy:
     """Privileged-state pick-and-place expert for the conveyor sort cell.
+
+    A part at rest is approached from above and picked. A part still moving (a cell without a stopper)
+    is intercepted: its belt velocity is estimated from successive observations, and the cup waits,
+    suction on, just above the part's top at a point ahead of it that the arm reaches in time.
 
     Args:
         robot: robot model name under ``robots/``.
@@ -115,6 +142,8 @@ class ExpertPolicy:
         self._step = 0
         self._phase_start = 0
         self._target: np.ndarray | None = None
+        self._seen: list[tuple[int, np.ndarray]] = []  # (policy step, part xy) of the part in view
+        self._catch: Catch | None = None
 
     # ---- acting -------------------------------------------------------------------------------------------
 
@@ -131,7 +160,8 @@ class ExpertPolicy:
         chunk = np.empty((self.chunk_size, self.n + 1), dtype=np.float32)
         for k in range(self.chunk_size):
             chunk[k, : self.n] = self._segment.sample(self._step + k)
-            chunk[k, self.n] = 1.0 if self._segment.suction else 0.0
+            on = self._segment.suction and self._step + k >= self._segment.suction_from
+            chunk[k, self.n] = 1.0 if on else 0.0
         self._step += 1
         return chunk
 
@@ -146,11 +176,28 @@ class ExpertPolicy:
         done = self._step >= seg.start_step + seg.duration_steps and float(np.max(np.abs(q - seg.goal))) < 0.03
         in_phase = self._step - self._phase_start
         phase = self._phase
+        velocity = self._track(part[:2], ready and not holding)
+        moving = velocity is not None and float(np.linalg.norm(velocity)) > MOVING_SPEED_M_S
+        if moving and phase in (Phase.WAIT, Phase.APPROACH, Phase.DESCEND, Phase.GRIP):
+            assert velocity is not None
+            if not self._intercept(part[:2], velocity, top_z) and phase is not Phase.WAIT:
+                self._hold(Phase.WAIT, suction=False)  # out of reach in time: let it go
+            return
         if phase is Phase.WAIT:
             if holding:
                 self._go(Phase.LIFT, q, [(*part[:2], top_z + 0.12)], suction=True)
             elif ready:
                 self._go(Phase.APPROACH, q, [(*part[:2], top_z + 0.08)], suction=False)
+        elif phase in (Phase.INTERCEPT, Phase.CATCH):
+            catch = self._catch
+            assert catch is not None
+            if holding and in_phase >= 1:
+                self._go(Phase.LIFT, q, [(*part[:2], top_z + 0.12)], suction=True, speed=0.5)
+            elif not holding and (not ready or float(np.dot(part[:2] - catch.xy, catch.direction)) > CATCH_MISSED_M):
+                self._go(Phase.LIFT, q, [(*catch.xy, top_z + 0.08)], suction=False)  # missed: up, then again
+            elif phase is Phase.INTERCEPT and done:
+                self._go(Phase.CATCH, q, [catch.low], suction=True, speed=CATCH_DESCEND_SPEED)
+                self._segment = dataclasses.replace(self._segment, suction_from=catch.suction_step)
         elif phase is Phase.APPROACH and done:
             self._go(Phase.DESCEND, q, [(*part[:2], top_z + 0.002)], suction=True, speed=0.3)
         elif phase is Phase.DESCEND and (holding or done):
@@ -184,10 +231,61 @@ class ExpertPolicy:
         self._segment = Segment(here[None, :].repeat(2, axis=0), self._step, 1, suction)
         self._phase, self._phase_start = phase, self._step
 
+    def _track(self, part_xy: np.ndarray, in_view: bool) -> np.ndarray | None:
+        """Record where the part in view is; its velocity (m/s, xy) once it was seen twice, else None."""
+        if not in_view:
+            self._seen.clear()
+            return None
+        if self._seen:
+            last_step, last_xy = self._seen[-1]
+            expected = last_xy + self._velocity() * (self._step - last_step) / self.control_hz
+            if float(np.linalg.norm(part_xy - expected)) > SAME_PART_M:
+                self._seen.clear()  # another part came into view
+        self._seen.append((self._step, part_xy.copy()))
+        return self._velocity() if len(self._seen) > 1 else None
+
+    def _velocity(self) -> np.ndarray:
+        if len(self._seen) < 2:
+            return np.zeros(2)
+        (s0, xy0), (s1, xy1) = self._seen[0], self._seen[-1]
+        return (xy1 - xy0) * self.control_hz / (s1 - s0)
+
+    def _intercept(self, part_xy: np.ndarray, velocity: np.ndarray, top_z: float) -> bool:
+        """Plan the dash to the earliest point ahead of a moving part that the cup reaches in time.
+
+        Returns False when no such point is reachable (the part is let go).
+        """
+        speed = float(np.linalg.norm(velocity))
+        direction = velocity / speed
+        lead_s = CATCH_CLEARANCE_M / speed
+        for ahead_s in np.arange(0.2, 4.0, 0.1):
+            goal = part_xy + velocity * ahead_s
+            low = np.array([*goal, top_z + CATCH_HEIGHT_M])
+            path, dash_s = self._plan([(*goal, top_z + CATCH_ABOVE_M)])
+            down, down_s = self._plan([low], speed=CATCH_DESCEND_SPEED, start=path[-1])
+            if float(np.linalg.norm(self._fk(down[-1]) - low)) > 0.004:
+                continue  # out of reach
+            if dash_s + down_s + CATCH_SETTLE_S <= ahead_s - lead_s:
+                self._segment = Segment(path, self._step, dash_s * self.control_hz, False)
+                self._phase, self._phase_start = Phase.INTERCEPT, self._step
+                suction_step = self._step + (ahead_s - CATCH_SUCTION_M / speed) * self.control_hz
+                self._catch = Catch(goal, direction, low, suction_step)
+                return True
+        return False
+
     def _go(self, phase: Phase, q: np.ndarray, points: list, *, suction: bool, speed: float = 1.0,
             joint_goal: np.ndarray | None = None) -> None:
+        path, duration_s = self._plan(points, speed=speed, joint_goal=joint_goal)
+        self._segment = Segment(path, self._step, duration_s * self.control_hz, suction)
+        self._phase, self._phase_start = phase, self._step
+
+    def _plan(self, points: list, *, speed: float = 1.0, joint_goal: np.ndarray | None = None,
+              start: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+        """Joint waypoints from ``start`` (default: where the plan is now) through ``points`` (and ``joint_goal``),
+        and their duration in seconds."""
         assert self._segment is not None
-        start = self._segment.sample(self._step)
+        if start is None:
+            start = self._segment.sample(self._step)
         waypoints = [start]
         seed = start
         for point in points:
@@ -205,8 +303,7 @@ class ExpertPolicy:
             tcp = np.array([self._fk(q) for q in path])
             length = float(np.sum(np.linalg.norm(np.diff(tcp, axis=0), axis=1)))
             duration_s = max(duration_s, 1.875 * TCP_PATH_MARGIN * length / self.tcp_speed_m_s)
-        self._segment = Segment(path, self._step, duration_s * self.control_hz, suction)
-        self._phase, self._phase_start = phase, self._step
+        return path, duration_s
 
     # ---- kinematics -------------------------------------------------------------------------------------
 

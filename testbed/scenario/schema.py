@@ -10,7 +10,7 @@ import math
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from testbed.scenario.workload import PART_TYPES
 
@@ -117,20 +117,34 @@ class CellConfig(Strict):
 Range = tuple[float, float]
 
 
-def _check_range(name: str, value: Range | None, lo: float | None = None, hi: float | None = None,
-                 *, open_lo: bool = False) -> None:
-    """Refuse ``[low, high]`` with low > high or outside the field's bounds, naming the field."""
+# field -> (lowest, highest, whether the lowest itself is excluded)
+_RANGE_BOUNDS: dict[str, tuple[float, float, bool]] = {
+    "part_lateral_m": (-0.05, 0.05, False),
+    "part_yaw_deg": (-180.0, 180.0, False),
+    "part_mass_scale": (0.0, 100.0, True),
+    "part_friction": (0.0, 10.0, False),
+    "conveyor_speed_scale": (0.0, 5.0, True),
+    "light_azimuth_deg": (-360.0, 360.0, False),
+    "light_elevation_deg": (0.0, 90.0, True),
+    "light_ambient": (0.0, 1.0, False),
+}
+
+
+def _check_range(value: Range | None, info: ValidationInfo) -> Range | None:
+    """Refuse ``[low, high]`` with low > high or outside the field's bounds."""
     if value is None:
-        return
+        return None
+    lo, hi, open_lo = _RANGE_BOUNDS[str(info.field_name)]
     a, b = value
     if not (math.isfinite(a) and math.isfinite(b)):
-        raise ValueError(f"{name}: expected finite [low, high], got [{a}, {b}]")
+        raise ValueError("expected finite [low, high]")
     if a > b:
-        raise ValueError(f"{name}: expected [low, high] with low <= high, got [{a}, {b}]")
-    if lo is not None and (a <= lo if open_lo else a < lo):
-        raise ValueError(f"{name}: expected values {'>' if open_lo else '>='} {lo}, got [{a}, {b}]")
-    if hi is not None and b > hi:
-        raise ValueError(f"{name}: expected values <= {hi}, got [{a}, {b}]")
+        raise ValueError("expected [low, high] with low <= high")
+    if a <= lo if open_lo else a < lo:
+        raise ValueError(f"expected values {'>' if open_lo else '>='} {lo}")
+    if b > hi:
+        raise ValueError(f"expected values <= {hi}")
+    return value
 
 
 class RandomizeConfig(Strict):
@@ -162,17 +176,7 @@ class RandomizeConfig(Strict):
         None, gt=0, le=1000, description="random workloads: part-type weights are drawn per episode from a "
                                          "Dirichlet of this concentration (small: lopsided mixes)")
 
-    @model_validator(mode="after")
-    def _ranges(self) -> RandomizeConfig:
-        _check_range("part_lateral_m", self.part_lateral_m, -0.05, 0.05)
-        _check_range("part_yaw_deg", self.part_yaw_deg, -180.0, 180.0)
-        _check_range("part_mass_scale", self.part_mass_scale, 0.0, 100.0, open_lo=True)
-        _check_range("part_friction", self.part_friction, 0.0, 10.0)
-        _check_range("conveyor_speed_scale", self.conveyor_speed_scale, 0.0, 5.0, open_lo=True)
-        _check_range("light_azimuth_deg", self.light_azimuth_deg, -360.0, 360.0)
-        _check_range("light_elevation_deg", self.light_elevation_deg, 0.0, 90.0, open_lo=True)
-        _check_range("light_ambient", self.light_ambient, 0.0, 1.0)
-        return self
+    _ranges = field_validator(*_RANGE_BOUNDS)(_check_range)
 
     @property
     def light_randomized(self) -> bool:

@@ -34,8 +34,10 @@ PARK_Z_M = 5.0
 SETTLE_SPEED_M_S = 0.03
 SETTLE_TIMEOUT_S = 2.0
 SETTLE_MIN_S = 0.3
-PICK_ZONE_M = 0.45  # without a stopper: a moving part is in reach over the belt's last PICK_ZONE_M
+PICK_ZONE_M = 0.55  # without a stopper: a moving part is in reach over the belt's last PICK_ZONE_M
 STOPPER_AWAY_Z_M = -2.0  # a stopper taken away for an episode waits under the floor
+# pybullet's TinyRenderer light when none is given; a light once given sticks to the client, so this puts it back
+DEFAULT_LIGHT = {"lightDirection": (-50.0, 30.0, 100.0), "lightColor": (1.0, 1.0, 1.0), "lightAmbientCoeff": 0.6}
 
 
 @dataclass
@@ -138,6 +140,7 @@ class Cell:
         # the belt drives a part while its front is short of this y (per station; no stopper: always)
         self._stop_front_y = [st.belt_y_end - 0.002 for st in self.stations]
         self._spawned = 0  # arrivals spawned this episode: a part's index into the draw
+        self._light_changed = False  # a drawn light was rendered with: nominal renders restore the default
 
     # ---- building -------------------------------------------------------------------------------------
 
@@ -473,7 +476,8 @@ class Cell:
     def render(self, camera_index: int) -> np.ndarray:
         """Render a camera as uint8 ``(height, width, 3)``; call at the policy rate only (~12 ms at 320×240)."""
         cam = self.config.cameras[camera_index]
-        eye, target, light = cam.eye, cam.target, {}
+        eye, target = cam.eye, cam.target
+        light = DEFAULT_LIGHT if self._light_changed else {}
         draw = self.draw
         if draw is not None:
             eye = tuple(a + b for a, b in zip(eye, draw.camera_eye_offset_m, strict=True))
@@ -481,6 +485,7 @@ class Cell:
             if draw.light is not None:
                 light = {"lightDirection": draw.light.direction, "lightColor": draw.light.colour,
                          "lightAmbientCoeff": draw.light.ambient}
+                self._light_changed = True
         view = p.computeViewMatrix(eye, target, (1, 0, 0) if eye[:2] == target[:2] else (0, 0, 1),
                                    physicsClientId=self.client)
         proj = p.computeProjectionMatrixFOV(cam.fov_deg, cam.width / cam.height, 0.05, 5.0,
