@@ -1,0 +1,61 @@
+"""The evaluation journal: durable rows, torn tails ignored and cut, one row per episode, parquet by the contract."""
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from testbed.errors import ScenarioError
+from testbed.eval.journal import COLUMNS, ROW_SCHEMA, Journal, read_journal, result_rows, write_parquet
+
+
+def row(episode_id: str, **extra) -> dict:
+    variation, policy, episode = episode_id.split("/")
+    base = {c: None for c in COLUMNS}
+    base.update(episode_id=episode_id, variation=variation, variation_label="base", overrides="{}", policy=policy,
+                seed=0, episode=int(episode), success=True, end_reason="all parts handled", parts=3, parts_placed=3,
+                parts_misplaced=0, parts_dropped=0, cycle_times_s=[2.5, 2.75], cycle_time_s_mean=2.625, sim_s=20.0,
+                collisions=0, safety_stops=0, policy_timeouts=0, starved_steps=0, late_chunks=0, wall_s=0.5,
+                cpu_s=0.6, worker="h:1")
+    base.update(extra)
+    return base
+
+
+def test_a_torn_last_line_is_ignored_and_cut_before_the_next_append(tmp_path):
+    path = tmp_path / "results.jsonl"
+    with Journal(path) as journal:
+        journal.append(row("v0/default/0000"))
+    with path.open("a") as f:
+        f.write('{"episode_id": "v0/default/00')
+    assert [r["episode_id"] for r in read_journal(path)] == ["v0/default/0000"]
+    with Journal(path) as journal:
+        journal.append(row("v0/default/0001"))
+    lines = path.read_text().splitlines()
+    assert [json.loads(line)["episode_id"] for line in lines] == ["v0/default/0000", "v0/default/0001"]
+
+
+def test_an_episode_journaled_twice_counts_once(tmp_path):
+    path = tmp_path / "results.jsonl"
+    with Journal(path) as journal:
+        journal.append(row("v0/default/0000", success=False))
+        journal.append(row("v0/default/0000", success=True))
+    (only,) = read_journal(path)
+    assert only["success"] is False  # the first finished run of an episode is the one kept
+
+
+def test_a_broken_line_before_the_last_is_an_error(tmp_path):
+    path = tmp_path / "results.jsonl"
+    path.write_text('not json\n{"episode_id": "v0/default/0000"}\n')
+    with pytest.raises(ScenarioError, match=r"results.jsonl:1: not a JSON row"):
+        read_journal(path)
+
+
+def test_parquet_has_the_contract_schema_sorted_by_episode_id(tmp_path):
+    rows = [row("v1/default/0000"), row("v0/default/0001", policy_latency_ms=[1.0]),
+            row("v0/default/0000", cycle_times_s=[], cycle_time_s_mean=None)]
+    write_parquet(rows, tmp_path / "results.parquet")
+    table = pq.read_table(tmp_path / "results.parquet")
+    assert table.schema.equals(ROW_SCHEMA)
+    assert table.column("episode_id").to_pylist() == ["v0/default/0000", "v0/default/0001", "v1/default/0000"]
+    assert table.to_pylist()[0]["cycle_time_s_mean"] is None
+    assert result_rows(rows)[1].keys() == set(COLUMNS)  # the journal's raw latencies stay out of the results
