@@ -172,6 +172,10 @@ class EvalActor:
         """``<hostname>:<pid>`` of the actor's process."""
         return worker_name()
 
+    def shutdown(self) -> None:
+        """Stop the policy servers this actor started (before the actor is killed)."""
+        close_policy_servers()
+
     def run_batch(self, batch_json: str, queue: Any) -> str:
         """Run one batch; rows go to ``queue`` as JSON text as they end; returns the done/error message as JSON."""
         batch = json.loads(batch_json)
@@ -266,6 +270,9 @@ class RayBackend:
     def close(self, *, abort: bool = False) -> None:
         """Stop the actors (their policy servers end with them) and a local Ray instance this backend started."""
         ray = self._ray
+        if not abort:
+            with contextlib.suppress(Exception):
+                ray.get([a.shutdown.remote() for a in self._actors], timeout=15)
         for actor in self._actors:
             with contextlib.suppress(Exception):
                 ray.kill(actor)
