@@ -97,7 +97,8 @@ class PolicyDriver:
         self.source = source
         self.spec = spec
         self.deadline_s = deadline_s
-        self.n = cell.robots[index].model.n_joints
+        self.robot = cell.robots[index]
+        self.n = self.robot.model.n_joints
         self.period_s = 1.0 / spec.control_hz
         self.steps_per_request = max(1, round(self.period_s / cell.dt_s))
         self.cameras = [(i, f"observation.images.{c.name}") for i, c in enumerate(cell.config.cameras)
@@ -105,7 +106,7 @@ class PolicyDriver:
         self._clear()
 
     def _clear(self) -> None:
-        self.suction_plan = np.zeros(0, dtype=np.float32)
+        self.suction_plan: list[bool] = []  # vacuum on or off, per row of the chunk being executed
         self.plan_t0 = 0.0
         self.plan_end_t = 0.0  # when the controller runs out of the actions it was given
         self.step = 0
@@ -153,8 +154,10 @@ class PolicyDriver:
         return obs
 
     def cycle(self, ep: Episode, step: int, t: float, measured: np.ndarray) -> None:
-        while self.on_the_wire and self.on_the_wire[0][0] <= step:
-            self._apply(ep, self.on_the_wire.pop(0)[1], step, t, measured)
+        # called every physics step: plain Python on cached attributes, pybullet and numpy only per policy step
+        if self.on_the_wire:
+            while self.on_the_wire and self.on_the_wire[0][0] <= step:
+                self._apply(ep, self.on_the_wire.pop(0)[1], step, t, measured)
         if self.in_flight is not None and ep.realtime:
             self._poll(ep, step, t, measured, timeout_s=0.0)
         if step % self.steps_per_request == 0:
@@ -164,10 +167,10 @@ class PolicyDriver:
                 self._request(ep, step, t, measured)
         if t >= self.plan_end_t - 1e-9:
             ep.tally.starved_steps += 1
-        if self.suction_plan.size:
-            row = min(int((t - self.plan_t0) / self.period_s + 1e-9), self.suction_plan.size - 1)
-            suction = bool(self.suction_plan[row] > 0.5)
-            if suction != self.cell.robots[self.index].suction_on:
+        plan = self.suction_plan
+        if plan:
+            suction = plan[min(int((t - self.plan_t0) / self.period_s + 1e-9), len(plan) - 1)]
+            if suction != self.robot.suction_on:
                 self.cell.set_suction(self.index, suction)
 
     def finish(self, ep: Episode, t: float, measured: np.ndarray) -> None:
@@ -248,7 +251,7 @@ class PolicyDriver:
     def _apply(self, ep: Episode, chunk: ActionChunk, step: int, t: float, measured: np.ndarray) -> None:
         """Hand a chunk to the controller: row k of a chunk computed for policy step s applies at step s + k."""
         if self.blocking:
-            chunk = replace(chunk, actions=chunk.actions[:1])  # the action for the step it was asked for
+            actions = chunk.actions[:1]  # the action for the step it was asked for
             row_t = t
         else:
             if self.executing is not None and self.merge != "latest":
@@ -263,14 +266,13 @@ class PolicyDriver:
             if skip >= chunk.actions.shape[0]:
                 ep.tally.late_chunks += 1
                 return
-            chunk = replace(chunk, actions=chunk.actions[skip:])
+            actions = chunk.actions[skip:]
             row_t = t - (now - row) * self.period_s
-        actions = chunk.actions
         joints = actions[:, : self.n].astype(np.float64)
         if self.spec.action_kind is ActionKind.JOINT_DELTAS:
             joints = joints + measured[self.index, : self.n]
         ep.control.submit_chunk(self.index, joints, row_t, self.period_s)
-        self.suction_plan = actions[:, self.n].copy()
+        self.suction_plan = (actions[:, self.n] > 0.5).tolist()
         self.plan_t0 = row_t
         self.plan_end_t = row_t + actions.shape[0] * self.period_s
 

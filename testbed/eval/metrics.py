@@ -37,8 +37,15 @@ def _percentiles(values: list[float], qs: dict[str, float], digits: int) -> dict
 
 
 def build_metrics(*, run_id: str, scenario: str, tallies: list[EpisodeTally], policy_latency_ms: list[float],
-                  sim_s: float, wall_s: float, control: dict[str, Any]) -> dict[str, Any]:
-    """Assemble ``metrics.json`` with the fields DESIGN.md promises."""
+                  sim_s: float, wall_s: float, control: dict[str, Any], physics_s: float = 0.0,
+                  physics_steps: int = 0, physics_hz: float = 0.0) -> dict[str, Any]:
+    """Assemble ``metrics.json`` with the fields DESIGN.md promises.
+
+    ``physics_s`` is the wall time the episodes spent inside pybullet's ``stepSimulation`` over
+    ``physics_steps`` steps at ``physics_hz``: ``physics_us_per_step`` and the real-time factor that physics
+    alone would allow, ``physics_rtf_ceiling`` (None when not measured).
+    """
+    physics_step_s = physics_s / physics_steps if physics_steps and physics_s > 0 else None
     cycle = [c for t in tallies for c in t.cycle_times_s]
     cycle_stats = _percentiles(cycle, {"p50": 50, "p95": 95}, 4)
     return {
@@ -60,6 +67,8 @@ def build_metrics(*, run_id: str, scenario: str, tallies: list[EpisodeTally], po
         "late_chunks": sum(t.late_chunks for t in tallies),
         "sim_s": round(sim_s, 6),
         "sim_rtf": round(sim_s / wall_s, 3) if wall_s > 0 else None,
+        "physics_us_per_step": round(physics_step_s * 1e6, 3) if physics_step_s else None,
+        "physics_rtf_ceiling": round(1.0 / (physics_step_s * physics_hz), 3) if physics_step_s and physics_hz else None,
         "control": control,
         "episode_results": [
             {k: v for k, v in asdict(t).items() if k != "cycle_times_s"} for t in tallies

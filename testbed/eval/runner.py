@@ -185,7 +185,9 @@ def run_scenario(loaded: LoadedScenario, *, runs_dir: Path = Path("runs"),
                 progress(f"episode {index + 1}/{scenario.episodes}: {verdict}, {t.placed}/{t.parts} parts placed, "
                          f"{t.duration_s:.1f} s simulated")
         metrics = build_metrics(run_id=run_id, scenario=scenario.name, tallies=tallies, policy_latency_ms=latencies,
-                                sim_s=sim_s, wall_s=wall_s, control=_control_metrics(cell.dt_s, len(drivers), pacer))
+                                sim_s=sim_s, wall_s=wall_s, control=_control_metrics(cell.dt_s, len(drivers), pacer),
+                                physics_s=cell.physics_s, physics_steps=cell.physics_steps,
+                                physics_hz=scenario.sim.physics_hz)
         events.emit("run_end", sim_s, None, success_rate=metrics["success_rate"])
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     # every round trip, for latency distributions (metrics.json keeps the percentiles)
@@ -357,52 +359,63 @@ def _run_episode(ep: Episode, scenario: Scenario, drivers: list[Driver], arrival
     stopped = False
     step, t = 0, 0.0
     measured = cell.read_joint_positions()
+    # the loop below runs at the physics rate: what it calls every step is looked up once
+    read_joints, apply_commands, step_cell = cell.read_joint_positions, cell.apply_joint_commands, cell.step
+    drain_control_events = control.drain_events
+    cycles = [d.cycle for d in drivers]
+    next_arrival_t = pending[0][0].t_s if pending else math.inf
+    n_arrivals = len(arrivals)
     if pacer is not None:
         pacer.start()
     for step in range(max_steps):
         t = step * dt
         if pacer is not None:
             pacer.wait()
-        while pending and pending[0][0].t_s <= t + 1e-9:
-            arrival, station = pending.pop(0)
-            if cell.spawn(arrival, station):
-                events.emit("part_arrival", t, ep.index, drivers[station].name, part_type=arrival.part_type,
-                            order_id=arrival.order_id)
-            else:
-                tally.dropped += 1
-                resolved += 1
-                events.emit("drop", t, ep.index, drivers[station].name, part_type=arrival.part_type,
-                            order_id=arrival.order_id, reason="no free part in the pool")
-        measured = cell.read_joint_positions()
-        if step % monitor_every == 0:
+        if next_arrival_t <= t + 1e-9:
+            while pending and pending[0][0].t_s <= t + 1e-9:
+                arrival, station = pending.pop(0)
+                if cell.spawn(arrival, station):
+                    events.emit("part_arrival", t, ep.index, drivers[station].name, part_type=arrival.part_type,
+                                order_id=arrival.order_id)
+                else:
+                    tally.dropped += 1
+                    resolved += 1
+                    events.emit("drop", t, ep.index, drivers[station].name, part_type=arrival.part_type,
+                                order_id=arrival.order_id, reason="no free part in the pool")
+            next_arrival_t = pending[0][0].t_s if pending else math.inf
+        measured = read_joints()
+        monitor_due = step % monitor_every == 0
+        if monitor_due:
             _monitor(ep, drivers, contacts, trace, t, measured, ros is not None)
             if ros is not None:
                 ros.drain(events, t, ep.index)
         elif state_every and step % state_every == 0:
             _publish_state(ep, drivers, t, measured, True)
-        for d in drivers:
-            d.cycle(ep, step, t, measured)
-        if events.frames_wanted and step % monitor_every == 0:
+        for cycle in cycles:
+            cycle(ep, step, t, measured)
+        if monitor_due and events.frames_wanted:
             _publish_frames(ep, t)  # after the drivers: a camera the policy just rendered is not rendered again
         setpoint = tick(t, measured)
         if guard is not None:
             guard.check()
-        cell.apply_joint_commands(setpoint, control.setpoint_vel)
-        cell.step()
+        apply_commands(setpoint, control.setpoint_vel)
+        step_cell()
         if step % PART_CHECK_EVERY == 0:
             resolved += _part_events(ep, drivers, t)
-        for ev in control.drain_events():
-            if ev.kind in ("protective_stop", "emergency_stop"):
-                tally.safety_stops += 1
-                stopped = True
-            if ev.kind != "state_change":
-                events.emit(ev.kind, ev.t_s, ep.index, drivers[ev.robot].name, **ev.detail)
-                if ep.sites is not None:
-                    ep.sites.safety_intervention(ev.t_s, ep.index, drivers[ev.robot].name, ev.kind, ev.detail)
-        if stopped:
-            tally.end_reason = "protective_stop"
-            break
-        if not pending and resolved >= len(arrivals):
+        control_events = drain_control_events()
+        if control_events:
+            for ev in control_events:
+                if ev.kind in ("protective_stop", "emergency_stop"):
+                    tally.safety_stops += 1
+                    stopped = True
+                if ev.kind != "state_change":
+                    events.emit(ev.kind, ev.t_s, ep.index, drivers[ev.robot].name, **ev.detail)
+                    if ep.sites is not None:
+                        ep.sites.safety_intervention(ev.t_s, ep.index, drivers[ev.robot].name, ev.kind, ev.detail)
+            if stopped:
+                tally.end_reason = "protective_stop"
+                break
+        if resolved >= n_arrivals and not pending:
             tally.end_reason = "all parts handled"
             break
     else:

@@ -11,6 +11,7 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from time import perf_counter
 
 import numpy as np
 import pybullet as p
@@ -38,6 +39,15 @@ PICK_ZONE_M = 0.55  # without a stopper: a moving part is in reach over the belt
 STOPPER_AWAY_Z_M = -2.0  # a stopper taken away for an episode waits under the floor
 # pybullet's TinyRenderer light when none is given; a light once given sticks to the client, so this puts it back
 DEFAULT_LIGHT = {"lightDirection": (-50.0, 30.0, 100.0), "lightColor": (1.0, 1.0, 1.0), "lightAmbientCoeff": 0.6}
+
+# the per-step calls, looked up once (module attribute lookups add up at 240 Hz)
+_get_joint_states = p.getJointStates
+_set_motors = p.setJointMotorControlArray
+_POSITION_CONTROL = p.POSITION_CONTROL
+_get_pose = p.getBasePositionAndOrientation
+_get_velocity = p.getBaseVelocity
+_reset_velocity = p.resetBaseVelocity
+_step_simulation = p.stepSimulation
 
 
 @dataclass
@@ -132,8 +142,17 @@ class Cell:
         self._build_part_pool(arrivals_per_type)
         self.max_joints = max(r.model.n_joints for r in self.robots)
         self._joint_pos = np.zeros((len(self.robots), self.max_joints))
+        # per robot, what the per-step calls need, looked up once: (body, joint indices, n, row of _joint_pos,
+        # motor forces, position gains, velocity gains) as the lists pybullet takes
+        self._per_step = [(r.body, r.joint_indices, r.model.n_joints, self._joint_pos[i, : r.model.n_joints],
+                           r.model.max_force.tolist(), r.model.position_gain.tolist(),
+                           r.model.velocity_gain.tolist()) for i, r in enumerate(self.robots)]
         self._initial_state = p.saveState(physicsClientId=self.client)
         self.t_s = 0.0
+        # wall time spent in stepSimulation and the steps it took, since the cell was built (always on: two
+        # perf_counter calls a step); the physics floor of a run is physics_s / physics_steps per step
+        self.physics_s = 0.0
+        self.physics_steps = 0
         self.draw: EpisodeDraw | None = None
         self.conveyor_speed = config.conveyor.speed  # m/s this episode (a draw may scale it)
         self.stopper = True  # this episode's stoppers stand (else parts are caught moving)
@@ -234,11 +253,14 @@ class Cell:
             self._park(slot)
 
     def _park(self, slot: PartSlot) -> None:
-        # a parked part collides with nothing and sleeps: it costs the solver nothing
+        # a parked part collides with nothing: it costs the solver nothing. Sleeping is disabled again (the
+        # default of a body; a part resolved last episode had it enabled, see ``_finish``), so that every
+        # episode starts from the same world whatever ran before it
         p.resetBasePositionAndOrientation(slot.body, slot.park_xyz, (0, 0, 0, 1), physicsClientId=self.client)
         p.resetBaseVelocity(slot.body, (0, 0, 0), (0, 0, 0), physicsClientId=self.client)
         p.setCollisionFilterGroupMask(slot.body, -1, 0, 0, physicsClientId=self.client)
-        p.changeDynamics(slot.body, -1, activationState=p.ACTIVATION_STATE_SLEEP, physicsClientId=self.client)
+        p.changeDynamics(slot.body, -1, activationState=p.ACTIVATION_STATE_DISABLE_SLEEPING | p.ACTIVATION_STATE_SLEEP,
+                         physicsClientId=self.client)
         slot.status = "parked"
 
     # ---- episodes ---------------------------------------------------------------------------------------
@@ -307,22 +329,23 @@ class Cell:
 
     def read_joint_positions(self) -> np.ndarray:
         """Measured joint positions, ``(robots, max_joints)``, padding 0 (a view reused across calls)."""
-        for i, robot in enumerate(self.robots):
-            states = p.getJointStates(robot.body, robot.joint_indices, physicsClientId=self.client)
-            self._joint_pos[i, : len(states)] = [s[0] for s in states]
+        client = self.client
+        for body, joints, _, row, _, _, _ in self._per_step:
+            row[:] = [s[0] for s in _get_joint_states(body, joints, physicsClientId=client)]
         return self._joint_pos
 
     def apply_joint_commands(self, setpoint: np.ndarray, setpoint_vel: np.ndarray | None = None) -> None:
         """Send position set-points ``(robots, max_joints)`` to the joint motors."""
-        for i, robot in enumerate(self.robots):
-            n = robot.model.n_joints
-            kwargs = {}
-            if setpoint_vel is not None:
-                kwargs["targetVelocities"] = setpoint_vel[i, :n].tolist()
-            p.setJointMotorControlArray(
-                robot.body, robot.joint_indices, p.POSITION_CONTROL, targetPositions=setpoint[i, :n].tolist(),
-                forces=robot.model.max_force.tolist(), positionGains=robot.model.position_gain.tolist(),
-                velocityGains=robot.model.velocity_gain.tolist(), physicsClientId=self.client, **kwargs)
+        client = self.client
+        targets, velocities = setpoint.tolist(), setpoint_vel.tolist() if setpoint_vel is not None else None
+        for i, (body, joints, n, _, forces, kp, kd) in enumerate(self._per_step):
+            if velocities is None:
+                _set_motors(body, joints, _POSITION_CONTROL, targetPositions=targets[i][:n], forces=forces,
+                            positionGains=kp, velocityGains=kd, physicsClientId=client)
+            else:
+                _set_motors(body, joints, _POSITION_CONTROL, targetPositions=targets[i][:n],
+                            targetVelocities=velocities[i][:n], forces=forces, positionGains=kp, velocityGains=kd,
+                            physicsClientId=client)
 
     def set_suction(self, robot_index: int, on: bool) -> None:
         """Switch a robot's vacuum; releasing drops whatever it holds."""
@@ -338,16 +361,21 @@ class Cell:
                 slot.released_t = self.t_s
 
     def step(self) -> None:
-        """Drive the belt and advance physics by one step."""
+        """Drive the belt and advance physics by one step; the physics call's wall time adds to ``physics_s``."""
+        client = self.client
         speed = self.conveyor_speed
         for slot in self.parts:
             if slot.status == "conveying":
-                pos, _ = p.getBasePositionAndOrientation(slot.body, physicsClientId=self.client)
-                vel, ang = p.getBaseVelocity(slot.body, physicsClientId=self.client)
+                body = slot.body
+                pos, _ = _get_pose(body, physicsClientId=client)
+                vel, ang = _get_velocity(body, physicsClientId=client)
                 front = pos[1] + slot.half_len_y_m
                 vy = speed if front < self._stop_front_y[slot.station] else 0.0
-                p.resetBaseVelocity(slot.body, (0.0, vy, vel[2]), ang, physicsClientId=self.client)
-        p.stepSimulation(physicsClientId=self.client)
+                _reset_velocity(body, (0.0, vy, vel[2]), ang, physicsClientId=client)
+        started = perf_counter()
+        _step_simulation(physicsClientId=client)
+        self.physics_s += perf_counter() - started
+        self.physics_steps += 1
         self.t_s += self.dt_s
 
     def update_parts(self) -> list[PartEvent]:
@@ -396,6 +424,9 @@ class Cell:
 
     def _finish(self, slot: PartSlot, status: str, robot: int | None, detail: dict) -> PartEvent:
         slot.status = status
+        # resolved (in a bin or dropped): the part may sleep once it has come to rest, and wakes when something
+        # hits it. Bodies never sleep by default, and each part at rest in a bin cost the solver ~35 µs a step
+        p.changeDynamics(slot.body, -1, activationState=p.ACTIVATION_STATE_ENABLE_SLEEPING, physicsClientId=self.client)
         kind = "place" if status == "placed" else "drop"
         return PartEvent(kind, slot.station if robot is None else robot, slot.kind.name, slot.order_id, detail)
 

@@ -9,7 +9,7 @@ from testbed.scenario import load
 
 FIELDS = ("run_id", "scenario", "episodes", "success_rate", "parts_placed", "cycle_time_s", "collisions",
           "safety_stops", "policy_latency_ms", "sim_rtf", "control")
-TIMINGS = ("run_id", "sim_rtf", "policy_latency_ms")
+TIMINGS = ("run_id", "sim_rtf", "policy_latency_ms", "physics_us_per_step", "physics_rtf_ceiling")
 LOCAL_POLICY = ("policy.serve:=null", "policy.builtin:=expert")
 
 
