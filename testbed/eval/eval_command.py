@@ -54,7 +54,7 @@ class BarReporter(Reporter):
     def start(self, total: int, done: int) -> None:
         """Show the bar, already advanced by the journaled episodes."""
         self._progress.start()
-        self._task = self._progress.add_task("eval", total=total, completed=done, successes="", last="")
+        self._task = self._progress.add_task("eval", total=total, completed=done, successes=0, last="")
 
     def row(self, row: Row) -> None:
         """Advance by one episode."""

@@ -4,6 +4,9 @@ Every episode is determined by the seed and its index alone (the world is restor
 workload drawn from ``(seed, episode)``), so splitting episodes across processes gives
 the same episodes as one run; only the wall time changes. One pybullet world gains
 nothing from threads, so parallelism comes from processes.
+
+This is the one-scenario merge kept for its callers (one merged ``metrics.json``); ``testbed eval`` runs
+sweeps, policies, Ray, the durable journal and resume through ``testbed.eval.evaluation``.
 """
 
 from __future__ import annotations
