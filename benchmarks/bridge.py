@@ -6,7 +6,8 @@ Observation: ``observation.state`` 7 float32 + ``observation.images.overhead`` 9
 are in this process. Paths:
 
 - ``act_unary``: the bridge's unary ``Act`` as ``GrpcActionSource(mode="unary")`` makes it
-  (``ObservationEncoder`` bytes, call, decode and validate the chunk), called synchronously;
+  (``ObservationEncoder`` bytes, call with wire bytes both ways, the answer decoded and validated
+  by ``ChunkDecoder``, the message way when it does not read it), called synchronously;
 - ``source_unary``: ``GrpcActionSource(mode="unary")`` itself (``submit`` then ``result``);
 - ``stream_act``: ``GrpcActionSource`` over ``StreamAct`` (``submit`` then ``result``), the
   path the run loop uses;
@@ -279,9 +280,10 @@ def main() -> None:
     with contextlib.ExitStack() as stack:
         bridge = stack.enter_context(spawn_policy_server("testbed.bridge.reference:HoldPolicy", {"image": "96"}))
         channel = stack.enter_context(grpc.insecure_channel(bridge.address, options=OPTIONS))
-        act_call = channel.unary_unary(ACT, response_deserializer=common_pb2.ActionChunk.FromString)
+        # wire bytes both ways, as GrpcActionSource(mode="unary") calls Act
+        act_call = channel.unary_unary(ACT)
         # the bridge's real replies size the floors' replies
-        reply = act_call(obs_bytes)
+        reply = common_pb2.ActionChunk.FromString(act_call(obs_bytes))
         unary_reply_bytes = reply.ByteSize()
         stream_reply_bytes = policy_pb2.ActResult(chunk=reply).ByteSize()
         result["reply_bytes_unary"] = unary_reply_bytes
@@ -295,8 +297,13 @@ def main() -> None:
 
         step = iter(range(STEP, 10**9))
 
+        chunks = codec.ChunkDecoder(spec)
+
         def act_unary() -> None:
-            codec.decode_chunk(act_call(encode(obs, episode=0, step=next(step))), spec)
+            # decoded and checked as GrpcActionSource does: ChunkDecoder, the message way for anything else
+            answer = act_call(encode(obs, episode=0, step=next(step)))
+            if chunks.chunk(answer) is None:
+                codec.decode_chunk(common_pb2.ActionChunk.FromString(answer), spec)
 
         stream_source = stack.enter_context(GrpcActionSource(bridge.endpoint))
         stream_source.reset(0)

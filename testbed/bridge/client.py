@@ -662,22 +662,30 @@ class GrpcActionSource:
                     self._notify()
                 self._in_flight_sent = None
                 continue
-            self._deliver(codec.act_result_bytes(chunk))
+            self._deliver(chunk, unary=True)
 
-    def _deliver(self, result: bytes) -> None:
-        """Hand one server answer, ``ActResult`` wire bytes, to ``result()`` (runs on the private loop)."""
+    def _deliver(self, result: bytes, unary: bool = False) -> None:
+        """Hand one server answer to ``result()`` (runs on the private loop).
+
+        Args:
+            result: ``ActResult`` wire bytes (``StreamAct``), or ``ActionChunk`` wire bytes with ``unary``.
+            unary: ``result`` is a unary ``Act`` answer.
+        """
         now = time.perf_counter()
         sent = self._in_flight_sent
         self._in_flight_sent = None
         self._owed_since = None
         latency_ms = 0.0 if sent is None else (now - sent) * 1e3
-        decoded = None if self._chunks is None else self._chunks.result(result, latency_ms=latency_ms)
+        chunks = self._chunks
+        decoded = (None if chunks is None else chunks.chunk(result, latency_ms=latency_ms) if unary
+                   else chunks.result(result, latency_ms=latency_ms))
         if decoded is not None:  # the usual answer: a valid chunk of the full size
             chunk, episode = decoded
             if episode == self._episode and (self._ready is None or chunk.step >= self._ready.step):
                 self._ready = chunk
         else:
-            self._deliver_message(policy_pb2.ActResult.FromString(result), latency_ms)
+            self._deliver_message(policy_pb2.ActResult.FromString(codec.act_result_bytes(result) if unary else result),
+                                  latency_ms)
         self._notify()
         if self._pending is not None:
             self._wake_sender()  # the next pending observation may go now

@@ -620,11 +620,11 @@ class ChunkDecoder:
             self._head = b"\x0a" + _varint(len(tensor_head) + self._nbytes) + tensor_head
 
     def chunk(self, payload: bytes, *, latency_ms: float = 0.0) -> tuple[ActionChunk, int] | None:
-        """``(chunk, episode)`` from ``ActionChunk`` bytes, or None (see the class).
+        """``(chunk, episode)`` from ``ActionChunk`` bytes (what unary ``Act`` answers), or None (see the class).
 
         The chunk is valid: finite float32 of the spec's full shape.
         """
-        return self.result(act_result_bytes(payload), latency_ms=latency_ms)
+        return self._read(payload, 0, latency_ms)
 
     def result(self, payload: bytes, *, latency_ms: float = 0.0) -> tuple[ActionChunk, int] | None:
         """``(chunk, episode)`` from ``ActResult`` bytes holding a chunk, or None (an error, or see the class).
@@ -643,6 +643,10 @@ class ChunkDecoder:
             start = 3
         if start + length != len(payload):
             return None
+        return self._read(payload, start, latency_ms)
+
+    def _read(self, payload: bytes, start: int, latency_ms: float) -> tuple[ActionChunk, int] | None:
+        """The ``ActionChunk`` that fills ``payload`` from ``start`` on, or None (see the class)."""
         head = self._head
         if not head or not payload.startswith(head, start):
             return None

@@ -286,11 +286,11 @@ def _deliver_failing_once(error: BaseException, monkeypatch: pytest.MonkeyPatch)
     original = GrpcActionSource._deliver
     calls = {"n": 0}
 
-    def deliver(self: GrpcActionSource, result: object) -> None:
+    def deliver(self: GrpcActionSource, result: object, **kwargs: object) -> None:
         calls["n"] += 1
         if calls["n"] == 2:
             raise error
-        original(self, result)  # type: ignore[arg-type]
+        original(self, result, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(GrpcActionSource, "_deliver", deliver)
 

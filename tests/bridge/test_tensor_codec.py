@@ -419,6 +419,12 @@ def test_chunk_decoder_leaves_errors_and_faulty_chunks_to_the_message_path() -> 
                  policy_pb2.ActResult(chunk=good).SerializeToString()[:-3],
                  b""):
         assert decoder.result(wire) is None
+    # the same as unary Act answers them: ActionChunk bytes
+    assert decoder.chunk(good.SerializeToString()) is not None
+    for wire in (nan.SerializeToString(), short.SerializeToString(),
+                 good.SerializeToString() + b"\x0a\x00",  # a second actions field
+                 good.SerializeToString()[:-3], b""):
+        assert decoder.chunk(wire) is None
 
 
 def test_chunk_decoder_of_a_spec_too_large_for_the_integer_scan_always_takes_the_message_path() -> None:
