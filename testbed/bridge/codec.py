@@ -46,6 +46,7 @@ _KINDS_BY_ENUM = {code: kind for kind, code in _KINDS.items()}
 MAX_DIMS = 8
 _F32 = np.dtype("<f4")
 _F64 = struct.Struct("<d")
+_STEP2_MS = struct.Struct("<BBBBd")  # ActionChunk tail: step (a 2-byte varint), compute_ms
 _NO_TIME = 0.0  # ObservationEncoder's default sim_time_s
 # Small float32 tensors (a state, a chunk) are checked for NaN/inf as one Python int rather than
 # with a numpy call. The checks run in threads woken once per request, where every distinct C
@@ -578,14 +579,17 @@ class ChunkEncoder:
                 if head is None:
                     tensor_head = _tensor_header(pb.DTYPE_FLOAT32, shape, len(data))
                     head = self._heads[shape[0]] = b"\x0a" + _varint(len(tensor_head) + len(data)) + tensor_head
-                if 0x80 <= step < 0x4000:  # most steps of a run, without a call
-                    tail = bytes((0x10, step & 0x7F | 0x80, step >> 7))
+                if 0x80 <= step < 0x4000 and not episode and compute_ms > 0.0:  # most answers of a run: one call
+                    tail = _STEP2_MS.pack(0x10, step & 0x7F | 0x80, step >> 7, 0x21, compute_ms)
                 else:
-                    tail = _tagged_varint(0x10, step) if step else b""
-                if episode:
-                    tail += _tagged_varint(0x18, episode)
-                if compute_ms or math.copysign(1.0, compute_ms) < 0:  # proto3 leaves out +0.0 only
-                    tail += b"\x21" + _F64.pack(compute_ms)
+                    if 0x80 <= step < 0x4000:
+                        tail = bytes((0x10, step & 0x7F | 0x80, step >> 7))
+                    else:
+                        tail = _tagged_varint(0x10, step) if step else b""
+                    if episode:
+                        tail += _tagged_varint(0x18, episode)
+                    if compute_ms or math.copysign(1.0, compute_ms) < 0:  # proto3 leaves out +0.0 only
+                        tail += b"\x21" + _F64.pack(compute_ms)
                 if act_result:  # the ActResult around it: its chunk field's tag and length
                     length = len(head) + len(data) + len(tail)
                     return b"".join((bytes((0x0A, length & 0x7F | 0x80, length >> 7)) if 0x80 <= length < 0x4000

@@ -348,6 +348,11 @@ def test_a_repeated_map_entry_is_left_to_the_message_path() -> None:
 
 @settings(max_examples=100, deadline=None)
 @given(st.integers(1, 5), _INT64, _INT64, st.floats(allow_nan=False) | st.just(-0.0), st.booleans())
+@example(5, 1000, 0, 0.0123, False)  # most answers of a run: a 2-byte step, episode 0, a compute time
+@example(5, 16383, 0, 5e-324, True)
+@example(5, 128, 0, float("inf"), False)
+@example(5, 1000, 0, 0.0, False)
+@example(5, 1000, 1, 0.5, False)
 def test_chunk_encoder_bytes_parse_to_the_message_encode_actions_builds(
     rows: int, step: int, episode: int, compute_ms: float, act_result: bool
 ) -> None:
