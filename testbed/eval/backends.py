@@ -20,7 +20,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any, Protocol
 
 from testbed.errors import FeatureUnavailable, ScenarioError, TestbedError
-from testbed.eval.tasks import Batch, close_policy_servers, run_batch, worker_name
+from testbed.eval.tasks import WORKER_ENV, Batch, close_policy_servers, run_batch, worker_environment, worker_name
 
 Message = dict[str, Any]
 
@@ -99,7 +99,8 @@ class LocalBackend:
             mine, theirs = context.Pipe(duplex=True)
             proc = context.Process(target=_local_worker, args=(theirs, number, os.getpid()),
                                    name=f"testbed-eval-worker-{number + 1}", daemon=True)
-            proc.start()
+            with worker_environment():  # before the child imports numpy
+                proc.start()
             theirs.close()
             self._conns.append(mine)
             self._procs.append(proc)
@@ -231,7 +232,7 @@ class RayBackend:
         from ray.util.queue import Queue
 
         self._queue = Queue()
-        actor = ray.remote(num_cpus=1)(EvalActor)
+        actor = ray.remote(num_cpus=1, runtime_env={"env_vars": dict(WORKER_ENV)})(EvalActor)
         self._actors = [actor.remote(n) for n in range(workers)]
         self._where = ray.get([a.where.remote() for a in self._actors])
         self._running: dict[Any, int] = {}

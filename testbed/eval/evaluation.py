@@ -43,7 +43,7 @@ from testbed.eval.journal import (
 from testbed.eval.metrics import build_metrics
 from testbed.eval.runner import create_run_dir, noting_failure
 from testbed.eval.sweep import PolicyChoice, Variation, episode_id, parse_episode_id, policies, variations
-from testbed.eval.tasks import Batch, Row, close_policy_servers, run_batch, tally_of
+from testbed.eval.tasks import WORKER_ENV, Batch, Row, tally_of
 from testbed.scenario.loader import LoadedScenario, load
 
 PLAN_FILE = "evaluation.json"
@@ -410,7 +410,7 @@ class Evaluation:
             if key not in endpoints:
                 log = self.run_dir / "logs" / f"policy-{group.policy.name}-{len(endpoints)}.log"
                 server = stack.enter_context(spawn_policy_server(group.serve["target"], group.serve["args"],
-                                                                 log_path=log))
+                                                                 log_path=log, env=WORKER_ENV))
                 endpoints[key] = server.endpoint
         return endpoints
 
@@ -520,8 +520,36 @@ class Rerun:
         return self.recorded is not None and not self.differences
 
 
+def _run_alone(batch: Batch) -> Row:
+    """Run a one-episode batch in a worker process, as the evaluation's workers ran it (same environment).
+
+    Raises:
+        WorkerFailed: the episode failed or the worker died.
+    """
+    from testbed.eval.backends import LocalBackend
+
+    backend = LocalBackend(1)
+    rows: list[Row] = []
+    try:
+        backend.submit(0, batch)
+        while True:
+            for msg in backend.poll(0.5):
+                if msg["kind"] == "row":
+                    rows.append(msg["row"])
+                elif msg["kind"] == "done":
+                    (row,) = rows
+                    return row
+                elif msg["kind"] == "error":
+                    raise WorkerFailed(f"re-running {describe_batch(batch)} failed: {msg['error']}: "
+                                       f"{msg['message'].strip()}")
+                else:
+                    raise WorkerFailed(f"re-running {describe_batch(batch)}: the worker died ({msg['detail']})")
+    finally:
+        backend.close(abort=not rows)
+
+
 def rerun_episode(run_dir: Path, only: str, *, progress: Callable[[str], None] | None = None) -> Rerun:
-    """Run episode ``only`` of an earlier evaluation again, in this process, and compare it with the journal.
+    """Run episode ``only`` of an earlier evaluation again, in a worker process, and compare it with the journal.
 
     The new row is written to ``RUN_DIR/reruns/<id>-<time>.json`` with the comparison.
 
@@ -537,12 +565,7 @@ def rerun_episode(run_dir: Path, only: str, *, progress: Callable[[str], None] |
         raise ScenarioError(f"--only {only}: not an episode of {run_dir} (variation/policy pairs: {known}; "
                             f"episodes 0..{plan.episodes - 1})")
     batch = make_batches(plan, {episode_id(variation, policy, episode)}, 1, run_dir / "reruns", {})[0]
-    rows: list[Row] = []
-    try:
-        run_batch(batch, rows.append)
-    finally:
-        close_policy_servers()
-    (row,) = rows
+    row = _run_alone(batch)
     recorded = next((r for r in read_journal(run_dir / RESULTS_JSONL) if r["episode_id"] == row["episode_id"]), None)
     differences = {c: (recorded.get(c), row[c]) for c in OUTCOME_COLUMNS
                    if recorded is not None and recorded.get(c) != row[c]}

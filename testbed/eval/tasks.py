@@ -11,11 +11,12 @@ batches); ``endpoint`` names a server the evaluation shares between workers.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import socket
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,27 @@ Batch = dict[str, Any]
 Row = dict[str, Any]
 
 _SERVERS: dict[str, PolicyServerProcess] = {}  # this process's policy servers, by (target, args)
+
+# Every process that runs episodes or serves a policy keeps its numeric libraries on one thread: one worker
+# per core is the plan, BLAS threads on top would oversubscribe the cores, and Ray pins its workers the same
+# way, so both backends run alike (outcomes were identical with 1 and 2 BLAS threads when tried).
+WORKER_ENV = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                                     "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")}
+
+
+@contextlib.contextmanager
+def worker_environment() -> Iterator[None]:
+    """``WORKER_ENV`` in ``os.environ`` while processes are started (they inherit it), then as it was."""
+    saved = {name: os.environ.get(name) for name in WORKER_ENV}
+    os.environ.update(WORKER_ENV)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def worker_name() -> str:
@@ -57,7 +79,7 @@ def policy_server(serve: dict[str, Any], log_dir: Path) -> PolicyServerProcess:
     if server is None:
         log_dir.mkdir(parents=True, exist_ok=True)
         log = log_dir / f"policy-{socket.gethostname()}-{os.getpid()}-{len(_SERVERS)}.log"
-        server = spawn_policy_server(serve["target"], serve["args"], log_path=log)
+        server = spawn_policy_server(serve["target"], serve["args"], log_path=log, env=WORKER_ENV)
         _SERVERS[key] = server
     return server
 
