@@ -1,6 +1,7 @@
 """Sweeps across real worker processes and a real local Ray instance: one row per episode, same outcomes."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -164,3 +165,20 @@ def test_policies_become_launch_file_overrides():
     assert "policy.protocol:=openpi" in remote.overrides()
     assert policies([])[0].name == "default" and policies([])[0].overrides() == []
     assert parse_episode_id("v12/bc/0007") == ("v12", "bc", 7)
+
+
+def test_shared_policy_server_gives_the_same_outcomes_as_per_worker_servers(one_worker, tmp_path):
+    shared = run_eval(tmp_path, "--workers", "2", "--policy-servers", "shared")
+    assert outcomes(shared) == outcomes(one_worker)
+    assert len(list((shared / "logs").glob("policy-default-*.log"))) == 1  # one server, started by the evaluation
+    assert not (shared / "workers" / "logs").exists()  # no worker started one of its own
+
+
+def test_resuming_a_finished_evaluation_runs_nothing_and_keeps_its_results(one_worker, tmp_path, capsys):
+    copy = tmp_path / one_worker.name
+    shutil.copytree(one_worker, copy)
+    assert main(["eval", "--resume", str(copy), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "4/4 episode(s) journaled" in out and "0 episode(s) run" in out
+    assert outcomes(copy) == outcomes(one_worker)
+    assert len((copy / RESULTS_JSONL).read_text().splitlines()) == 4
