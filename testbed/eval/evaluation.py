@@ -21,7 +21,7 @@ import math
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -548,7 +548,7 @@ def _run_alone(batch: Batch) -> Row:
         backend.close(abort=not rows)
 
 
-def rerun_episode(run_dir: Path, only: str, *, progress: Callable[[str], None] | None = None) -> Rerun:
+def rerun_episode(run_dir: Path, only: str) -> Rerun:
     """Run episode ``only`` of an earlier evaluation again, in a worker process, and compare it with the journal.
 
     The new row is written to ``RUN_DIR/reruns/<id>-<time>.json`` with the comparison.
