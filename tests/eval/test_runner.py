@@ -62,6 +62,22 @@ def test_restored_episode_equals_a_fresh_world(tmp_path):
     assert both.metrics["episode_results"][0] == again.metrics["episode_results"][0]
 
 
+def test_an_episode_after_others_equals_it_run_alone(tmp_path):
+    # parts resolved in an episode may sleep from then on: the pooled bodies must not carry that into the next
+    loaded = load("launch/factory_cell.yaml", ["episodes:=5", *LOCAL_POLICY])
+    after = run_scenario(loaded, runs_dir=tmp_path / "a")
+    alone = run_scenario(loaded, runs_dir=tmp_path / "b", episodes=[4])
+    assert after.metrics["parts_placed"] == 15
+    assert after.metrics["episode_results"][4] == alone.metrics["episode_results"][0]
+
+
+def test_metrics_report_the_physics_time_of_the_same_episodes(tmp_path):
+    m = run_scenario(one_of_each(tmp_path, *LOCAL_POLICY), runs_dir=tmp_path).metrics
+    assert m["physics_us_per_step"] > 0
+    assert m["physics_rtf_ceiling"] == pytest.approx(1e6 / (m["physics_us_per_step"] * 240), rel=1e-3)
+    assert m["physics_rtf_ceiling"] > m["sim_rtf"]  # stepSimulation is a part of the episode loop's wall time
+
+
 def test_different_seeds_give_different_workloads(tmp_path):
     a = run_scenario(load("launch/factory_cell.yaml", ["episodes:=1", "seed:=1"]), runs_dir=tmp_path / "a")
     b = run_scenario(load("launch/factory_cell.yaml", ["episodes:=1", "seed:=2"]), runs_dir=tmp_path / "b")
