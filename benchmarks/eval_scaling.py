@@ -33,9 +33,11 @@ def measure(episodes: int, workers: int, ray: str | None = None) -> dict[str, An
         result = evaluation.run()
         assert result.complete and result.summary is not None
         overall = result.summary["overall"]
+        busy_s = sum(r["cpu_s"] for r in result.rows)
         return {"episodes_per_minute": round(result.episodes_run / result.wall_s * 60.0, 2),
                 "wall_s": round(result.wall_s, 2), "cpu_s_per_episode": overall["cpu_s_per_episode"],
-                "success_rate": overall["success_rate"]}
+                # cores the episodes actually got: under 2 with 2 workers means other work held a core
+                "cores_used": round(busy_s / result.wall_s, 2), "success_rate": overall["success_rate"]}
 
 
 def main() -> None:

@@ -223,8 +223,8 @@ def read_plan(run_dir: Path) -> tuple[Plan, Settings]:
 
 def make_batches(plan: Plan, pending: set[str], workers: int, runs_dir: Path,
                  shared_endpoints: dict[str, str]) -> list[Batch]:
-    """The pending episodes as batches of one (variation, policy), a few per worker so the work spreads evenly."""
-    size = max(1, min(MAX_BATCH, math.ceil(len(pending) / (3 * workers))))
+    """The pending episodes as batches of one (variation, policy), about two per worker so the work spreads evenly."""
+    size = max(1, min(MAX_BATCH, math.ceil(len(pending) / (2 * workers))))
     batches: list[Batch] = []
     for group in plan.groups:
         todo = [e for e in range(plan.episodes) if episode_id(group.variation.id, group.policy.name, e) in pending]
