@@ -26,18 +26,18 @@ from testbed.errors import ScenarioError, TestbedError
 from testbed.eval.drivers import Driver, Episode, ExternalDriver, JobDriver, PolicyDriver, Recorder
 from testbed.eval.events import EventStream
 from testbed.eval.metrics import EpisodeTally, build_metrics
-from testbed.eval.plan import plan_arrivals
 from testbed.eval.ros2_run import RunRos2, check_available, part_poses, start_ros2
 from testbed.eval.sites_run import RunSites, effective_scenario
 from testbed.eval.sources import check_spec, open_action_source, token_from_env
 from testbed.eval.trace import JointTrace
 from testbed.policies.protocol import PolicySpec
 from testbed.robots import RobotModel
+from testbed.scenario.arrivals import plan_arrivals
 from testbed.scenario.loader import LoadedScenario
+from testbed.scenario.randomize import draw_episode
 from testbed.scenario.schema import Scenario
 from testbed.scenario.workload import PartArrival
 from testbed.sim.cell import Cell, build_cell
-from testbed.sim.randomize import draw_episode
 
 PART_CHECK_EVERY = 4  # physics steps between part bookkeeping passes (60 Hz at 240 Hz physics)
 MONITOR_HZ = 20.0  # contacts, joint trace and the live snapshot (and camera frames while someone watches)

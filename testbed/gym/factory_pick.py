@@ -40,13 +40,13 @@ from gymnasium import spaces
 import testbed
 from testbed.control import ControlLoop, TcpSpeedGuard
 from testbed.errors import FeatureUnavailable, ScenarioError, SpecMismatch
-from testbed.gym.arrivals import ArrivalPlan
 from testbed.policies.observations import ENV_STATE_NAMES, state_names
 from testbed.scenario import load
+from testbed.scenario.arrivals import ArrivalPlan
+from testbed.scenario.randomize import EpisodeDraw, draw_episode
 from testbed.scenario.schema import CameraConfig, Scenario
 from testbed.scenario.workload import PART_TYPES, PartArrival
 from testbed.sim import Cell, build_cell
-from testbed.sim.randomize import EpisodeDraw, draw_episode
 
 ENV_ID = "testbed/FactoryPick-v0"
 DEFAULT_LAUNCH = Path(testbed.__file__).resolve().parents[1] / "launch" / "factory_cell.yaml"

@@ -148,7 +148,7 @@ def _check_range(value: Range | None, info: ValidationInfo) -> Range | None:
 
 
 class RandomizeConfig(Strict):
-    """Per-episode domain randomization, drawn from (seed, episode) only (testbed.sim.randomize).
+    """Per-episode domain randomization, drawn from (seed, episode) only (testbed.scenario.randomize).
 
     Every field defaults to no randomization. Ranges are ``[low, high]``, drawn uniformly.
     """

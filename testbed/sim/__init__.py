@@ -4,7 +4,7 @@ Entry point: ``build_cell(cell_config, physics_hz, arrivals)``; per-episode rand
 ``cell.reset_episode(draw_episode(scenario.randomize, seed, episode))``.
 """
 
+from testbed.scenario.randomize import EpisodeDraw, draw_episode
 from testbed.sim.cell import Cell, PartEvent, build_cell
-from testbed.sim.randomize import EpisodeDraw, draw_episode
 
 __all__ = ["Cell", "EpisodeDraw", "PartEvent", "build_cell", "draw_episode"]

@@ -18,10 +18,10 @@ import pybullet as p
 
 from testbed.policies.observations import ENV_STATE_NAMES
 from testbed.robots import RobotModel, load_robot
+from testbed.scenario.randomize import EpisodeDraw
 from testbed.scenario.schema import CellConfig, RobotConfig
 from testbed.scenario.workload import PART_TYPES, PartArrival
 from testbed.sim.parts import PART_CATALOGUE, PART_FRICTION, PartType, create_part_body
-from testbed.sim.randomize import EpisodeDraw
 
 BELT_WIDTH_M = 0.12
 BELT_X_M = 0.45  # belt centre line, relative to the first robot's base
@@ -282,7 +282,7 @@ class Cell:
         """Return the world to its built state: robots at home, parts parked, vacuum off.
 
         Args:
-            draw: the episode's randomization (``testbed.sim.randomize.draw_episode``): conveyor speed,
+            draw: the episode's randomization (``testbed.scenario.randomize.draw_episode``): conveyor speed,
                 stoppers standing or taken away, camera pose and light for ``render``, and per-part pose,
                 mass and friction applied by ``spawn``. None: the nominal cell.
         """

@@ -6,9 +6,9 @@ from datetime import datetime
 import pytest
 
 from testbed.errors import DatasetError
-from testbed.eval.plan import plan_arrivals
 from testbed.eval.runner import run_scenario
 from testbed.scenario import load
+from testbed.scenario.arrivals import plan_arrivals
 
 ORDERS = "datasets/kr_electronics_orders"
 

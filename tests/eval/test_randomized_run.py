@@ -10,7 +10,7 @@ import pytest
 
 from testbed.eval.runner import run_scenario
 from testbed.scenario import load
-from testbed.sim.randomize import draw_episode
+from testbed.scenario.randomize import draw_episode
 
 ROOT = Path(__file__).resolve().parents[2]
 RANDOMIZED = ROOT / "launch/factory_cell_randomized.yaml"

@@ -10,13 +10,13 @@ import pybullet as p
 import pytest
 
 from testbed.errors import ScenarioError
-from testbed.eval.plan import plan_arrivals
 from testbed.scenario import load
+from testbed.scenario.arrivals import plan_arrivals
+from testbed.scenario.randomize import EpisodeDraw, PartDraw, draw_episode
 from testbed.scenario.schema import CameraConfig, CellConfig, RandomizeConfig
 from testbed.scenario.workload import PART_TYPES, PartArrival
 from testbed.sim.cell import PICK_ZONE_M, build_cell
 from testbed.sim.parts import PART_CATALOGUE, PART_FRICTION
-from testbed.sim.randomize import EpisodeDraw, PartDraw, draw_episode
 
 ROOT = Path(__file__).resolve().parents[2]
 RANDOMIZED = ROOT / "launch/factory_cell_randomized.yaml"

@@ -1,11 +1,9 @@
-"""Part arrivals of one episode, drawn from (run seed, episode index) as a run plans them.
+"""Which parts arrive when: every episode's arrivals, drawn from (run seed, episode index) before it starts.
 
 Random workloads take their part types from the episode's part mix when the launch file randomizes
-it (``testbed.sim.randomize.draw_episode``), as a run does.
-
-The rule is ``testbed.eval.plan.plan_arrivals``'s, for one episode at a time: the environment has no
-fixed episode count, and it must not import the evaluation package (its ``__init__`` brings in the
-runner). tests/gym/test_factory_pick.py checks that both give the same arrivals.
+it (``testbed.scenario.randomize.draw_episode``). Runs plan all their episodes up front
+(``plan_arrivals``); the gymnasium environment, which has no fixed episode count, asks
+``ArrivalPlan.arrivals`` for one episode at a time. Both are the same rule.
 """
 
 from __future__ import annotations
@@ -17,9 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from testbed.errors import DatasetError
+from testbed.scenario.randomize import draw_episode
 from testbed.scenario.schema import Scenario
 from testbed.scenario.workload import PART_TYPES, PartArrival
-from testbed.sim.randomize import draw_episode
 
 
 class ArrivalPlan:
@@ -82,6 +80,20 @@ class ArrivalPlan:
         rnd = workload.random
         assert rnd is not None
         return {name: rnd.count if name in rnd.types else 0 for name in PART_TYPES}
+
+
+def plan_arrivals(scenario: Scenario) -> list[list[PartArrival]]:
+    """Arrivals per episode of a run, fully determined by the launch file and its seed.
+
+    Scripted parts repeat every episode; random parts are drawn from ``(seed, episode)``; an order
+    log is consumed in windows of ``limit`` orders per episode (the whole log each episode when no
+    limit is set), wrapping around at its end, times re-based to each window's first order.
+
+    Raises:
+        DatasetError: the order log cannot be read or has bad rows.
+    """
+    plan = ArrivalPlan(scenario)
+    return [plan.arrivals(scenario.seed, episode) for episode in range(scenario.episodes)]
 
 
 def _load_orders(directory: Path, time_scale: float) -> list[PartArrival]:
