@@ -66,6 +66,22 @@ class Segment:
         frac = x - i
         return self.waypoints[i] * (1 - frac) + self.waypoints[i + 1] * frac
 
+    def sample_many(self, first: int, count: int) -> np.ndarray:
+        """``sample(first + k)`` for k in 0..count-1 as rows of one array: the same scalar timing law per row and
+        the same float64 products and sum per element, in one numpy expression instead of one per row."""
+        start, span, last = self.start_step, max(self.duration_steps, 1e-9), len(self.waypoints) - 2
+        rows, fracs = [], []
+        for k in range(count):
+            tau = min(max((first + k - start) / span, 0.0), 1.0)
+            s = tau**3 * (10 - 15 * tau + 6 * tau**2)
+            x = s * (last + 1)
+            i = min(int(x), last)
+            rows.append(i)
+            fracs.append(x - i)
+        frac = np.array(fracs)[:, None]
+        index = np.array(rows)
+        return self.waypoints[index] * (1 - frac) + self.waypoints[index + 1] * frac
+
     @property
     def goal(self) -> np.ndarray:
         return self.waypoints[-1]
@@ -157,11 +173,10 @@ class ExpertPolicy:
         if self._segment is None:
             self._segment = Segment(q[None, :].repeat(2, axis=0), self._step, 1, False)
         self._advance(q, env)
-        chunk = np.empty((self.chunk_size, self.n + 1), dtype=np.float32)
-        for k in range(self.chunk_size):
-            chunk[k, : self.n] = self._segment.sample(self._step + k)
-            on = self._segment.suction and self._step + k >= self._segment.suction_from
-            chunk[k, self.n] = 1.0 if on else 0.0
+        seg, step, size = self._segment, self._step, self.chunk_size
+        chunk = np.empty((size, self.n + 1), dtype=np.float32)
+        chunk[:, : self.n] = seg.sample_many(step, size)
+        chunk[:, self.n] = [1.0 if seg.suction and step + k >= seg.suction_from else 0.0 for k in range(size)]
         self._step += 1
         return chunk
 
@@ -258,7 +273,12 @@ class ExpertPolicy:
         speed = float(np.linalg.norm(velocity))
         direction = velocity / speed
         lead_s = CATCH_CLEARANCE_M / speed
+        # every plan lasts >= 0.25 s (``_plan``), so a point that leaves less time than this is never taken:
+        # skip its two inverse kinematics (the same float sum as below, and rounding is monotonic)
+        shortest = 0.25 + 0.25 + CATCH_SETTLE_S
         for ahead_s in np.arange(0.2, 4.0, 0.1):
+            if shortest > ahead_s - lead_s:
+                continue
             goal = part_xy + velocity * ahead_s
             low = np.array([*goal, top_z + CATCH_HEIGHT_M])
             path, dash_s = self._plan([(*goal, top_z + CATCH_ABOVE_M)])
@@ -318,18 +338,19 @@ class ExpertPolicy:
 
     def _ik(self, target: np.ndarray, seed: np.ndarray) -> np.ndarray:
         lower, upper = self.model.lower, self.model.upper
+        limits = dict(lowerLimits=lower.tolist(), upperLimits=upper.tolist(), jointRanges=(upper - lower).tolist(),
+                      maxNumIterations=200, residualThreshold=1e-6, physicsClientId=self._client)
+        index = {j: i for i, j in enumerate(self._movable)}
+        columns = [index[j] for j in self._joints]
+        orientation = () if self._position_only else (self._tool_down,)
+        goal = target.tolist()
         q = seed.copy()
-        for _ in range(4):
-            self._set(q)
-            kwargs = dict(lowerLimits=lower.tolist(), upperLimits=upper.tolist(),
-                          jointRanges=(upper - lower).tolist(), restPoses=q.tolist(),
-                          maxNumIterations=200, residualThreshold=1e-6, physicsClientId=self._client)
-            if self._position_only:
-                sol = p.calculateInverseKinematics(self._body, self._tcp, target.tolist(), **kwargs)
-            else:
-                sol = p.calculateInverseKinematics(self._body, self._tcp, target.tolist(), self._tool_down, **kwargs)
-            index = {j: i for i, j in enumerate(self._movable)}
-            q = np.clip(np.array([sol[index[j]] for j in self._joints]), lower, upper)
+        for attempt in range(4):
+            if attempt == 0:  # later attempts start where ``_fk`` below has just set the arm (q)
+                self._set(q)
+            sol = p.calculateInverseKinematics(self._body, self._tcp, goal, *orientation, restPoses=q.tolist(),
+                                               **limits)
+            q = np.clip(np.array([sol[i] for i in columns]), lower, upper)
             if float(np.linalg.norm(self._fk(q) - target)) < 1e-3:
                 break
         if not math.isfinite(float(np.sum(q))):
