@@ -42,7 +42,7 @@ def measure(episodes: int, workers: int, ray: str | None = None) -> dict[str, An
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--episodes", type=int, default=24, help="episodes per evaluation (default 24)")
+    parser.add_argument("--episodes", type=int, default=40, help="episodes per evaluation (default 40)")
     parser.add_argument("--repeat", type=int, default=1, help="alternate 1 and 2 workers this many times")
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray local figure")
     args = parser.parse_args()
