@@ -340,6 +340,8 @@ class Cell:
 
     # ---- per-step ----------------------------------------------------------------------------------------
 
+    _sent_commands: list[tuple[bytes, bytes | None] | None] | None = None  # per robot, the last motor command sent
+
     def read_joint_positions(self) -> np.ndarray:
         """Measured joint positions, ``(robots, max_joints)``, padding 0 (a view reused across calls)."""
         client = self.client
@@ -348,10 +350,26 @@ class Cell:
         return self._joint_pos
 
     def apply_joint_commands(self, setpoint: np.ndarray, setpoint_vel: np.ndarray | None = None) -> None:
-        """Send position set-points ``(robots, max_joints)`` to the joint motors."""
+        """Send position set-points ``(robots, max_joints)`` to the joint motors.
+
+        pybullet's motors keep their last command, so a robot whose set-point and velocity are bit for bit those
+        it was last sent (an arm holding still) is not sent them again. The first command of an episode (``t_s``
+        0, after ``reset_episode``'s ``restoreState``) is always sent.
+        """
         client = self.client
+        sent = self._sent_commands
+        if sent is None or self.t_s == 0.0:
+            sent = self._sent_commands = [None] * len(self._per_step)
+        key = (setpoint.tobytes(), None if setpoint_vel is None else setpoint_vel.tobytes())
+        if key == sent[0] and len(sent) == 1:  # one robot (the common cell), holding still
+            return
         targets, velocities = setpoint.tolist(), setpoint_vel.tolist() if setpoint_vel is not None else None
         for i, (body, joints, n, _, forces, kp, kd) in enumerate(self._per_step):
+            if len(sent) > 1:
+                key = (setpoint[i].tobytes(), None if setpoint_vel is None else setpoint_vel[i].tobytes())
+            if key == sent[i]:
+                continue
+            sent[i] = key
             if velocities is None:
                 _set_motors(body, joints, _POSITION_CONTROL, targetPositions=targets[i][:n], forces=forces,
                             positionGains=kp, velocityGains=kd, physicsClientId=client)
