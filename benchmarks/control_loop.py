@@ -16,7 +16,9 @@ that it computes the vectorized loop's set-points (``python_floats_max_diff``, r
 is taken against the faster of the two baselines (``ratio_256_baseline`` names it).
 ``vectorized_256_tcp_limited_us``: the same load with every robot's TCP speed limited.
 ``vectorized_1x6_240hz_tick_us``: one 6-joint robot ticked at 240 Hz, streaming (a physics-speed episode's
-per-step control cost).
+per-step control cost), on the vectorized path; ``scalar_1x6_240hz_tick_us``: the same on the scalar path the
+loop takes for few robots (the same set-points to the bit; every other figure here is the vectorized path's,
+``scalar_max_robots=0``).
 """
 
 from __future__ import annotations
@@ -59,7 +61,8 @@ def _streaming_loop(n_robots: int, tcp_limit_m_s: float | None = None) -> Contro
 
     With ``tcp_limit_m_s`` every robot's TCP speed is limited (0.3 m of reach per joint).
     """
-    loop = ControlLoop([BenchArm(f"arm{i}") for i in range(n_robots)], DT_S, stream_timeout_s=100.0)
+    loop = ControlLoop([BenchArm(f"arm{i}") for i in range(n_robots)], DT_S, stream_timeout_s=100.0,
+                       scalar_max_robots=0)
     loop.reset(np.zeros((n_robots, N_JOINTS)))
     for r, rows in enumerate(_stream_rows(n_robots)):
         loop.submit_chunk(r, rows, 0.0, 0.02)
@@ -263,14 +266,15 @@ def _time_vectorized(n_robots: int, n_ticks: int, repeats: int, tcp_limit_m_s: f
     return best * 1e6
 
 
-def _time_one_robot_240hz(n_joints: int, n_ticks: int, repeats: int) -> float:
-    """One robot of ``n_joints`` at 240 Hz (a physics-speed episode: one tick per simulation step), streaming."""
+def _time_one_robot_240hz(n_joints: int, n_ticks: int, repeats: int, scalar: bool = False) -> float:
+    """One robot of ``n_joints`` at 240 Hz (a physics-speed episode: one tick per simulation step), streaming;
+    on the loop's scalar path or (default) its vectorized one."""
     arm = BenchArm("arm")
     arm.n_joints, arm.joint_types = n_joints, ("revolute",) * n_joints
     for field in ("lower", "upper", "velocity", "acceleration", "jerk"):
         setattr(arm, field, getattr(arm, field)[:n_joints])
     dt_s = 1.0 / 240.0
-    loop = ControlLoop([arm], dt_s, stream_timeout_s=100.0)
+    loop = ControlLoop([arm], dt_s, stream_timeout_s=100.0, scalar_max_robots=1 if scalar else 0)
     loop.reset(np.zeros((1, n_joints)))
     loop.submit_chunk(0, _stream_rows(1)[0][:, :n_joints], 0.0, 0.02)
     measured = np.zeros((1, n_joints))
@@ -341,6 +345,7 @@ def main() -> int:
     tcp_limited = {"never_reached": _time_vectorized(256, *plan[256], tcp_limit_m_s=1e3),
                    "all_held": _time_vectorized(256, *plan[256], tcp_limit_m_s=0.25)}
     one_robot_240hz = _time_one_robot_240hz(6, *plan[1])
+    one_robot_240hz_scalar = _time_one_robot_240hz(6, *plan[1], scalar=True)
     loop_us = {n: _time_per_robot(n, *plan[n]) for n in plan}
     py_us = {n: _time_python_floats(n, *plan[n]) for n in plan}
     baseline = "python_floats" if py_us[256] <= loop_us[256] else "per_robot_loop"
@@ -367,6 +372,7 @@ def main() -> int:
         "vectorized_256_us": round(vec[256], 2),
         "vectorized_256_tcp_limited_us": {k: round(v, 2) for k, v in tcp_limited.items()},
         "vectorized_1x6_240hz_tick_us": round(one_robot_240hz, 2),
+        "scalar_1x6_240hz_tick_us": round(one_robot_240hz_scalar, 2),
         "targets": {"ratio_256_min": 50, "vectorized_256_us_max": 50, "wake_p99_us_max": 50,
                     "missed_cycles_pct_max": 0.01},
         "realtime": rt,

@@ -30,6 +30,14 @@ lower, most where joints move the tool in different directions), never above the
 Cost: at 256 robots a tick is memory-bound: its arrays start on cache lines (``_aligned``) and its ufuncs are
 bound once and called with positional outputs; at 1 robot it is the ~25 ufunc calls' own overhead.
 
+Scalar path: with few robots (``scalar_max_robots``, default 2) and neither a protective stop nor a TCP limit
+active, ``tick`` runs the same law on Python floats, element by element in the very same operation order
+(``_tick_scalar``). IEEE +, -, *, /, sqrt, copysign and comparisons are correctly rounded in both, and minimum and
+maximum are written as numpy evaluates them (on a tie, or -0.0 against 0.0, the second operand), so the set-points
+are the same to the bit (``tests/control/test_loop_scalar.py`` drives both paths through long random sequences).
+The arrays stay the state: the scalar path reads and writes them, and the rare parts (segment look-up, the
+far-from-limits count, measurement faults, stream timeouts) are the vectorized ones.
+
 Not limited here: jerk (job and trajectory modes plan jerk-limited motions with ruckig,
 streamed set-points are limited in position, velocity and acceleration only). Lowering
 ``speed_scale`` while a robot moves fast close to a joint limit can end in a hard clamp at
@@ -98,6 +106,8 @@ class ControlLoop:
         following_error: largest allowed |measured - set-point| per joint before a protective
             stop; a scalar or ``(robots, max_joints)``; default 0.5 rad (revolute), 0.1 m (prismatic).
         chunk_capacity: rows preallocated per robot for streamed targets (grows on demand).
+        scalar_max_robots: loops with at most this many robots tick on Python floats (the same set-points to the
+            bit, a few µs instead of ~10 for one arm); 0 always ticks vectorized.
 
     Raises:
         ControllerError: bad cycle, timeout, scale or robot limits.
@@ -113,6 +123,7 @@ class ControlLoop:
         robot_speed_scale: float | Sequence[float] = 1.0,
         following_error: float | np.ndarray | None = None,
         chunk_capacity: int = 64,
+        scalar_max_robots: int = 2,
     ) -> None:
         if not (math.isfinite(dt_s) and dt_s > 0):
             raise ControllerError(f"ControlLoop: dt_s must be a finite number > 0, got {dt_s!r}")
@@ -234,6 +245,16 @@ class ControlLoop:
         self._parked = _aligned((r, j), False, bool)
         self._pad = ~lim.mask
 
+        # the scalar path (``_tick_scalar``): flat views of the state, and lists rebuilt when their source changes
+        self._scalar = r <= scalar_max_robots
+        self._p_flat = self._p.reshape(-1)
+        self._step_flat = self._step.reshape(-1)
+        self._scalar_consts: tuple[list[float], ...] | None = None  # per speed_scale
+        self._seg_lists: tuple[list[float], list[float], list[float]] | None = None  # per _select_segments
+        self._scalar_state_key = -1  # _transitions when _scalar_ferr and _scalar_run were taken
+        self._scalar_ferr: list[float] = []
+        self._scalar_run: list[float] = []
+
         self._events: list[ControlEvent] = []
         self._transitions = 0
         self._t = 0.0
@@ -282,6 +303,7 @@ class ControlLoop:
                      self._vmax_c, self._neg_vmax_c)
         self._far_ticks = self._far_wait = 0
         self._far_backoff = 1
+        self._scalar_consts = None
 
     @property
     def setpoint(self) -> np.ndarray:
@@ -583,6 +605,8 @@ class ControlLoop:
             overwritten by the next tick, copy it to keep it.
         """
         self._t = self._t_last = t_s
+        if self._scalar and not (self._n_pstop or self._n_tcp_limited):
+            return self._tick_scalar(t_s, measured_pos)
         p, step, w, e, vdes, ok, ferr, slope, base, ff, k2a, k9, k3, acc, neg_acc, vmax, neg_vmax = self._hot
         if measured_pos is not None:
             _sub(measured_pos, p, w)
@@ -651,6 +675,114 @@ class ControlLoop:
             _min(p, self._upper, out=p)
             _max(p, self._lower, out=p)
         return self._p_view
+
+    def _tick_scalar(self, t_s: float, measured_pos: np.ndarray | None) -> np.ndarray:
+        """``tick``'s law on Python floats, element by element in the same operation order (see the module docstring).
+
+        ``min(a, b)`` is ``a if a < b else b`` and ``max(a, b)`` ``a if a > b else b``: numpy's minimum and maximum,
+        which return the second operand on a tie. For loops without a protective stop or a TCP limit.
+        """
+        consts = self._scalar_consts
+        if consts is None:
+            consts = self._scalar_consts = self._scalar_constants()
+        if self._scalar_state_key != self._transitions:
+            self._scalar_state_key = self._transitions
+            self._scalar_ferr = self._ferr_eff.reshape(-1).tolist()
+            self._scalar_run = np.repeat(self._run[:, 0], self.max_joints).tolist()
+        p = self._p_flat.tolist()
+        if measured_pos is not None:
+            ok = isinstance(measured_pos, np.ndarray) and measured_pos.shape == self._p.shape
+            if ok:
+                for m, q, f in zip(measured_pos.reshape(-1).tolist(), p, self._scalar_ferr, strict=True):
+                    if not abs(m - q) <= f:
+                        ok = False
+                        break
+            if not ok:  # as ``tick`` finds it (and raises what it raises for a bad shape)
+                _sub(measured_pos, self._p, self._w)
+                _abs(self._w, self._w)
+                _le(self._w, self._ferr_eff, self._ok)
+                if _count(self._ok) != self._ok.size:
+                    self._check_measurement(measured_pos)
+        if t_s > self._first_deadline:
+            self._stream_timeouts(t_s)
+        if self._n_pstop:  # a stop just began: the vectorized tick (its checks have nothing left to find)
+            return self.tick(t_s)
+        if self._scalar_state_key != self._transitions:  # a fault just froze a robot
+            self._scalar_state_key = self._transitions
+            self._scalar_ferr = self._ferr_eff.reshape(-1).tolist()
+            self._scalar_run = np.repeat(self._run[:, 0], self.max_joints).tolist()
+        if not self._seg_from <= t_s < self._seg_until:
+            self._select_segments(t_s)
+        seg = self._seg_lists
+        if seg is None:
+            seg = self._seg_lists = (self._seg_slope.reshape(-1).tolist(), self._seg_base.reshape(-1).tolist(),
+                                     self._seg_ff.reshape(-1).tolist())
+        k2a, k9, k3, acc, neg_acc, vmax, neg_vmax, upper, lower, mid, half = consts
+        sqrt, copysign = math.sqrt, math.copysign
+        step = self._step_flat.tolist()
+        far = self._far_ticks > 0
+        vdes = []
+        if far:
+            self._far_ticks -= 1
+        for i, (sl, b, f, q) in enumerate(zip(*seg, p, strict=True)):
+            e = sl * t_s
+            e = e + b
+            e = e - q
+            e = e - f
+            v = abs(e)
+            w = sqrt(v * k2a[i] + k9[i]) - k3[i]
+            a = acc[i]
+            v = v if v < a else a
+            w = w if w > v else v
+            w = copysign(w, e) + f
+            if far:
+                v = vmax[i]
+                v = w if w < v else v
+                n = neg_vmax[i]
+                v = v if v > n else n
+            else:  # ``_near_limits_step``
+                d = abs(copysign(half[i], w) + mid[i] - q)
+                lim = sqrt(d * k2a[i] + k9[i]) - k3[i]
+                d = d if d < a else a
+                lim = lim if lim > d else d
+                v = vmax[i]
+                lim = lim if lim < v else v
+                v = abs(w)
+                v = copysign(v if v < lim else lim, w)
+            vdes.append(v)
+        if not far:
+            if self._far_wait:
+                self._far_wait -= 1
+            else:
+                self._count_far_ticks()  # reads the set-point and step before this tick's change, as ``tick``
+        frozen = self._n_frozen
+        run = self._scalar_run
+        for i, (v, s) in enumerate(zip(vdes, step, strict=True)):
+            c = v - s
+            a = acc[i]
+            c = c if c < a else a
+            a = neg_acc[i]
+            c = c if c > a else a
+            s = s + c
+            if frozen:
+                s = s * run[i]
+            step[i] = s
+            q = p[i] + s
+            if not far:
+                a = upper[i]
+                q = q if q < a else a
+                a = lower[i]
+                q = q if q > a else a
+            p[i] = q
+        self._step_flat[:] = step
+        self._p_flat[:] = p
+        return self._p_view
+
+    def _scalar_constants(self) -> tuple[list[float], ...]:
+        """The per-element constants ``_tick_scalar`` reads, as flat lists (taken again when speed_scale changes)."""
+        return tuple(a.reshape(-1).tolist() for a in (
+            self._k2a, self._k9, self._k3, self._acc_c, self._neg_acc_c, self._vmax_c, self._neg_vmax_c,
+            self._upper, self._lower, self._mid_range, self._half_range))
 
     # ------------------------------------------------------------------ slow paths (rare)
     def _near_limits_step(self, w: np.ndarray, vdes: np.ndarray) -> None:
@@ -875,6 +1007,7 @@ class ControlLoop:
         until = float(self._seg_hi.min())
         self._seg_from = t_s
         self._seg_until = until - 1e-12 * (1.0 + abs(until))
+        self._seg_lists = None
         if self._far_parked:  # the count relied on joints holding still at their targets
             self._far_ticks = 0
 
