@@ -161,10 +161,16 @@ class PolicyDriver:
         if self.in_flight is not None and ep.realtime:
             self._poll(ep, step, t, measured, timeout_s=0.0)
         if step % self.steps_per_request == 0:
+            due = None
             if self.in_flight is not None and not ep.realtime:
-                self._poll(ep, step, t, measured, timeout_s=self.deadline_s)
+                due = self._poll(ep, step, t, measured, timeout_s=self.deadline_s, defer=True)
             if not (self.blocking and (self.in_flight is not None or self.on_the_wire)):
                 self._request(ep, step, t, measured)
+            if due is not None:
+                # handed to the controller after the next request went out, so that its round trip
+                # overlaps this too: nothing the request observes depends on it (the joints were
+                # measured before, the vacuum is switched below), and the controller is ticked after
+                self._apply(ep, due, step, t, measured)
         if t >= self.plan_end_t - 1e-9:
             ep.tally.starved_steps += 1
         plan = self.suction_plan
@@ -206,8 +212,13 @@ class PolicyDriver:
         ep.events.emit("policy_error", t, ep.index, self.name, step=step, error=str(exc),
                        cause=None if cause is None else f"{type(cause).__name__}: {cause}")
 
-    def _poll(self, ep: Episode, step: int, t: float, measured: np.ndarray, *, timeout_s: float) -> None:
-        """Take the chunk that arrived for the request in flight; a request past its deadline times out."""
+    def _poll(self, ep: Episode, step: int, t: float, measured: np.ndarray, *, timeout_s: float,
+              defer: bool = False) -> ActionChunk | None:
+        """Take the chunk that arrived for the request in flight; a request past its deadline times out.
+
+        With ``defer``, a chunk due now is returned instead of applied: the caller applies it (``_apply``)
+        within this control cycle.
+        """
         assert self.in_flight is not None
         asked_step, asked_obs, asked_at, asked_control_step = self.in_flight
         try:
@@ -218,12 +229,12 @@ class PolicyDriver:
         else:
             reason = f"no answer within {self.deadline_s} s"
             if chunk is None and time.perf_counter() - asked_at < self.deadline_s:
-                return  # still in time (real-time polling)
+                return None  # still in time (real-time polling)
         if chunk is None:
             self.in_flight = None
             ep.tally.policy_timeouts += 1
             ep.events.emit("policy_timeout", t, ep.index, self.name, reason=reason, step=asked_step)
-            return
+            return None
         if chunk.step >= asked_step:
             self.in_flight = None
         else:
@@ -245,8 +256,11 @@ class PolicyDriver:
                 ep.latencies_ms.append(crossing.delay_s * 1000.0)
                 if crossing.arrival_step > step:
                     self.on_the_wire.append((crossing.arrival_step, chunk))
-                    return
+                    return None
+        if defer:
+            return chunk
         self._apply(ep, chunk, step, t, measured)
+        return None
 
     def _apply(self, ep: Episode, chunk: ActionChunk, step: int, t: float, measured: np.ndarray) -> None:
         """Hand a chunk to the controller: row k of a chunk computed for policy step s applies at step s + k."""

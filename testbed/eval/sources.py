@@ -73,6 +73,9 @@ class ServedPolicySource:
     def __init__(self, source: ActionSource, server: PolicyServerProcess) -> None:
         self._source = source
         self._server = server
+        # result() found the child running and got an answer, and nothing else was asked since: the
+        # submit that follows it in the same control cycle does not ask the OS again (a waitpid)
+        self._seen_running = False
 
     def _ended(self) -> PolicyUnavailable | None:
         status = self._server.exit_status()  # never blocks: safe on the control loop's thread
@@ -96,6 +99,7 @@ class ServedPolicySource:
 
     def reset(self, episode: int) -> None:
         """Start episode ``episode``; for an ended child, return at once (its first ``submit`` says why)."""
+        self._seen_running = False
         if self._ended() is not None:
             return  # nothing will come back: waiting out the episode-start grace would only delay the record
         try:
@@ -105,9 +109,12 @@ class ServedPolicySource:
 
     def submit(self, obs: Mapping[str, np.ndarray], step: int) -> None:
         """Ask for a chunk for ``obs`` at policy step ``step``."""
-        ended = self._ended()
-        if ended is not None:
-            raise ended
+        if self._seen_running:
+            self._seen_running = False
+        else:
+            ended = self._ended()
+            if ended is not None:
+                raise ended
         try:
             self._source.submit(obs, step)
         except PolicyUnavailable as exc:
@@ -115,13 +122,16 @@ class ServedPolicySource:
 
     def result(self, timeout_s: float | None) -> ActionChunk | None:
         """The newest chunk that arrived, waiting at most ``timeout_s``."""
+        self._seen_running = False
         ended = self._ended()
         if ended is not None:
             raise ended
         try:
-            return self._source.result(timeout_s)
+            chunk = self._source.result(timeout_s)
         except PolicyUnavailable as exc:
             self._raise_explained(exc)
+        self._seen_running = chunk is not None  # an answer just came: the child was running
+        return chunk
 
     def close(self) -> None:
         """Close the client (the server is stopped by whoever started it)."""
