@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from testbed import __version__
 from testbed.errors import TestbedError
+from testbed.quiet import import_pybullet_quietly
 
 COMMAND_MODULES = (
     "testbed.bridge.commands",
@@ -38,22 +39,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _import_pybullet_quietly() -> None:
-    # pybullet's C module prints its build time when first imported; keep the terminal for results and errors
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 1)
-            os.dup2(devnull.fileno(), 2)
-            importlib.import_module("pybullet")
-    finally:
-        for fd, copy in zip((1, 2), saved, strict=True):
-            os.dup2(copy, fd)
-            os.close(copy)
-
-
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised in the main thread so runs unwind and end their records with ``run_aborted``."""
 
@@ -66,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; user mistakes print one line and return 2."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _raise_terminated)
-    _import_pybullet_quietly()
+    import_pybullet_quietly()
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # overrides may stand before or after options: `launch FILE --quiet episodes:=3`

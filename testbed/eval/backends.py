@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from testbed.errors import FeatureUnavailable, ScenarioError, TestbedError
 from testbed.eval.tasks import WORKER_ENV, Batch, close_policy_servers, run_batch, worker_environment, worker_name
+from testbed.quiet import import_pybullet_quietly
 
 Message = dict[str, Any]
 
@@ -53,6 +54,7 @@ def _local_worker(conn: Connection, number: int, parent_pid: int) -> None:
     """A local worker's loop: run batches sent as JSON, answer with JSON messages; end with its parent."""
     # Ctrl-C reaches the whole process group: the orchestrator decides, workers carry on until told or ended
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    import_pybullet_quietly()
     try:
         while True:
             if not conn.poll(1.0):
@@ -168,6 +170,7 @@ class EvalActor:
 
     def __init__(self, number: int) -> None:
         self.number = number
+        import_pybullet_quietly()
 
     def where(self) -> str:
         """``<hostname>:<pid>`` of the actor's process."""
