@@ -47,6 +47,7 @@ the limit; change it at rest or far from the limits.
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Sequence
 
 import numpy as np
@@ -249,7 +250,10 @@ class ControlLoop:
         self._scalar = r <= scalar_max_robots
         self._p_flat = self._p.reshape(-1)
         self._step_flat = self._step.reshape(-1)
-        self._scalar_consts: tuple[list[float], ...] | None = None  # per speed_scale
+        self._p_bytes = memoryview(self._p_flat).cast("B")
+        self._step_bytes = memoryview(self._step_flat).cast("B")
+        self._scalar_pack = struct.Struct(f"={r * j}d").pack_into  # native doubles, as the arrays hold them
+        self._scalar_consts: list[tuple[float, ...]] | None = None  # per speed_scale
         self._seg_lists: tuple[list[float], list[float], list[float]] | None = None  # per _select_segments
         self._scalar_state_key = -1  # _transitions when _scalar_ferr and _scalar_run were taken
         self._scalar_ferr: list[float] = []
@@ -680,20 +684,19 @@ class ControlLoop:
         """``tick``'s law on Python floats, element by element in the same operation order (see the module docstring).
 
         ``min(a, b)`` is ``a if a < b else b`` and ``max(a, b)`` ``a if a > b else b``: numpy's minimum and maximum,
-        which return the second operand on a tie. For loops without a protective stop or a TCP limit.
+        which return the second operand on a tie. For loops without a protective stop or a TCP limit. The new
+        set-point and step are written into the state arrays as raw doubles (``struct``: every bit kept).
         """
         consts = self._scalar_consts
         if consts is None:
             consts = self._scalar_consts = self._scalar_constants()
         if self._scalar_state_key != self._transitions:
-            self._scalar_state_key = self._transitions
-            self._scalar_ferr = self._ferr_eff.reshape(-1).tolist()
-            self._scalar_run = np.repeat(self._run[:, 0], self.max_joints).tolist()
+            self._scalar_state()
         p = self._p_flat.tolist()
         if measured_pos is not None:
-            ok = isinstance(measured_pos, np.ndarray) and measured_pos.shape == self._p.shape
+            ok = type(measured_pos) is np.ndarray and measured_pos.shape == self._p.shape
             if ok:
-                for m, q, f in zip(measured_pos.reshape(-1).tolist(), p, self._scalar_ferr, strict=True):
+                for m, q, f in zip(measured_pos.ravel().tolist(), p, self._scalar_ferr, strict=True):
                     if not abs(m - q) <= f:
                         ok = False
                         break
@@ -708,81 +711,113 @@ class ControlLoop:
         if self._n_pstop:  # a stop just began: the vectorized tick (its checks have nothing left to find)
             return self.tick(t_s)
         if self._scalar_state_key != self._transitions:  # a fault just froze a robot
-            self._scalar_state_key = self._transitions
-            self._scalar_ferr = self._ferr_eff.reshape(-1).tolist()
-            self._scalar_run = np.repeat(self._run[:, 0], self.max_joints).tolist()
+            self._scalar_state()
         if not self._seg_from <= t_s < self._seg_until:
-            self._select_segments(t_s)
+            self._select_segments_scalar(t_s)
         seg = self._seg_lists
         if seg is None:
             seg = self._seg_lists = (self._seg_slope.reshape(-1).tolist(), self._seg_base.reshape(-1).tolist(),
                                      self._seg_ff.reshape(-1).tolist())
-        k2a, k9, k3, acc, neg_acc, vmax, neg_vmax, upper, lower, mid, half = consts
         sqrt, copysign = math.sqrt, math.copysign
         step = self._step_flat.tolist()
         far = self._far_ticks > 0
-        vdes = []
         if far:
             self._far_ticks -= 1
-        for i, (sl, b, f, q) in enumerate(zip(*seg, p, strict=True)):
-            e = sl * t_s
-            e = e + b
-            e = e - q
-            e = e - f
+        elif self._far_wait:
+            self._far_wait -= 1
+        else:
+            self._count_far_ticks()  # from the set-point and step before this tick's change, as ``tick``
+        run = self._scalar_run if self._n_frozen else None
+        new_p, new_step = [], []
+        for (k2a, k9, k3, a, na, vm, nvm, up, lo, mid, half), sl, b, f, q, s, r in zip(
+                consts, *seg, p, step, run or p, strict=True):
+            e = sl * t_s + b - q - f
             v = abs(e)
-            w = sqrt(v * k2a[i] + k9[i]) - k3[i]
-            a = acc[i]
+            w = sqrt(v * k2a + k9) - k3
             v = v if v < a else a
-            w = w if w > v else v
-            w = copysign(w, e) + f
+            w = copysign(w if w > v else v, e) + f
             if far:
-                v = vmax[i]
-                v = w if w < v else v
-                n = neg_vmax[i]
-                v = v if v > n else n
+                v = w if w < vm else vm
+                v = v if v > nvm else nvm
             else:  # ``_near_limits_step``
-                d = abs(copysign(half[i], w) + mid[i] - q)
-                lim = sqrt(d * k2a[i] + k9[i]) - k3[i]
+                d = abs(copysign(half, w) + mid - q)
+                lim = sqrt(d * k2a + k9) - k3
                 d = d if d < a else a
                 lim = lim if lim > d else d
-                v = vmax[i]
-                lim = lim if lim < v else v
+                lim = lim if lim < vm else vm
                 v = abs(w)
                 v = copysign(v if v < lim else lim, w)
-            vdes.append(v)
-        if not far:
-            if self._far_wait:
-                self._far_wait -= 1
-            else:
-                self._count_far_ticks()  # reads the set-point and step before this tick's change, as ``tick``
-        frozen = self._n_frozen
-        run = self._scalar_run
-        for i, (v, s) in enumerate(zip(vdes, step, strict=True)):
+            # acceleration limit on the step change, then integrate; stopped robots hold
             c = v - s
-            a = acc[i]
             c = c if c < a else a
-            a = neg_acc[i]
-            c = c if c > a else a
+            c = c if c > na else na
             s = s + c
-            if frozen:
-                s = s * run[i]
-            step[i] = s
-            q = p[i] + s
+            if run is not None:
+                s = s * r
+            new_step.append(s)
+            q = q + s
             if not far:
-                a = upper[i]
-                q = q if q < a else a
-                a = lower[i]
-                q = q if q > a else a
-            p[i] = q
-        self._step_flat[:] = step
-        self._p_flat[:] = p
+                q = q if q < up else up
+                q = q if q > lo else lo
+            new_p.append(q)
+        pack = self._scalar_pack
+        pack(self._step_bytes, 0, *new_step)
+        pack(self._p_bytes, 0, *new_p)
         return self._p_view
 
-    def _scalar_constants(self) -> tuple[list[float], ...]:
-        """The per-element constants ``_tick_scalar`` reads, as flat lists (taken again when speed_scale changes)."""
-        return tuple(a.reshape(-1).tolist() for a in (
-            self._k2a, self._k9, self._k3, self._acc_c, self._neg_acc_c, self._vmax_c, self._neg_vmax_c,
-            self._upper, self._lower, self._mid_range, self._half_range))
+    def _select_segments_scalar(self, t_s: float) -> None:
+        """``_select_segments`` on Python floats, robot by robot in its operation order (same bits)."""
+        j = self.max_joints
+        inv_dt, row_dt, row_base = self._inv_dt.tolist(), self._row_dt.tolist(), self._row_base.tolist()
+        ff_col, last_rows = self._ff_col[:, 0].tolist(), self._last_row.tolist()
+        slopes: list[float] = []
+        bases: list[float] = []
+        ffs: list[float] = []
+        until = math.inf
+        for r, t0 in enumerate(self._t0.tolist()):
+            u = (t_s - t0) * inv_dt[r]
+            before = u < 0.0
+            u = u if u > 0.0 else 0.0
+            last_row = last_rows[r]
+            u = u if u < last_row else last_row
+            fl = float(math.floor(u))
+            row_t = fl * row_dt[r] + t0  # time of the segment's first row
+            index = int(fl + row_base[r])  # integral floats: exact indices
+            row_slope = self._slope2d[index].tolist()
+            base = self._buf2d[index].tolist()
+            if before:  # before its first row a robot holds row 0: no slope, and no feed-forward
+                slope = ff = [0.0] * j
+            else:
+                k, inv = ff_col[r], inv_dt[r]
+                ff = [x * k for x in row_slope]
+                slope = [x * inv for x in row_slope]
+            base = [b - x * row_t for b, x in zip(base, slope, strict=True)]
+            hi = t0 if before else (math.inf if fl >= last_row else row_t + row_dt[r])
+            until = hi if hi < until else until
+            slopes += slope
+            bases += base
+            ffs += ff
+        pack = self._scalar_pack
+        pack(memoryview(self._seg_slope.reshape(-1)).cast("B"), 0, *slopes)
+        pack(memoryview(self._seg_base.reshape(-1)).cast("B"), 0, *bases)
+        pack(memoryview(self._seg_ff.reshape(-1)).cast("B"), 0, *ffs)
+        self._seg_lists = (slopes, bases, ffs)
+        self._seg_from = t_s
+        self._seg_until = until - 1e-12 * (1.0 + abs(until))
+        if self._far_parked:  # the count relied on joints holding still at their targets
+            self._far_ticks = 0
+
+    def _scalar_constants(self) -> list[tuple[float, ...]]:
+        """Per element, the constants ``_tick_scalar`` reads (taken again when speed_scale changes)."""
+        arrays = (self._k2a, self._k9, self._k3, self._acc_c, self._neg_acc_c, self._vmax_c, self._neg_vmax_c,
+                  self._upper, self._lower, self._mid_range, self._half_range)
+        return list(zip(*(a.reshape(-1).tolist() for a in arrays), strict=True))
+
+    def _scalar_state(self) -> None:
+        """The following-error bounds and run factors ``_tick_scalar`` reads (taken again on a transition)."""
+        self._scalar_state_key = self._transitions
+        self._scalar_ferr = self._ferr_eff.reshape(-1).tolist()
+        self._scalar_run = np.repeat(self._run[:, 0], self.max_joints).tolist()
 
     # ------------------------------------------------------------------ slow paths (rare)
     def _near_limits_step(self, w: np.ndarray, vdes: np.ndarray) -> None:

@@ -24,6 +24,9 @@ DT = 1.0 / 240.0
 def _same(a: ControlLoop, b: ControlLoop, where: str) -> None:
     assert a.setpoint.tobytes() == b.setpoint.tobytes(), where
     assert a._step.tobytes() == b._step.tobytes(), where
+    for name in ("_seg_slope", "_seg_base", "_seg_ff"):  # the streamed segment both look up
+        assert getattr(a, name).tobytes() == getattr(b, name).tobytes(), (where, name)
+    assert repr((a._seg_from, a._seg_until, a._far_ticks)) == repr((b._seg_from, b._seg_until, b._far_ticks)), where
     assert a.setpoint_vel.tobytes() == b.setpoint_vel.tobytes(), where
     assert [a.state(r) for r in range(a.n_robots)] == [b.state(r) for r in range(b.n_robots)], where
     assert repr(a.drain_events()) == repr(b.drain_events()), where
