@@ -726,7 +726,7 @@ class ControlLoop:
         elif self._far_wait:
             self._far_wait -= 1
         else:
-            self._count_far_ticks()  # from the set-point and step before this tick's change, as ``tick``
+            self._count_far_ticks_scalar(p, step, seg)  # before this tick's change, as ``tick``
         run = self._scalar_run if self._n_frozen else None
         new_p, new_step = [], []
         for (k2a, k9, k3, a, na, vm, nvm, up, lo, mid, half), sl, b, f, q, s, r in zip(
@@ -807,10 +807,38 @@ class ControlLoop:
         if self._far_parked:  # the count relied on joints holding still at their targets
             self._far_ticks = 0
 
+    def _count_far_ticks_scalar(self, p: list[float], step: list[float],
+                                seg: tuple[list[float], list[float], list[float]]) -> None:
+        """``_count_far_ticks`` on Python floats, element by element in its operation order (same count)."""
+        ticks = math.inf
+        parked_ticks = math.inf  # the same minimum leaving out joints parked on a target that does not move
+        for (v1, mid, half, fm, pad), q, s, sl, b in zip(self._scalar_far, p, step, seg[0], seg[1], strict=True):
+            if pad:
+                continue
+            speed = abs(s)
+            speed = speed if speed > v1 else v1
+            d = half - abs(q - mid)
+            d = (d - (fm if fm > speed else speed)) / speed
+            ticks = d if d < ticks else ticks
+            if not (s == 0.0 and sl == 0.0 and b == q):
+                parked_ticks = d if d < parked_ticks else parked_ticks
+        self._far_parked = False
+        if ticks < 1.0 and self._vb0_exact:
+            ticks = parked_ticks
+            self._far_parked = ticks >= 1.0
+        if ticks >= 1.0:
+            self._far_ticks = int(min(ticks, 1e6))
+            self._far_backoff = 1
+        else:
+            self._far_wait = self._far_backoff
+            self._far_backoff = min(2 * self._far_backoff, 64)
+
     def _scalar_constants(self) -> list[tuple[float, ...]]:
         """Per element, the constants ``_tick_scalar`` reads (taken again when speed_scale changes)."""
         arrays = (self._k2a, self._k9, self._k3, self._acc_c, self._neg_acc_c, self._vmax_c, self._neg_vmax_c,
                   self._upper, self._lower, self._mid_range, self._half_range)
+        far = (self._vmax_c_pad1, self._mid_range, self._half_range, self._far_margin, self._pad)
+        self._scalar_far = list(zip(*(a.reshape(-1).tolist() for a in far), strict=True))  # _count_far_ticks_scalar
         return list(zip(*(a.reshape(-1).tolist() for a in arrays), strict=True))
 
     def _scalar_state(self) -> None:

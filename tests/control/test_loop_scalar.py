@@ -26,7 +26,8 @@ def _same(a: ControlLoop, b: ControlLoop, where: str) -> None:
     assert a._step.tobytes() == b._step.tobytes(), where
     for name in ("_seg_slope", "_seg_base", "_seg_ff"):  # the streamed segment both look up
         assert getattr(a, name).tobytes() == getattr(b, name).tobytes(), (where, name)
-    assert repr((a._seg_from, a._seg_until, a._far_ticks)) == repr((b._seg_from, b._seg_until, b._far_ticks)), where
+    far = ("_seg_from", "_seg_until", "_far_ticks", "_far_wait", "_far_backoff", "_far_parked")
+    assert repr([getattr(a, k) for k in far]) == repr([getattr(b, k) for k in far]), where
     assert a.setpoint_vel.tobytes() == b.setpoint_vel.tobytes(), where
     assert [a.state(r) for r in range(a.n_robots)] == [b.state(r) for r in range(b.n_robots)], where
     assert repr(a.drain_events()) == repr(b.drain_events()), where
@@ -158,3 +159,41 @@ def test_numpy_minimum_and_maximum_return_the_second_operand_on_a_tie() -> None:
             f(x, y, out=out)
             assert np.all(np.signbit(out) == np.signbit(b)), (f, a, b, n)
             assert math.copysign(1.0, a if (a < b if f is np.minimum else a > b) else b) == math.copysign(1.0, b)
+
+
+def test_scalar_far_count_equals_vectorized_on_random_states() -> None:
+    """The count of ticks far from every limit, from states built to sit near limits and parked on targets."""
+    rng = np.random.default_rng(11)
+    models = [arm7(), scara4()]
+    loop = ControlLoop(models, DT, scalar_max_robots=0)
+    lo, hi, _, _ = loop.limits
+    mask = loop.joint_mask
+    seen = {"far": 0, "near": 0, "parked": 0}
+    for _ in range(3000):
+        if rng.random() < 0.1:
+            loop.speed_scale = float(rng.choice([1.0, 0.5, 0.2]))
+        consts = loop._scalar_constants()
+        assert consts
+        p = np.where(mask, rng.uniform(lo, hi), 0.0)
+        if rng.random() < 0.5:  # close to a limit
+            p = np.where(rng.random(mask.shape) < 0.5, np.where(rng.random(mask.shape) < 0.5, lo + 1e-3, hi - 1e-3), p)
+        p = np.where(mask, p, 0.0)
+        step = rng.normal(0, 0.01, mask.shape) * (rng.random(mask.shape) < 0.5)
+        slope = rng.normal(0, 0.1, mask.shape) * (rng.random(mask.shape) < 0.5)
+        base = np.where(rng.random(mask.shape) < 0.6, p, p + rng.normal(0, 0.1, mask.shape))
+        results = []
+        for scalar in (False, True):
+            loop._p[:], loop._step[:], loop._seg_slope[:], loop._seg_base[:] = p, step, slope, base
+            loop._far_ticks = loop._far_wait = 0
+            loop._far_backoff = int(rng.integers(1, 64)) if not results else results[0][4]
+            backoff = loop._far_backoff
+            if scalar:
+                seg = (slope.ravel().tolist(), base.ravel().tolist(), [0.0] * slope.size)
+                loop._count_far_ticks_scalar(p.ravel().tolist(), step.ravel().tolist(), seg)
+            else:
+                loop._count_far_ticks()
+            results.append((loop._far_ticks, loop._far_wait, loop._far_backoff, loop._far_parked, backoff))
+        assert results[0] == results[1]
+        seen["far" if results[0][0] else "near"] += 1
+        seen["parked"] += results[0][3]
+    assert min(seen.values()) > 50, seen
