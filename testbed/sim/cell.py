@@ -8,6 +8,7 @@ far from the cell, so every episode has the same bodies.
 from __future__ import annotations
 
 import math
+import struct
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -341,12 +342,17 @@ class Cell:
     # ---- per-step ----------------------------------------------------------------------------------------
 
     _sent_commands: list[tuple[bytes, bytes | None] | None] | None = None  # per robot, the last motor command sent
+    _joint_rows: list | None = None  # read_joint_positions' per-robot rows
 
     def read_joint_positions(self) -> np.ndarray:
         """Measured joint positions, ``(robots, max_joints)``, padding 0 (a view reused across calls)."""
         client = self.client
-        for body, joints, _, row, _, _, _ in self._per_step:
-            row[:] = [s[0] for s in _get_joint_states(body, joints, physicsClientId=client)]
+        rows = self._joint_rows
+        if rows is None:  # each robot's row as raw bytes, and a packer of its doubles (cheaper than row[:] = list)
+            rows = self._joint_rows = [(body, joints, memoryview(row).cast("B"), struct.Struct(f"={n}d").pack_into)
+                                       for body, joints, n, row, _, _, _ in self._per_step]
+        for body, joints, row, pack in rows:
+            pack(row, 0, *[s[0] for s in _get_joint_states(body, joints, physicsClientId=client)])
         return self._joint_pos
 
     def apply_joint_commands(self, setpoint: np.ndarray, setpoint_vel: np.ndarray | None = None) -> None:
