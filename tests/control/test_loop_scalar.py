@@ -24,7 +24,8 @@ DT = 1.0 / 240.0
 def _same(a: ControlLoop, b: ControlLoop, where: str) -> None:
     assert a.setpoint.tobytes() == b.setpoint.tobytes(), where
     assert a._step.tobytes() == b._step.tobytes(), where
-    for name in ("_seg_slope", "_seg_base", "_seg_ff"):  # the streamed segment both look up
+    for name in ("_seg_slope", "_seg_base", "_seg_ff", "_buf", "_slope", "_t0", "_inv_dt", "_row_dt", "_ff_col",
+                 "_last_row", "_deadline", "_streaming"):  # the queued rows and the segment both look up
         assert getattr(a, name).tobytes() == getattr(b, name).tobytes(), (where, name)
     far = ("_seg_from", "_seg_until", "_far_ticks", "_far_wait", "_far_backoff", "_far_parked")
     assert repr([getattr(a, k) for k in far]) == repr([getattr(b, k) for k in far]), where
@@ -64,7 +65,7 @@ def _drive(models: list, seed: int, ticks: int) -> dict[str, int]:
             rows = int(rng.integers(1, 15))
             lo_r, hi_r = lo[r, :n], hi[r, :n]
             centre = rng.uniform(lo_r, hi_r) if rng.random() < 0.7 else np.where(rng.random(n) < 0.5, lo_r, hi_r)
-            walk = np.cumsum(rng.normal(0, 0.15, (rows, n)), axis=0)
+            walk = np.cumsum(rng.normal(0, float(rng.choice([0.15, 0.01])), (rows, n)), axis=0)
             targets = centre + walk
             if rng.random() < 0.3:  # parked exactly: on a joint limit, at 0 (a limit of the prismatic joint), or -0
                 exact = rng.choice([lo_r, hi_r, np.zeros(n), np.full(n, -0.0)])
