@@ -46,7 +46,6 @@ the limit; change it at rest or far from the limits.
 
 from __future__ import annotations
 
-import itertools
 import math
 import struct
 from collections.abc import Sequence
@@ -532,8 +531,6 @@ class ControlLoop:
                 self._rejected_while_stopped[r] = True
                 self._emit(r, "command_rejected", reason="not_active", state=comp.state.name)
             return
-        if self._scalar and self._submit_scalar(r, n_j, arr, t0_s, dt_s, hold_after):
-            return
         finite = np.isfinite(arr)
         if not finite.all():
             rows = np.flatnonzero(~finite.all(axis=1)).tolist()
@@ -767,49 +764,6 @@ class ControlLoop:
         pack(self._step_bytes, 0, *new_step)
         pack(self._p_bytes, 0, *new_p)
         return self._p_view
-
-    def _submit_scalar(self, r: int, n_j: int, arr: np.ndarray, t0_s: float, dt_s: float, hold_after: bool) -> bool:
-        """``submit_chunk``'s queueing on Python floats for a chunk inside the joint range (same rows, same bits).
-
-        Returns False, having changed nothing, for a chunk that is not finite or leaves the range (the vectorized
-        path refuses or clamps it, with its event) or one that would exceed ``_MAX_ROWS``.
-        """
-        values = arr.tolist()
-        lo, hi = self._lim.lower[r, :n_j].tolist(), self._lim.upper[r, :n_j].tolist()
-        for row in values:
-            for x, a, b in zip(row, lo, hi, strict=True):
-                if not a <= x <= b:  # NaN too
-                    return False
-        n_prefix = 0
-        if self._t_last is not None and t0_s > self._t_last:
-            n_prefix = math.ceil((t0_s - self._t_last) / dt_s - 1e-9)
-        steps = len(values)
-        n_rows = n_prefix + steps
-        if n_rows > _MAX_ROWS:
-            return False
-        j = self.max_joints
-        rows = [self._sample_stream(r, t0_s - (n_prefix - k) * dt_s).tolist() for k in range(n_prefix)]
-        pad = [0.0] * (j - n_j)
-        rows += [row + pad for row in values] if pad else values
-        if n_rows + 1 > self._cap:
-            self._alloc_stream(max(n_rows + 1, 2 * self._cap))
-        flat = [x for row in rows for x in row]
-        flat += rows[-1]
-        slopes = [b - a for r0, r1 in itertools.pairwise(rows) for a, b in zip(r0, r1, strict=True)]  # np.diff
-        slopes += [0.0] * (2 * j)
-        struct.pack_into(f"={len(flat)}d", memoryview(self._buf[r]).cast("B"), 0, *flat)
-        struct.pack_into(f"={len(slopes)}d", memoryview(self._slope[r]).cast("B"), 0, *slopes)
-        self._t0[r] = t0_s - n_prefix * dt_s
-        self._inv_dt[r] = 1.0 / dt_s
-        self._row_dt[r] = dt_s
-        self._ff_col[r, 0] = self.dt_s / dt_s
-        self._seg_until = -math.inf  # look the segments up again
-        self._last_row[r] = n_rows - 1
-        self._streaming[r] = not hold_after
-        end_t = t0_s + (steps - 1) * dt_s
-        self._deadline[r] = np.inf if hold_after else end_t + self.stream_timeout_s[r]
-        self._first_deadline = float(self._deadline.min())
-        return True
 
     def _select_segments_scalar(self, t_s: float) -> None:
         """``_select_segments`` on Python floats, robot by robot in its operation order (same bits)."""
