@@ -175,7 +175,9 @@ def test_each_round_trip_pays_the_delays_drawn_from_the_seed_retransmissions_inc
     assert max(expected_ms) >= link.rtt_ms + link.rto_s * 1e3, "seed 5 should draw at least one loss"
     late_ms = np.array(measured_ms) - np.array(expected_ms)
     assert late_ms.min() >= -1.0, f"a round trip came early: measured {measured_ms}, drawn {expected_ms}"
-    assert np.median(late_ms) <= 3.0, f"round trips later than drawn: measured {measured_ms}, drawn {expected_ms}"
+    # each round trip paid its own draw, not another's: a lost chunk's retransmission (+220 ms here) shows in
+    # that round trip and no other (the margin is for a loaded machine, not a timing figure)
+    assert late_ms.max() < 100.0, f"round trips later than drawn: measured {measured_ms}, drawn {expected_ms}"
 
 
 def test_transfer_time_follows_the_bandwidth() -> None:
