@@ -65,14 +65,7 @@ class PolicyServerProcess(ServerHandle):
         Never blocks: it only asks the OS whether the child has ended.
         """
         code = self.proc.poll()
-        if code is None:
-            return None
-        if code < 0:
-            try:
-                return f"killed by {signal.Signals(-code).name}"
-            except ValueError:
-                return f"killed by signal {-code}"
-        return f"exited with code {code}"
+        return None if code is None else describe_exit(code)
 
     def log_tail(self, max_bytes: int = 4000) -> str:
         """The last ``max_bytes`` of what this child printed (stdout and stderr)."""
@@ -189,3 +182,13 @@ def _wait_for_address(proc: subprocess.Popen[bytes], path: Path, start: int, tim
             if exited or time.monotonic() >= end:
                 return None
             time.sleep(_POLL_S)
+
+
+def describe_exit(code: int) -> str:
+    """How a child process ended, from its return code: ``killed by SIGKILL`` or ``exited with code 1``."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with code {code}"

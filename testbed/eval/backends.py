@@ -19,6 +19,7 @@ import traceback
 from multiprocessing.connection import Connection, wait
 from typing import Any, Protocol
 
+from testbed.bridge.spawn import describe_exit
 from testbed.errors import FeatureUnavailable, ScenarioError, TestbedError
 from testbed.eval.tasks import WORKER_ENV, Batch, close_policy_servers, run_batch, worker_environment, worker_name
 from testbed.quiet import import_pybullet_quietly
@@ -155,14 +156,7 @@ class LocalBackend:
 
 
 def _exit_detail(code: int | None) -> str:
-    if code is None:
-        return "ended"
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exited with code {code}"
+    return "ended" if code is None else describe_exit(code)
 
 
 class EvalActor:
