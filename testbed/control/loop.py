@@ -827,6 +827,10 @@ class ControlLoop:
         if ticks < 1.0 and self._vb0_exact:
             ticks = parked_ticks
             self._far_parked = ticks >= 1.0
+        self._start_far_ticks(ticks)
+
+    def _start_far_ticks(self, ticks: float) -> None:
+        """Skip the near-limit law for ``ticks`` cycles; when none are safe, count again later (backing off)."""
         if ticks >= 1.0:
             self._far_ticks = int(min(ticks, 1e6))
             self._far_backoff = 1
@@ -897,12 +901,7 @@ class ControlLoop:
             np.copyto(far, np.inf, where=parked)
             ticks = float(far.min())
             self._far_parked = ticks >= 1.0
-        if ticks >= 1.0:
-            self._far_ticks = int(min(ticks, 1e6))
-            self._far_backoff = 1
-        else:
-            self._far_wait = self._far_backoff
-            self._far_backoff = min(2 * self._far_backoff, 64)
+        self._start_far_ticks(ticks)
 
     def _check_measurement(self, measured_pos: np.ndarray) -> None:
         meas = np.asarray(measured_pos, dtype=np.float64)
