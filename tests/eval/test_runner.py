@@ -344,3 +344,9 @@ def test_runs_dir_that_is_a_file_is_refused_before_anything_is_written(tmp_path)
     with pytest.raises(ScenarioError, match=r"--runs-dir .*runs: is a file, expected a directory"):
         run_scenario(one_of_each(tmp_path), runs_dir=not_a_dir)
 
+
+
+def test_episode_subset_outside_the_scenario_is_refused(tmp_path):
+    with pytest.raises(ScenarioError, match=r"episodes \[5\] are outside 0..1"):
+        run_scenario(load("launch/factory_cell.yaml", ["episodes:=2", *LOCAL_POLICY]), runs_dir=tmp_path,
+                     episodes=[5])
