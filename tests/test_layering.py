@@ -21,6 +21,9 @@ FORBIDDEN = {
     "robots": ("testbed.eval", "testbed.bridge", "testbed.sim", "pybullet"),
     # the gymnasium env drives the cell through the control loop itself: no runner, no network, no live views
     "gym": ("testbed.eval", "testbed.bridge", "testbed.dashboard", "testbed.ros2", "testbed.cli", "grpc"),
+    # the dashboard reads runs through their records and event streams, never the loop's modules
+    "dashboard": ("testbed.sim", "testbed.control", "testbed.bridge", "testbed.eval.runner", "testbed.eval.drivers",
+                  "pybullet", "grpc"),
 }
 
 
@@ -55,3 +58,8 @@ def test_the_checker_sees_imports_inside_functions(tmp_path):
     module = tmp_path / "m.py"
     module.write_text("def f():\n    from testbed.eval.runner import run_scenario\n    import pybullet as p\n")
     assert imported_modules(module) == {"testbed.eval.runner", "pybullet"}
+
+
+def test_the_dashboard_reads_runs_through_the_event_stream():
+    names = {name for path in (PACKAGE / "dashboard").rglob("*.py") for name in imported_modules(path)}
+    assert {name for name in names if name.startswith("testbed.eval")} == {"testbed.eval.events"}
