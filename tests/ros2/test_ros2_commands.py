@@ -66,6 +66,17 @@ def events(outbox: Outbox) -> list[RunEvent]:
     return out
 
 
+def wait_for_end(cmds: TrajectoryCommands, outbox: Outbox, timeout_s: float = 10.0) -> list[RunEvent]:
+    """Poll the commands until a ``trajectory_end`` event is out (or ``timeout_s`` passed); the end events."""
+    deadline = time.monotonic() + timeout_s
+    ended: list[RunEvent] = []
+    while not ended and time.monotonic() < deadline:
+        cmds.poll()
+        ended = [e for e in events(outbox) if e.kind == "trajectory_end"]
+        threading.Event().wait(0.02)
+    return ended
+
+
 def test_a_robot_not_driven_from_ros2_refuses_trajectories(commands: Any) -> None:
     cmds, outbox = commands
     send(cmds, "policy", message([(1.0, list(HOME))]))
@@ -96,12 +107,7 @@ def test_a_trajectory_runs_and_its_end_is_reported(commands: Any) -> None:
     send(cmds, "ext", message([(0.3, target)]))
     assert cmds.commanding("ext")
     assert [e.kind for e in events(outbox)] == ["trajectory_accepted"]
-    deadline = time.monotonic() + 10.0
-    ended: list[RunEvent] = []
-    while not ended and time.monotonic() < deadline:
-        cmds.poll()
-        ended = [e for e in events(outbox) if e.kind == "trajectory_end"]
-        threading.Event().wait(0.02)
+    ended = wait_for_end(cmds, outbox)
     assert ended and ended[0].fields["result"] == "successful", ended
     assert not cmds.commanding("ext")
 
@@ -110,10 +116,5 @@ def test_an_empty_trajectory_stops_the_one_running(commands: Any) -> None:
     cmds, outbox = commands
     send(cmds, "ext", message([(5.0, list(HOME + 0.3))]))
     send(cmds, "ext", message([]))
-    deadline = time.monotonic() + 10.0
-    ended: list[RunEvent] = []
-    while not ended and time.monotonic() < deadline:
-        cmds.poll()
-        ended = [e for e in events(outbox) if e.kind == "trajectory_end"]
-        threading.Event().wait(0.02)
+    ended = wait_for_end(cmds, outbox)
     assert ended and ended[0].fields["result"] == "aborted"
