@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import tempfile
 import time
 from pathlib import Path
 
 from testbed.eval.record import record_dataset
 from testbed.eval.runner import run_scenario
+from testbed.eval.stats import wilson_interval
 from testbed.policies.bc import train_bc
 from testbed.scenario import load
 
@@ -24,16 +24,6 @@ ROOT = Path(__file__).resolve().parents[1]
 CELLS = {"nominal": ROOT / "launch/factory_cell.yaml", "randomized": ROOT / "launch/factory_cell_randomized.yaml"}
 DEMOS = 10
 IN_PROCESS = ("policy.serve:=null",)
-
-
-def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval of a success rate."""
-    if n == 0:
-        return (0.0, 1.0)
-    phat = successes / n
-    centre = (phat + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(phat * (1 - phat) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (round(max(0.0, centre - half), 3), round(min(1.0, centre + half), 3))
 
 
 def evaluate(launch: Path, policy: str, episodes: int, seed: int, runs: Path) -> dict[str, object]:
@@ -44,8 +34,9 @@ def evaluate(launch: Path, policy: str, episodes: int, seed: int, runs: Path) ->
     successes = sum(1 for t in result.tallies if t.success)
     placed = sum(t.placed for t in result.tallies)
     parts = sum(t.parts for t in result.tallies)
+    interval = [round(x, 3) for x in wilson_interval(successes, episodes)]
     return {"successes": successes, "episodes": episodes, "success_rate": round(successes / episodes, 3),
-            "wilson_95": wilson(successes, episodes), "parts_placed": f"{placed}/{parts}",
+            "wilson_95": interval, "parts_placed": f"{placed}/{parts}",
             "wall_s": round(time.perf_counter() - started, 1)}
 
 
