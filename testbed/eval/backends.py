@@ -25,6 +25,7 @@ from testbed.eval.tasks import WORKER_ENV, Batch, close_policy_servers, run_batc
 from testbed.quiet import import_pybullet_quietly
 
 Message = dict[str, Any]
+RAY_START_TIMEOUT_S = 300.0  # for every actor to start (a cluster with too few free CPUs never starts the rest)
 
 
 class Backend(Protocol):
@@ -231,8 +232,15 @@ class RayBackend:
         self._queue = Queue()
         actor = ray.remote(num_cpus=1, runtime_env={"env_vars": dict(WORKER_ENV)})(EvalActor)
         self._actors = [actor.remote(n) for n in range(workers)]
-        self._where = ray.get([a.where.remote() for a in self._actors])
         self._running: dict[Any, int] = {}
+        try:
+            self._where = ray.get([a.where.remote() for a in self._actors], timeout=RAY_START_TIMEOUT_S)
+        except ray.exceptions.GetTimeoutError as exc:
+            cpus = ray.cluster_resources().get("CPU", 0)
+            self.close(abort=True)
+            raise ScenarioError(f"--ray {address}: {workers} actor(s) of one CPU each did not all start within "
+                                f"{RAY_START_TIMEOUT_S:g} s; expected {workers} free CPUs in the cluster (it has "
+                                f"{cpus:g} in all); lower --workers") from exc
 
     def submit(self, worker: int, batch: Batch) -> None:
         """Call ``run_batch`` on actor ``worker``."""
