@@ -59,28 +59,24 @@ class Segment:
 
     def sample(self, step: float) -> np.ndarray:
         """Joint targets at policy step ``step`` along a minimum-jerk timing law."""
-        tau = min(max((step - self.start_step) / max(self.duration_steps, 1e-9), 0.0), 1.0)
-        s = tau**3 * (10 - 15 * tau + 6 * tau**2)
-        x = s * (len(self.waypoints) - 1)
-        i = min(int(x), len(self.waypoints) - 2)
-        frac = x - i
+        i, frac = self._timing(step)
         return self.waypoints[i] * (1 - frac) + self.waypoints[i + 1] * frac
 
     def sample_many(self, first: int, count: int) -> np.ndarray:
         """``sample(first + k)`` for k in 0..count-1 as rows of one array: the same scalar timing law per row and
         the same float64 products and sum per element, in one numpy expression instead of one per row."""
-        start, span, last = self.start_step, max(self.duration_steps, 1e-9), len(self.waypoints) - 2
-        rows, fracs = [], []
-        for k in range(count):
-            tau = min(max((first + k - start) / span, 0.0), 1.0)
-            s = tau**3 * (10 - 15 * tau + 6 * tau**2)
-            x = s * (last + 1)
-            i = min(int(x), last)
-            rows.append(i)
-            fracs.append(x - i)
+        rows, fracs = zip(*(self._timing(first + k) for k in range(count)), strict=True)
         frac = np.array(fracs)[:, None]
         index = np.array(rows)
         return self.waypoints[index] * (1 - frac) + self.waypoints[index + 1] * frac
+
+    def _timing(self, step: float) -> tuple[int, float]:
+        """The waypoint interval ``i`` and the fraction into it at policy step ``step`` (minimum-jerk in time)."""
+        tau = min(max((step - self.start_step) / max(self.duration_steps, 1e-9), 0.0), 1.0)
+        s = tau**3 * (10 - 15 * tau + 6 * tau**2)
+        x = s * (len(self.waypoints) - 1)
+        i = min(int(x), len(self.waypoints) - 2)
+        return i, x - i
 
     @property
     def goal(self) -> np.ndarray:
