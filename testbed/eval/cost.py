@@ -183,6 +183,7 @@ class EnergyMeter:
     _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
     _stop: threading.Event = field(init=False, default_factory=threading.Event)
     _thread: threading.Thread | None = field(init=False, default=None)
+    _failed: str = field(init=False, default="")  # why the sampling thread stopped early, if it did
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -201,6 +202,7 @@ class EnergyMeter:
         with self._lock:
             self._last_uj = [self._read(z) for z in self.zones]
             self._total_uj = 0
+        self._failed = ""
         if self.poll_s is not None:
             self._stop.clear()
             self._thread = threading.Thread(target=self._poll, name="rapl-meter", daemon=True)
@@ -229,8 +231,9 @@ class EnergyMeter:
             self._thread.join()
             self._thread = None
         wall_s = time.perf_counter() - self._started
-        if not self.zones:
-            self.measurement = EnergyMeasurement(None, wall_s, f"RAPL not used: {self.unavailable}")
+        if not self.zones or self._failed:
+            why = self.unavailable or f"sampling stopped mid-run ({self._failed}); a wrap-around may have been missed"
+            self.measurement = EnergyMeasurement(None, wall_s, f"RAPL not used: {why}")
             return self.measurement
         self.sample()
         names = ", ".join(z.name for z in self.zones)
@@ -252,8 +255,9 @@ class EnergyMeter:
         while not self._stop.wait(self.poll_s):
             try:
                 self.sample()
-            except OSError:
-                return  # a counter vanished mid-run: stop() will fail loudly on its own read
+            except (OSError, ValueError) as exc:  # a counter vanished or read garbled mid-run: stop() says so
+                self._failed = f"{type(exc).__name__}: {exc}"
+                return
 
     @staticmethod
     def _read(zone: RaplZone) -> int:
