@@ -356,6 +356,8 @@ def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
     byte = data[pos]
     if byte < 0x80:
         return byte, pos + 1
+    if data[pos + 1] < 0x80:  # two bytes: steps below 16384, most of a run
+        return byte & 0x7F | data[pos + 1] << 7, pos + 2
     value = byte & 0x7F
     for shift in range(7, 70, 7):
         pos += 1
@@ -462,13 +464,7 @@ class ObservationDecoder:
                     obs[key] = value
                     pos += nbytes
                 elif tag == 0x18:
-                    byte = payload[pos + 1]
-                    if byte < 0x80:  # steps below 128 and 16384 without a call: most of a run
-                        step, pos = byte, pos + 2
-                    elif payload[pos + 2] < 0x80:
-                        step, pos = byte & 0x7F | payload[pos + 2] << 7, pos + 3
-                    else:
-                        step, pos = _read_varint(payload, pos + 1)
+                    step, pos = _read_varint(payload, pos + 1)
                 elif tag == 0x10:
                     episode, pos = _read_varint(payload, pos + 1)
                 elif tag == 0x21 and pos + 9 <= end:
@@ -668,13 +664,7 @@ class ChunkDecoder:
             while pos < end:
                 tag = payload[pos]
                 if tag == 0x10:
-                    byte = payload[pos + 1]
-                    if byte < 0x80:  # steps below 128 and 16384 without a call: most of a run
-                        step, pos = byte, pos + 2
-                    elif payload[pos + 2] < 0x80:
-                        step, pos = byte & 0x7F | payload[pos + 2] << 7, pos + 3
-                    else:
-                        step, pos = _read_varint(payload, pos + 1)
+                    step, pos = _read_varint(payload, pos + 1)
                 elif tag == 0x18:
                     episode, pos = _read_varint(payload, pos + 1)
                 elif tag == 0x21 and pos + 9 <= end:
