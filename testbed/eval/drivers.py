@@ -155,9 +155,8 @@ class PolicyDriver:
 
     def cycle(self, ep: Episode, step: int, t: float, measured: np.ndarray) -> None:
         # called every physics step: plain Python on cached attributes, pybullet and numpy only per policy step
-        if self.on_the_wire:
-            while self.on_the_wire and self.on_the_wire[0][0] <= step:
-                self._apply(ep, self.on_the_wire.pop(0)[1], step, t, measured)
+        while self.on_the_wire and self.on_the_wire[0][0] <= step:
+            self._apply(ep, self.on_the_wire.pop(0)[1], step, t, measured)
         if self.in_flight is not None and ep.realtime:
             self._poll(ep, step, t, measured, timeout_s=0.0)
         if step % self.steps_per_request == 0:
