@@ -162,13 +162,13 @@ class FactoryPickEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self.control = ControlLoop([model], cell.dt_s, stream_timeout_s=[settings.stream_timeout_s],
                                    robot_speed_scale=[settings.speed_scale])
         self.control.reset(cell.read_joint_positions().copy())
-        self._guard = _tcp_speed_guard(settings, self.control, model, cell.dt_s)
+        self._monitor_every = max(1, round(1.0 / (MONITOR_HZ * cell.dt_s)))
+        self._guard = _tcp_speed_guard(settings, self.control, model, self._monitor_every)
         self.steps_per_action = max(1, round(1.0 / (control_hz * cell.dt_s)))
         self.period_s = self.steps_per_action * cell.dt_s
         self.control_hz = 1.0 / self.period_s
         self.metadata = {**self.metadata, "render_fps": self.control_hz}
         self.max_steps = round(scenario.sim.max_episode_s / cell.dt_s)
-        self._monitor_every = max(1, round(1.0 / (MONITOR_HZ * cell.dt_s)))
         self.action_names = state_names(model.joint_names)
 
         lower, upper = model.lower, model.upper
@@ -434,7 +434,7 @@ def _check_supported(scenario: Scenario, path: Path) -> None:
                             f"{ENV_ID} takes launch files without a sites section")
 
 
-def _tcp_speed_guard(settings: Any, control: ControlLoop, model: Any, dt_s: float) -> TcpSpeedGuard | None:
+def _tcp_speed_guard(settings: Any, control: ControlLoop, model: Any, every: int) -> TcpSpeedGuard | None:
     """The TCP speed limit the robot's controller settings ask for, held every tick and checked at 20 Hz."""
     if settings.tcp_speed_limit_m_s is not None:
         limit = settings.tcp_speed_limit_m_s
@@ -442,7 +442,7 @@ def _tcp_speed_guard(settings: Any, control: ControlLoop, model: Any, dt_s: floa
         limit = model.reduced_tcp_speed_m_s
     else:
         return None
-    return TcpSpeedGuard(control, [model], limits_m_s=[limit], every_n_ticks=max(1, round(1.0 / (MONITOR_HZ * dt_s))))
+    return TcpSpeedGuard(control, [model], limits_m_s=[limit], every_n_ticks=every)
 
 
 def _inward(values: np.ndarray, *, up: bool) -> np.ndarray:
