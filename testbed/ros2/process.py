@@ -122,7 +122,8 @@ class BackendProxy:
         """The run's answer to request ``request``."""
         with self._lock:
             robot, future = self._pending.pop(request, ("", None))  # type: ignore[arg-type]
-        if future is None:
+        # cancelled: the lifecycle node gave up waiting (a late answer must not kill this process's loop)
+        if future is None or not future.set_running_or_notify_cancel():
             return
         if ok:
             old = self.snapshot(robot)
@@ -137,7 +138,8 @@ class BackendProxy:
         with self._lock:
             pending, self._pending = self._pending, {}
         for _, future in pending.values():
-            future.set_exception(ControllerError(why))
+            if future.set_running_or_notify_cancel():
+                future.set_exception(ControllerError(why))
 
 
 class _RobotOut:
