@@ -19,7 +19,7 @@ import pybullet as p
 
 from testbed.policies.observations import ENV_STATE_NAMES
 from testbed.robots import RobotModel, load_robot
-from testbed.scenario.randomize import EpisodeDraw
+from testbed.scenario.randomize import DEFAULT_LIGHT_AMBIENT, EpisodeDraw
 from testbed.scenario.schema import CellConfig, RobotConfig
 from testbed.scenario.workload import PART_TYPES, PartArrival
 from testbed.sim.parts import PART_CATALOGUE, PART_FRICTION, PartType, create_part_body
@@ -43,7 +43,8 @@ SOLVER_ITERATIONS = 20
 FLOOR_HALF_M = 25.0  # the collision floor's half width, centred under the origin
 FLOOR_THICKNESS_M = 0.1
 # pybullet's TinyRenderer light when none is given; a light once given sticks to the client, so this puts it back
-DEFAULT_LIGHT = {"lightDirection": (-50.0, 30.0, 100.0), "lightColor": (1.0, 1.0, 1.0), "lightAmbientCoeff": 0.6}
+DEFAULT_LIGHT = {"lightDirection": (-50.0, 30.0, 100.0), "lightColor": (1.0, 1.0, 1.0),
+                 "lightAmbientCoeff": DEFAULT_LIGHT_AMBIENT}
 
 # the per-step calls, looked up once (module attribute lookups add up at 240 Hz)
 _get_joint_states = p.getJointStates
