@@ -206,7 +206,7 @@ class Launcher:
                 raise LaunchFailed(f"{launch}: the run exited with code {process.returncode} before it started: "
                                    f"{_tail(log)}")
             if time.monotonic() > give_up:
-                self._terminate(process)
+                await asyncio.to_thread(self._terminate, process)  # up to 10 s: not on the serving loop
                 raise LaunchFailed(f"{launch}: the run did not start within {START_TIMEOUT_S:.0f} s: {_tail(log)}")
             await asyncio.sleep(0.1)
 
