@@ -17,6 +17,7 @@ import numpy as np
 
 from testbed.errors import TestbedError
 from testbed.eval.cost import CostSettings, EnergyMeasurement
+from testbed.eval.metrics import _percentiles
 
 REQUIRED_COLUMNS = ("episode_id", "policy", "variation", "variation_label", "success", "parts_placed",
                     "cycle_times_s", "sim_s", "wall_s", "cpu_s", "policy_latency_ms_p50", "policy_latency_ms_p95")
@@ -213,7 +214,7 @@ def _figures(rows: Sequence[Mapping[str, Any]], cost: CostSettings, joules_per_c
         "parts_placed": placed,
         "cycle_time_s": {
             "mean": _round(float(np.mean(cycle))) if cycle else None,
-            "p95": _round(float(np.percentile(np.asarray(cycle), 95))) if cycle else None,
+            "p95": _percentiles(cycle, {"p95": 95}, 6)["p95"],
             "parts": len(cycle),
         },
         "sim_s": _round(sim_s),
@@ -231,9 +232,9 @@ def _latency(rows: list[Mapping[str, Any]]) -> dict[str, Any]:
     served = [r for r in rows if r.get("policy_latency_ms_p50") is not None]
     samples = [r.get(RAW_LATENCIES) for r in served]
     if served and all(isinstance(s, list) and s for s in samples):
-        pooled = np.asarray([float(x) for s in samples for x in s])
-        return {"p50": _round(float(np.percentile(pooled, 50))), "p95": _round(float(np.percentile(pooled, 95))),
-                "episodes": len(served), "basis": "pooled round trips", "round_trips": int(pooled.size)}
+        pooled = [float(x) for s in samples for x in s]
+        return {**_percentiles(pooled, {"p50": 50, "p95": 95}, 6),
+                "episodes": len(served), "basis": "pooled round trips", "round_trips": len(pooled)}
     p50 = _present(served, "policy_latency_ms_p50")
     p95 = _present(served, "policy_latency_ms_p95")
     return {"p50": _round(float(np.median(p50))) if p50 else None,

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from testbed.eval.journal import LATENCIES_KEY
-from testbed.eval.metrics import EpisodeTally
+from testbed.eval.metrics import EpisodeTally, _percentiles
 from testbed.eval.sweep import episode_id
 
 if TYPE_CHECKING:
@@ -130,8 +130,7 @@ def run_batch(batch: Batch, emit: Callable[[Row], None]) -> None:
 def make_row(batch: Batch, tally: EpisodeTally, figures: dict[str, Any], worker: str) -> Row:
     """One episode's result row (the evaluation contract's columns, plus its raw policy round trips)."""
     latencies = list(figures["policy_latency_ms"])
-    p50, p95 = (np.percentile(np.asarray(latencies, dtype=np.float64), [50, 95]).tolist() if latencies
-                else (None, None))
+    latency = _percentiles(latencies, {"p50": 50, "p95": 95}, 4)
     cycles = [float(c) for c in tally.cycle_times_s]
     return {
         "episode_id": episode_id(batch["variation"], batch["policy"], tally.episode),
@@ -155,8 +154,8 @@ def make_row(batch: Batch, tally: EpisodeTally, figures: dict[str, Any], worker:
         "policy_timeouts": tally.policy_timeouts,
         "starved_steps": tally.starved_steps,
         "late_chunks": tally.late_chunks,
-        "policy_latency_ms_p50": None if p50 is None else round(p50, 4),
-        "policy_latency_ms_p95": None if p95 is None else round(p95, 4),
+        "policy_latency_ms_p50": latency["p50"],
+        "policy_latency_ms_p95": latency["p95"],
         "wall_s": round(float(figures["wall_s"]), 4),
         "cpu_s": round(float(figures["cpu_s"]), 4),
         "worker": worker,
