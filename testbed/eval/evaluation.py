@@ -26,7 +26,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from testbed.errors import ScenarioError, TestbedError, WorkerFailed
 from testbed.eval.events import EventStream
@@ -45,6 +45,9 @@ from testbed.eval.runner import create_run_dir, noting_failure
 from testbed.eval.sweep import PolicyChoice, Variation, episode_id, parse_episode_id, policies, variations
 from testbed.eval.tasks import WORKER_ENV, Batch, Row, tally_of
 from testbed.scenario.loader import LoadedScenario, load
+
+if TYPE_CHECKING:
+    from testbed.eval.cost import EnergyMeter
 
 PLAN_FILE = "evaluation.json"
 SESSIONS_FILE = "sessions.jsonl"
@@ -339,9 +342,8 @@ class Evaluation:
             events.emit("run_resumed" if self.resumed else "run_start", 0.0, None, run_id=self.run_id,
                         scenario=self.plan.name, episodes=len(planned), journaled=len(done), pending=len(pending),
                         **self.settings.to_json())
-            if meter is not None:
-                meter.start()
-                stack.callback(meter.stop)
+            meter.start()
+            stack.callback(meter.stop)
             reporter.start(len(planned), len(done))
             stack.callback(reporter.close)
             if pending:
@@ -350,8 +352,7 @@ class Evaluation:
             wall_s = time.perf_counter() - started
             events.emit("run_end", 0.0, None, episodes_run=len(ran), wall_s=round(wall_s, 3))
             outcome = "completed"
-        energy = meter.measurement if meter is not None else None
-        return self._finish(ran, wall_s, cost, energy)
+        return self._finish(ran, wall_s, cost, meter.measurement)
 
     def _dispatch(self, pending: set[str], journal: Journal, events: EventStream, reporter: Reporter,
                   ran: list[str], stack: ExitStack) -> None:
@@ -484,7 +485,7 @@ class Evaluation:
         return metrics
 
 
-def _energy_meter() -> Any:
+def _energy_meter() -> EnergyMeter:
     from testbed.eval.cost import energy_meter
 
     return energy_meter()
