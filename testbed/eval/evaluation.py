@@ -436,11 +436,14 @@ class Evaluation:
         _write_json(self.run_dir / "metrics.json", result.metrics)
         from testbed.eval.cost import CostSettings
         from testbed.eval.plots import write_plots
-        from testbed.eval.stats import summarize
+        from testbed.eval.stats import RAW_LATENCIES, summarize
 
         if energy is not None and self.resumed:
             energy = energy.covering(ran)
-        result.summary = summarize(rows, cost=cost or CostSettings(), wall_s=total_wall_s,
+        # the contract's columns plus each episode's raw round trips: the summary pools every one of them
+        round_trips = {r["episode_id"]: r.get(LATENCIES_KEY) for r in journaled}
+        summary_rows = [{**r, RAW_LATENCIES: round_trips[r["episode_id"]]} for r in rows]
+        result.summary = summarize(summary_rows, cost=cost or CostSettings(), wall_s=total_wall_s,
                                    workers=self.settings.workers, energy=energy)
         _write_json(self.run_dir / "summary.json", result.summary)
         try:
