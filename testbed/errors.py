@@ -53,6 +53,10 @@ class BridgeConfigError(TestbedError):
     """A bridge server or client was configured unsafely or inconsistently (TLS files, token, bind address)."""
 
 
+class ResultsError(TestbedError):
+    """An evaluation's results (rows, results.parquet or results.jsonl) are missing or malformed."""
+
+
 class WorkerFailed(TestbedError):
     """A worker process of an evaluation died or failed; the message names the worker and its record."""
 

@@ -23,8 +23,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from testbed.errors import TestbedError
-from testbed.eval.stats import ResultsError, wilson_interval
+from testbed.errors import ResultsError, TestbedError
+from testbed.eval.stats import wilson_interval
 
 if TYPE_CHECKING:
     from rich.table import Table

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from testbed.errors import TestbedError
+from testbed.errors import ResultsError
 from testbed.eval.cost import CostSettings, EnergyMeasurement
 from testbed.eval.metrics import _percentiles
 
@@ -47,10 +47,6 @@ DEFINITIONS = {
                                                "evaluation's whole wall time: wall_s × workers / episodes × 1000 / "
                                                "3600 × price_per_core_hour",
 }
-
-
-class ResultsError(TestbedError):
-    """An evaluation's results (rows, results.parquet or results.jsonl) are missing or malformed."""
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:

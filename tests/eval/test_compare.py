@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from testbed.errors import TestbedError
+from testbed.errors import ResultsError, TestbedError
 from testbed.eval.compare import (
     FISHER,
     Z_TEST,
@@ -17,7 +17,6 @@ from testbed.eval.compare import (
     load_results,
     two_proportion_z_test,
 )
-from testbed.eval.stats import ResultsError
 
 TESTBED = Path(sys.executable).parent / "testbed"  # the venv's console script
 

@@ -6,8 +6,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from rich.console import Console
 
+from testbed.errors import ResultsError, TestbedError
 from testbed.eval.cost import CostSettings, EnergyMeasurement
-from testbed.eval.stats import ResultsError, summarize, wilson_interval
+from testbed.eval.stats import summarize, wilson_interval
 from testbed.eval.table import summary_table
 
 
@@ -179,6 +180,13 @@ def test_a_row_without_the_contract_columns_is_refused_by_name():
     with pytest.raises(ResultsError, match=r"results row 0 \(v0/expert/0000\): missing column\(s\) sim_s, cpu_s"):
         summarize([bad], cost=CostSettings(), wall_s=1.0, workers=1)
     with pytest.raises(ResultsError, match="no results rows"):
+        summarize([], cost=CostSettings(), wall_s=1.0, workers=1)
+
+
+def test_results_errors_are_of_the_one_error_family():
+    # the CLI turns a TestbedError into one line and exit code 2: a bad results file is a user's matter
+    assert issubclass(ResultsError, TestbedError) and ResultsError.__module__ == "testbed.errors"
+    with pytest.raises(TestbedError, match="no results rows"):
         summarize([], cost=CostSettings(), wall_s=1.0, workers=1)
 
 
