@@ -20,11 +20,12 @@ from multiprocessing.connection import Connection, wait
 from typing import Any, Protocol
 
 from testbed.bridge.spawn import describe_exit
-from testbed.errors import FeatureUnavailable, ScenarioError, TestbedError
+from testbed.errors import FeatureUnavailable, ScenarioError, TestbedError, WorkerFailed
 from testbed.eval.tasks import WORKER_ENV, Batch, close_policy_servers, run_batch, worker_environment, worker_name
 from testbed.quiet import import_pybullet_quietly
 
 Message = dict[str, Any]
+JOIN_DEAD_S = 5.0  # a worker whose pipe closed is dying: how long to wait for its exit code
 RAY_START_TIMEOUT_S = 300.0  # for every actor to start (a cluster with too few free CPUs never starts the rest)
 
 
@@ -110,8 +111,18 @@ class LocalBackend:
             self._procs.append(proc)
 
     def submit(self, worker: int, batch: Batch) -> None:
-        """Send ``batch`` to worker ``worker``."""
-        self._conns[worker].send_bytes(json.dumps({"kind": "batch", "batch": batch}).encode())
+        """Send ``batch`` to worker ``worker``.
+
+        Raises:
+            WorkerFailed: the worker died since the last ``poll`` (its pipe is closed); the message says how.
+        """
+        try:
+            self._conns[worker].send_bytes(json.dumps({"kind": "batch", "batch": batch}).encode())
+        except OSError as exc:  # BrokenPipeError, ConnectionResetError: the worker's end of the pipe is gone
+            proc = self._procs[worker]
+            proc.join(JOIN_DEAD_S)  # reap it for its exit code; a closed pipe means it is ending
+            raise WorkerFailed(f"evaluation {self.describe(worker)} died ({_exit_detail(proc.exitcode)}) before it "
+                               f"could take batch {batch['batch']}") from exc
 
     def poll(self, timeout_s: float) -> list[Message]:
         """Messages from every worker, then a ``died`` for each worker that has ended (after its last words)."""

@@ -370,7 +370,12 @@ class Evaluation:
             while idle and queue:
                 worker = idle.pop(0)
                 running[worker] = queue.popleft()
-                backend.submit(worker, running[worker])
+                try:
+                    backend.submit(worker, running[worker])
+                except WorkerFailed as exc:  # it died after the last poll
+                    raise WorkerFailed(f"{exc} ({describe_batch(running[worker])}); the {len(ran)} episode(s) of "
+                                       f"this session already journaled are kept in {journal.path}; resume with: "
+                                       f"{self.resume_command()}") from exc
             for msg in backend.poll(0.5):
                 kind, worker = msg["kind"], msg["worker"]
                 if kind == "row":
