@@ -55,10 +55,11 @@ class Episode:
 
 
 class Driver(Protocol):
-    """Moves one robot: called every control cycle of an episode."""
+    """Moves one robot: called every control cycle of an episode from ``next_step`` on."""
 
     index: int
     name: str
+    next_step: int  # the loop calls ``cycle`` at every step from this one on (0: every step)
 
     def reset(self, ep: Episode) -> None: ...
     def cycle(self, ep: Episode, step: int, t: float, measured: np.ndarray) -> None: ...
@@ -106,6 +107,7 @@ class PolicyDriver:
         self._clear()
 
     def _clear(self) -> None:
+        self.next_step = 0  # the loop may skip ``cycle`` until this step (``_next_due``)
         self.suction_plan: list[bool] = []  # vacuum on or off, per row of the chunk being executed
         self.plan_t0 = 0.0
         self.plan_end_t = 0.0  # when the controller runs out of the actions it was given
@@ -154,7 +156,7 @@ class PolicyDriver:
         return obs
 
     def cycle(self, ep: Episode, step: int, t: float, measured: np.ndarray) -> None:
-        # called every physics step: plain Python on cached attributes, pybullet and numpy only per policy step
+        # called at least at ``next_step``: plain Python on cached attributes, pybullet and numpy only per policy step
         while self.on_the_wire and self.on_the_wire[0][0] <= step:
             self._apply(ep, self.on_the_wire.pop(0)[1], step, t, measured)
         if self.in_flight is not None and ep.realtime:
@@ -174,9 +176,28 @@ class PolicyDriver:
             ep.tally.starved_steps += 1
         plan = self.suction_plan
         if plan:
-            suction = plan[min(int((t - self.plan_t0) / self.period_s + 1e-9), len(plan) - 1)]
+            suction = plan[self._plan_row(t)]
             if suction != self.robot.suction_on:
                 self.cell.set_suction(self.index, suction)
+        self.next_step = self._next_due(ep, step, t)
+
+    def _plan_row(self, t: float) -> int:
+        return min(int((t - self.plan_t0) / self.period_s + 1e-9), len(self.suction_plan) - 1)
+
+    def _next_due(self, ep: Episode, step: int, t: float) -> int:
+        """The next step at which ``cycle`` can do anything: the next policy step, the next step the plan's vacuum
+        differs from now, or the first starved step; every step in real time or while chunks are on a link."""
+        if ep.realtime or self.on_the_wire or t >= self.plan_end_t - 1e-9:
+            return step + 1
+        due = (step // self.steps_per_request + 1) * self.steps_per_request
+        dt = self.cell.dt_s
+        plan = self.suction_plan
+        now = plan[self._plan_row(t)] if plan else None
+        for s in range(step + 1, due):  # at most a policy period of steps, evaluated as ``cycle`` would
+            ts = s * dt
+            if ts >= self.plan_end_t - 1e-9 or (plan and plan[self._plan_row(ts)] != now):
+                return s
+        return due
 
     def finish(self, ep: Episode, t: float, measured: np.ndarray) -> None:
         if self.in_flight is not None and not ep.realtime:
@@ -297,6 +318,8 @@ class JobDriver:
     robot's stopper (a part is waiting). Output ``OT#(1)`` switches the vacuum.
     """
 
+    next_step = 0  # every step
+
     def __init__(self, index: int, name: str, cell: Cell, job: Job) -> None:
         self.index = index
         self.name = name
@@ -346,6 +369,8 @@ class JobDriver:
 class ExternalDriver:
     """A robot driven by ControllerService clients: their set-points reach the loop through the service's
     backend; this driver applies the gripper output they ask for."""
+
+    next_step = 0  # every step
 
     def __init__(self, index: int, name: str, cell: Cell, gripper_request: Callable[[int], bool | None]) -> None:
         self.index = index

@@ -84,9 +84,13 @@ class EventStream:
         self._frame_seq = 0
         self.frame_max_hz = FRAME_MAX_HZ
         self.frames_wanted = False  # a plain attribute: the loop reads it without a call or a lock
+        self.state_wanted = False  # while anyone subscribes to events, the loop publishes state snapshots
 
     def publish_state(self, state: dict[str, Any]) -> None:
-        """Replace the latest-state snapshot (joint positions, controller states, running tallies)."""
+        """Replace the latest-state snapshot (joint positions, controller states, running tallies).
+
+        The run publishes one while ``state_wanted``: a live viewer subscribes to the events and reads both.
+        """
         self._snapshot = state  # one reference swap: readers never see a half-written snapshot
 
     def snapshot(self) -> dict[str, Any]:
@@ -98,6 +102,7 @@ class EventStream:
         sub: Subscription[dict[str, Any]] = Subscription(maxlen)
         with self._lock:
             self._subscribers.append(sub)
+            self.state_wanted = True
         return sub
 
     def subscribe_frames(self, maxlen: int = 2) -> Subscription[Frame]:
@@ -113,6 +118,7 @@ class EventStream:
         with self._lock:
             if sub in self._subscribers:
                 self._subscribers.remove(sub)
+                self.state_wanted = bool(self._subscribers)
             if sub in self._frame_subscribers:
                 self._frame_subscribers.remove(sub)
                 self.frames_wanted = bool(self._frame_subscribers)

@@ -108,6 +108,8 @@ class RunRos2:
 class _Yielding:
     """A driver that stands aside while a ROS 2 trajectory drives its robot; it resumes when that ends."""
 
+    next_step = 0  # every step: a ROS 2 trajectory may end at any step
+
     def __init__(self, inner: Driver, commanding: Callable[[str], bool]) -> None:
         self.inner = inner
         self.index = inner.index

@@ -175,7 +175,7 @@ def test_the_run_renders_no_frame_while_nobody_watches(tmp_path, monkeypatch):
     monkeypatch.setattr("testbed.sim.cell.Cell.render", lambda self, i: renders.append(i) or image(0))
     states = []
     run_scenario(load(REPO / "launch" / "factory_cell.yaml", [*LOCAL_EXPERT, "episodes:=1"]), runs_dir=tmp_path,
-                 events_hook=lambda stream: states.append(stream))
+                 events_hook=lambda stream: states.append(stream) or stream.subscribe())  # a viewer of events
     assert renders == []
     snapshot = states[0].snapshot()
     assert len(snapshot["tcp_xyz"]["arm1"]) == 3 and len(snapshot["robots"]["arm1"]["joint_pos"]) == 6

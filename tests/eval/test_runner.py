@@ -135,6 +135,13 @@ def test_live_subscribers_get_the_same_events_as_the_file(tmp_path):
     assert len(snapshot["robots"]["arm1"]["joint_pos"]) == 6
 
 
+def test_no_state_snapshot_is_built_while_nobody_subscribes(tmp_path):
+    streams = []
+    run_scenario(one_of_each(tmp_path), runs_dir=tmp_path, events_hook=streams.append)
+    assert not streams[0].state_wanted
+    assert streams[0].snapshot() == {}
+
+
 def test_a_slow_subscriber_loses_the_oldest_events_not_the_run(tmp_path):
     subs = []
     result = run_scenario(one_of_each(tmp_path), runs_dir=tmp_path,
