@@ -38,6 +38,13 @@ SETTLE_TIMEOUT_S = 2.0
 SETTLE_MIN_S = 0.3
 PICK_ZONE_M = 0.55  # without a stopper: a moving part is in reach over the belt's last PICK_ZONE_M
 STOPPER_AWAY_Z_M = -2.0  # a stopper taken away for an episode waits under the floor
+STOP_SHORT_M = 0.002  # the belt stops a part this far short of the stopper's face
+# the belt's top is frictionless and parts have no linear damping: a part glides at the velocity it was given.
+# At each ``update_parts`` check, a part on the belt whose velocity is off the belt's by more than this (m/s,
+# rad/s about z) -- pushed, blocked, braked by a rail -- is given the belt's velocity again
+BELT_SPEED_TOL_M_S = 1e-3
+BELT_SPIN_TOL_RAD_S = 0.01
+NEVER = 1 << 62  # a physics step that never comes
 # 50 cost ~20 % more physics per step for the same successes (default, randomized, two-robot, order and SCARA cells)
 SOLVER_ITERATIONS = 20
 FLOOR_HALF_M = 25.0  # the collision floor's half width, centred under the origin
@@ -73,6 +80,7 @@ class PartSlot:
     in_reach: bool = False  # without a stopper: moving through the pick zone
     mass_kg: float = 0.0
     friction: float = PART_FRICTION
+    stop_step: int = NEVER  # conveying: the physics step (``Cell.physics_steps``) at which its front reaches the stop
 
 
 @dataclass(frozen=True)
@@ -163,7 +171,8 @@ class Cell:
         self.conveyor_speed = config.conveyor.speed  # m/s this episode (a draw may scale it)
         self.stopper = True  # this episode's stoppers stand (else parts are caught moving)
         # the belt drives a part while its front is short of this y (per station; no stopper: always)
-        self._stop_front_y = [st.belt_y_end - 0.002 for st in self.stations]
+        self._stop_front_y = [st.belt_y_end - STOP_SHORT_M for st in self.stations]
+        self._next_stop = NEVER  # the earliest ``stop_step`` of the conveying parts: ``step`` compares only this
         self._spawned = 0  # arrivals spawned this episode: a part's index into the draw
         self._light_changed = False  # a drawn light was rendered with: nominal renders restore the default
 
@@ -226,8 +235,10 @@ class Cell:
         prefix = "" if index == 0 else f"{self.robots[index].config.name}/"
         station = Station(index, belt_x, belt_y_end - length, belt_y_end, top_z, {}, {})
         centre_y = (station.belt_y_start + belt_y_end) / 2
-        self._static_box(f"{prefix}conveyor", (BELT_WIDTH_M / 2, length / 2, top_z / 2), (belt_x, centre_y, top_z / 2),
-                         (0.15, 0.15, 0.15, 1))
+        belt = self._static_box(f"{prefix}conveyor", (BELT_WIDTH_M / 2, length / 2, top_z / 2),
+                                (belt_x, centre_y, top_z / 2), (0.15, 0.15, 0.15, 1))
+        # the belt moves parts by their velocity (see ``step``), not by friction: its top is frictionless
+        p.changeDynamics(belt, -1, lateralFriction=0.0, physicsClientId=self.client)
         for side in (-1, 1):
             self._static_box(f"{prefix}conveyor_rail", (0.005, length / 2, 0.015),
                              (belt_x + side * (BELT_WIDTH_M / 2 + 0.005), centre_y, top_z + 0.015), (0.7, 0.7, 0.7, 1))
@@ -277,6 +288,7 @@ class Cell:
         p.changeDynamics(slot.body, -1, activationState=p.ACTIVATION_STATE_DISABLE_SLEEPING | p.ACTIVATION_STATE_SLEEP,
                          physicsClientId=self.client)
         slot.status = "parked"
+        slot.stop_step = NEVER
 
     # ---- episodes ---------------------------------------------------------------------------------------
 
@@ -306,7 +318,8 @@ class Cell:
             xyz = (st.stopper_xyz[0], st.stopper_xyz[1], STOPPER_AWAY_Z_M)
             p.resetBasePositionAndOrientation(st.stopper_body, xyz, (0, 0, 0, 1), physicsClientId=self.client)
         self.stopper = stopper
-        self._stop_front_y = [st.belt_y_end - 0.002 if stopper else math.inf for st in self.stations]
+        self._stop_front_y = [st.belt_y_end - STOP_SHORT_M if stopper else math.inf for st in self.stations]
+        self._next_stop = NEVER
 
     def spawn(self, arrival: PartArrival, station: int = 0) -> bool:
         """Put a part of the arrival's type on a station's infeed; False if none is free."""
@@ -330,14 +343,16 @@ class Cell:
             p.changeDynamics(slot.body, -1, mass=mass, lateralFriction=friction, physicsClientId=self.client)
             slot.mass_kg, slot.friction = mass, friction
         slot.in_reach = False
+        # it lands on the running belt: it leaves with the belt's velocity and glides on it
         p.resetBasePositionAndOrientation(slot.body, pos, orn, physicsClientId=self.client)
-        p.resetBaseVelocity(slot.body, (0, 0, 0), (0, 0, 0), physicsClientId=self.client)
+        p.resetBaseVelocity(slot.body, (0, self.conveyor_speed, 0), (0, 0, 0), physicsClientId=self.client)
         p.setCollisionFilterGroupMask(slot.body, -1, 1, -1, physicsClientId=self.client)
         p.changeDynamics(slot.body, -1, activationState=p.ACTIVATION_STATE_WAKE_UP, physicsClientId=self.client)
         slot.status = "conveying"
         slot.order_id = arrival.order_id
         slot.target_bin = arrival.bin or st.bin_for_type[arrival.part_type]
         slot.station = station
+        self._predict_stop(slot, pos[1] + slot.half_len_y_m, self.conveyor_speed)
         return True
 
     # ---- per-step ----------------------------------------------------------------------------------------
@@ -352,8 +367,8 @@ class Cell:
         if rows is None:  # each robot's row as raw bytes, and a packer of its doubles (cheaper than row[:] = list)
             rows = self._joint_rows = [(body, joints, memoryview(row).cast("B"), struct.Struct(f"={n}d").pack_into)
                                        for body, joints, n, row, _, _, _ in self._per_step]
-        for body, joints, row, pack in rows:
-            pack(row, 0, *[s[0] for s in _get_joint_states(body, joints, physicsClientId=client)])
+        for body, joints, row, pack in rows:  # each joint's state opens with its position: the first of zip(*states)
+            pack(row, 0, *next(zip(*_get_joint_states(body, joints, physicsClientId=client), strict=True)))
         return self._joint_pos
 
     def apply_joint_commands(self, setpoint: np.ndarray, setpoint_vel: np.ndarray | None = None) -> None:
@@ -399,22 +414,70 @@ class Cell:
                 slot.released_t = self.t_s
 
     def step(self) -> None:
-        """Drive the belt and advance physics by one step; the physics call's wall time adds to ``physics_s``."""
+        """Advance physics by one step (stopping a part that reaches its stop this step); the physics call's wall
+        time adds to ``physics_s``.
+
+        The belt's parts glide on its frictionless top at the velocity they were given (``spawn``, and
+        ``update_parts`` when one is off the belt's): a step touches no part, except the one step at which a
+        conveying part's front reaches its stop, predicted from its pose and velocity.
+        """
+        if self.physics_steps >= self._next_stop:
+            self._stop_due()
         client = self.client
-        speed = self.conveyor_speed
-        for slot in self.parts:
-            if slot.status == "conveying":
-                body = slot.body
-                pos, _ = _get_pose(body, physicsClientId=client)
-                vel, ang = _get_velocity(body, physicsClientId=client)
-                front = pos[1] + slot.half_len_y_m
-                vy = speed if front < self._stop_front_y[slot.station] else 0.0
-                _reset_velocity(body, (0.0, vy, vel[2]), ang, physicsClientId=client)
         started = perf_counter()
         _step_simulation(physicsClientId=client)
         self.physics_s += perf_counter() - started
         self.physics_steps += 1
         self.t_s += self.dt_s
+
+    def _predict_stop(self, slot: PartSlot, front: float, vy: float) -> None:
+        """Set when a conveying part gliding at ``vy`` with its front at ``front`` (now, before the next step)
+        reaches its stop: the first step before which its front is at or past it."""
+        gap = self._stop_front_y[slot.station] - front
+        if gap <= 0.0:
+            slot.stop_step = self.physics_steps
+        elif vy > 0.0 and gap != math.inf:
+            slot.stop_step = self.physics_steps + math.ceil(gap / (vy * self.dt_s))
+        else:
+            slot.stop_step = NEVER
+        if slot.stop_step < self._next_stop:
+            self._next_stop = slot.stop_step
+
+    def _stop_due(self) -> None:
+        """The parts whose stop is due: stopped if their front is there (else, slowed on the way, predicted anew)."""
+        client, now = self.client, self.physics_steps
+        self._next_stop = NEVER
+        for slot in self.parts:
+            if slot.status != "conveying" or slot.stop_step == NEVER:
+                continue
+            if slot.stop_step <= now:
+                pos, _ = _get_pose(slot.body, physicsClientId=client)
+                vel, ang = _get_velocity(slot.body, physicsClientId=client)
+                front = pos[1] + slot.half_len_y_m
+                if front >= self._stop_front_y[slot.station]:
+                    _reset_velocity(slot.body, (0.0, 0.0, vel[2]), ang, physicsClientId=client)
+                    slot.stop_step = NEVER
+                    continue
+                self._predict_stop(slot, front, vel[1])
+            elif slot.stop_step < self._next_stop:
+                self._next_stop = slot.stop_step
+
+    def _belt_velocity(self, slot: PartSlot, pos: Sequence[float], vel: Sequence[float], ang: Sequence[float],
+                       hold: bool = False) -> None:
+        """At a check: give a part on the belt the belt's velocity again if it is off it (pushed, blocked, braked
+        by a rail, spun), and predict when a conveying one reaches its stop. ``hold``: a part waiting at the stop,
+        kept still (as the belt's friction under it would)."""
+        front = pos[1] + slot.half_len_y_m
+        target = 0.0 if hold or front >= self._stop_front_y[slot.station] else self.conveyor_speed
+        vy = vel[1]
+        if (abs(vy - target) > BELT_SPEED_TOL_M_S or abs(vel[0]) > BELT_SPEED_TOL_M_S
+                or abs(ang[2]) > BELT_SPIN_TOL_RAD_S):
+            _reset_velocity(slot.body, (0.0, target, vel[2]), (ang[0], ang[1], 0.0), physicsClientId=self.client)
+            vy = target
+        if target > 0.0:
+            self._predict_stop(slot, front, vy)
+        else:
+            slot.stop_step = NEVER
 
     def update_parts(self) -> list[PartEvent]:
         """Advance part bookkeeping (arrival, suction grip, placement, drops); call at the control rate."""
@@ -427,7 +490,7 @@ class Cell:
             if pos[2] < station.top_z - 0.08 and slot.status in ("conveying", "ready"):
                 events.append(self._finish(slot, "dropped", None, {"reason": "fell off the conveyor"}))
             elif slot.status == "conveying":
-                vel, _ = p.getBaseVelocity(slot.body, physicsClientId=self.client)
+                vel, ang = p.getBaseVelocity(slot.body, physicsClientId=self.client)
                 if not self.stopper and not slot.in_reach and pos[1] >= station.belt_y_end - PICK_ZONE_M:
                     slot.in_reach = True  # the photo-eye sees it: catch it on the move
                     slot.ready_t = self.t_s
@@ -435,6 +498,12 @@ class Cell:
                 if self.stopper and at_stop and abs(vel[1]) < 0.01:
                     slot.status = "ready"
                     slot.ready_t = self.t_s
+                    slot.stop_step = NEVER
+                else:
+                    self._belt_velocity(slot, pos, vel, ang)
+            elif slot.status == "ready":  # held still at the stop by the belt (a frictionless top would let it slide)
+                vel, ang = p.getBaseVelocity(slot.body, physicsClientId=self.client)
+                self._belt_velocity(slot, pos, vel, ang, hold=True)
             elif slot.status == "released":
                 vel, _ = p.getBaseVelocity(slot.body, physicsClientId=self.client)
                 # a part is still at rest the instant it is let go: judge it only once it had time to fall

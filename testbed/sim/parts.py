@@ -50,6 +50,8 @@ def create_part_body(client: int, part: PartType, position: tuple[float, float, 
         col = p.createCollisionShape(p.GEOM_BOX, halfExtents=half, physicsClientId=client)
         vis = p.createVisualShape(p.GEOM_BOX, halfExtents=half, rgbaColor=part.rgba, physicsClientId=client)
     body = p.createMultiBody(part.mass_kg, col, vis, basePosition=position, physicsClientId=client)
+    # no linear damping (pybullet's default is 0.04): on the frictionless belt a part glides at the belt's
+    # speed between the cell's checks instead of slowing down
     p.changeDynamics(body, -1, lateralFriction=PART_FRICTION, spinningFriction=0.001, rollingFriction=0.0005,
-                     physicsClientId=client)
+                     linearDamping=0.0, physicsClientId=client)
     return body
