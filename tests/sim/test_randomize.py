@@ -132,7 +132,7 @@ def test_conveyor_speed_reaches_the_world(cell):
 
     nominal, fast = travel(None), travel(EpisodeDraw(0, 0, conveyor_speed_scale=1.25))
     assert cell.conveyor_speed == pytest.approx(0.25)
-    assert nominal == pytest.approx(0.2, rel=0.1)  # 0.2 m/s for 1 s (less a little slip)
+    assert nominal == pytest.approx(0.2, rel=0.01)  # 0.2 m/s for 1 s: parts glide at the belt's speed
     assert fast / nominal == pytest.approx(1.25, rel=0.02)
 
 
