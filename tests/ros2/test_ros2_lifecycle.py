@@ -7,6 +7,8 @@ the client speaks only lifecycle_msgs and std_srvs. Discovery stays on this host
 from __future__ import annotations
 
 import os
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,14 +24,36 @@ from testbed.ros2 import CellSpec, RobotSpec, Ros2Bridge, Ros2Settings
 
 GP7 = load_robot("gp7")
 DOMAIN = 1 + (os.getpid() * 7 + 50) % 100
+# longer than the lifecycle node waits for the run's answer (testbed.ros2.lifecycle: COMMAND_TIMEOUT_S + 1 s)
+LATE_ANSWER_S = 4.0
+
+
+class LateBackend(ControlLoopBackend):
+    """A real backend whose first lifecycle request is taken only after ``LATE_ANSWER_S`` (a busy run)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.late = threading.Event()  # set once the late request was taken
+        self._first = True
+
+    def change_state(self, robot: str, transition: Any) -> Any:
+        if self._first:
+            self._first = False
+            time.sleep(LATE_ANSWER_S)
+            future = super().change_state(robot, transition)
+            future.add_done_callback(lambda _: self.late.set())
+            return future
+        return super().change_state(robot, transition)
 
 
 @pytest.fixture()
-def bridge(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Ros2Bridge, ControlLoopBackend]]:
+def bridge(request: pytest.FixtureRequest, tmp_path: Path,
+           monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Ros2Bridge, ControlLoopBackend]]:
     monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     loop = ControlLoop([GP7], 0.004)
     loop.reset(np.asarray(GP7.home, dtype=np.float64)[None, :].copy())
-    backend = ControlLoopBackend(loop, names=["arm1"], job_loader=False)
+    backend_class = getattr(request, "param", ControlLoopBackend)
+    backend = backend_class(loop, names=["arm1"], job_loader=False)
     spec = RobotSpec("arm1", "gp7", GP7.urdf_path, tuple(GP7.joint_names), GP7.tcp_link, (0.0, 0.0, 0.3),
                      (0.0, 0.0, 0.0), commandable=True)
     events = EventStream(tmp_path / "events.jsonl")
@@ -150,6 +174,31 @@ def test_cleanup_and_shutdown_keep_the_run_going(bridge: Any, client: Client) ->
     assert backend.snapshot("arm1").lifecycle_state == "INACTIVE"  # it holds; finalizing would end the run
 
 
+@pytest.mark.parametrize("bridge", [LateBackend], indirect=True)
+def test_an_answer_after_the_lifecycle_node_gave_up_is_dropped_and_the_node_serves_on(bridge: Any,
+                                                                                      client: Client) -> None:
+    from lifecycle_msgs.msg import Transition
+
+    node, backend = bridge
+    assert client.state() == "active"
+    # the node waits 3 s, refuses and cancels its request; the run answers at 4 s, on the node's pipe loop
+    assert client.transition(Transition.TRANSITION_DEACTIVATE) is False
+    assert backend.late.wait(10.0)  # the run took the late request; its answer follows on the pipe
+    refused = _await_event(node, "lifecycle_refused")  # the run reads the node's report after answering
+    assert "did not apply it within" in refused.fields["reason"]
+    # the node's process still serves requests through its pipe loop: it follows the late change and then
+    # takes a new request end to end (a node whose loop died would answer neither)
+    state = ""
+    for _ in range(50):
+        state = client.state()
+        if state == "inactive":
+            break
+    assert state == "inactive" and backend.snapshot("arm1").lifecycle_state == "INACTIVE"
+    assert client.transition(Transition.TRANSITION_ACTIVATE) is True
+    assert backend.snapshot("arm1").lifecycle_state == "ACTIVE" and client.state() == "active"
+    assert node.errors == []
+
+
 def _idle_future() -> Any:
     """A future nobody completes: spinning until it times out just services the node."""
     from rclpy.task import Future
@@ -161,6 +210,37 @@ def _transition(name: str) -> Any:
     from testbed.bridge.controller_backend import Transition
 
     return Transition[name]
+
+
+def test_the_run_going_away_fails_waiting_requests_and_leaves_cancelled_ones_alone() -> None:
+    from multiprocessing import Pipe
+
+    from testbed.errors import ControllerError
+    from testbed.ros2.process import BackendProxy, _Link
+
+    ours, theirs = Pipe()
+    proxy = BackendProxy(_Link(ours))
+    gave_up = proxy.change_state("arm1", _transition("DEACTIVATE"))
+    waiting = proxy.change_state("arm1", _transition("ACTIVATE"))
+    assert [theirs.recv()[:3] for _ in range(2)] == [("change_state", 1, "arm1"), ("change_state", 2, "arm1")]
+    assert gave_up.cancel()  # the lifecycle node timed out on it
+    proxy.fail_all("the run's process is gone")  # as the node's pipe loop does when the run's end closes
+    assert gave_up.cancelled()
+    with pytest.raises(ControllerError, match="the run's process is gone"):
+        waiting.result(0)
+    ours.close()
+    theirs.close()
+
+
+def _await_event(node: Ros2Bridge, kind: str, timeout_s: float = 10.0) -> Any:
+    """The first event of ``kind`` the node reports within ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = [e for e in _drain(node) if e.kind == kind]
+        if found:
+            return found[0]
+        time.sleep(0.05)
+    raise AssertionError(f"no {kind} event within {timeout_s} s")
 
 
 def _drain(node: Ros2Bridge) -> list[Any]:
