@@ -32,6 +32,7 @@ CATCH_CLEARANCE_M = 0.06  # the cup must be down before the part's centre is thi
 CATCH_SETTLE_S = 0.3  # time for the arm to settle at the catch point (and the one-step policy pipeline)
 CATCH_SUCTION_M = 0.01  # the vacuum comes on when the part's centre is this far from the catch point
 CATCH_MISSED_M = 0.03  # the part's centre went this far past the catch point: missed
+IK_SOLVED_KEPT = 512  # inverse kinematics solutions kept for repeats (``ExpertPolicy._ik_attempt``)
 
 
 class Phase(enum.Enum):
@@ -56,6 +57,10 @@ class Segment:
     duration_steps: float
     suction: bool
     suction_from: float = -math.inf  # the vacuum is on from this policy step (when ``suction``)
+    # ``chunk``'s rows for the steps from ``start_step`` on (made on first use; ``dataclasses.replace`` starts afresh)
+    _table: np.ndarray | None = dataclasses.field(default=None, init=False, repr=False, compare=False)
+    _table_count: int = dataclasses.field(default=0, init=False, repr=False, compare=False)
+    _settled_offset: int = dataclasses.field(default=0, init=False, repr=False, compare=False)
 
     def sample(self, step: float) -> np.ndarray:
         """Joint targets at policy step ``step`` along a minimum-jerk timing law."""
@@ -81,6 +86,39 @@ class Segment:
     @property
     def goal(self) -> np.ndarray:
         return self.waypoints[-1]
+
+    def chunk(self, first: int, count: int) -> np.ndarray:
+        """The chunk for policy steps ``first``..``first + count - 1``: joint targets (``sample`` as float32) and
+        the vacuum flag (1 from ``suction_from`` when ``suction``), one row per step.
+
+        Each step's row is worked out once per segment, not once per chunk it appears in: the first call
+        tabulates every step from ``start_step`` up to the one after which rows no longer change (the timing
+        law has ended and the vacuum has switched), plus ``count`` rows of that last one.
+        """
+        offset = first - self.start_step
+        if self._table is None or self._table_count != count:
+            self._tabulate(count)
+        if offset < 0 or self._table is None:  # before the segment, or no finite end to tabulate up to
+            return self._compute_chunk(first, count)
+        offset = min(offset, self._settled_offset)
+        return self._table[offset: offset + count].copy()
+
+    def _tabulate(self, count: int) -> None:
+        self._table, self._table_count = None, count
+        if not math.isfinite(self.duration_steps):
+            return
+        # from this step on tau is 1 (``_timing``), and so is every row's fraction: the rows are equal
+        settled = max(math.ceil(self.duration_steps), 1)
+        if self.suction and math.isfinite(self.suction_from):
+            settled = max(settled, math.ceil(self.suction_from) - self.start_step)
+        self._settled_offset = settled
+        self._table = self._compute_chunk(self.start_step, settled + count)
+
+    def _compute_chunk(self, first: int, count: int) -> np.ndarray:
+        rows = np.empty((count, self.waypoints.shape[1] + 1), dtype=np.float32)
+        rows[:, :-1] = self.sample_many(first, count)
+        rows[:, -1] = [1.0 if self.suction and first + k >= self.suction_from else 0.0 for k in range(count)]
+        return rows
 
 
 @dataclass(frozen=True)
@@ -132,6 +170,14 @@ class ExpertPolicy:
         self._set(self.model.home)
         self._tool_down = p.getLinkState(self._body, self._tcp, computeForwardKinematics=True,
                                          physicsClientId=self._client)[5]
+        lower, upper = self.model.lower, self.model.upper
+        self._ik_options = dict(lowerLimits=lower.tolist(), upperLimits=upper.tolist(),
+                                jointRanges=(upper - lower).tolist(), maxNumIterations=200, residualThreshold=1e-6,
+                                physicsClientId=self._client)
+        self._ik_orientation = () if self._position_only else (self._tool_down,)
+        movable_column = {j: i for i, j in enumerate(self._movable)}
+        self._ik_columns = [movable_column[j] for j in self._joints]  # the model's joints in a solution
+        self._ik_solved: dict[bytes, np.ndarray] = {}  # (target, start) bytes -> solution (``_ik_attempt``)
         self.reset(0)
 
     def spec(self) -> PolicySpec:
@@ -169,10 +215,7 @@ class ExpertPolicy:
         if self._segment is None:
             self._segment = Segment(q[None, :].repeat(2, axis=0), self._step, 1, False)
         self._advance(q, env)
-        seg, step, size = self._segment, self._step, self.chunk_size
-        chunk = np.empty((size, self.n + 1), dtype=np.float32)
-        chunk[:, : self.n] = seg.sample_many(step, size)
-        chunk[:, self.n] = [1.0 if seg.suction and step + k >= seg.suction_from else 0.0 for k in range(size)]
+        chunk = self._segment.chunk(self._step, self.chunk_size)
         self._step += 1
         return chunk
 
@@ -324,8 +367,7 @@ class ExpertPolicy:
     # ---- kinematics -------------------------------------------------------------------------------------
 
     def _set(self, q: np.ndarray) -> None:
-        for j, v in zip(self._joints, q, strict=True):
-            p.resetJointState(self._body, j, float(v), physicsClientId=self._client)
+        p.resetJointStatesMultiDof(self._body, self._joints, [[float(v)] for v in q], physicsClientId=self._client)
 
     def _fk(self, q: np.ndarray) -> np.ndarray:
         self._set(q)
@@ -333,25 +375,33 @@ class ExpertPolicy:
         return np.asarray(state[4])
 
     def _ik(self, target: np.ndarray, seed: np.ndarray) -> np.ndarray:
-        lower, upper = self.model.lower, self.model.upper
-        limits = dict(lowerLimits=lower.tolist(), upperLimits=upper.tolist(), jointRanges=(upper - lower).tolist(),
-                      maxNumIterations=200, residualThreshold=1e-6, physicsClientId=self._client)
-        index = {j: i for i, j in enumerate(self._movable)}
-        columns = [index[j] for j in self._joints]
-        orientation = () if self._position_only else (self._tool_down,)
-        goal = target.tolist()
         q = seed.copy()
         for attempt in range(4):
-            if attempt == 0:  # later attempts start where ``_fk`` below has just set the arm (q)
-                self._set(q)
-            sol = p.calculateInverseKinematics(self._body, self._tcp, goal, *orientation, restPoses=q.tolist(),
-                                               **limits)
-            q = np.clip(np.array([sol[i] for i in columns]), lower, upper)
+            q = self._ik_attempt(target, q, arm_at_q=attempt > 0)  # later attempts start where ``_fk`` left the arm
             if float(np.linalg.norm(self._fk(q) - target)) < 1e-3:
                 break
         if not math.isfinite(float(np.sum(q))):
             return seed
         return q
+
+    def _ik_attempt(self, target: np.ndarray, q: np.ndarray, *, arm_at_q: bool) -> np.ndarray:
+        """One inverse kinematics solve for ``target`` from joint positions ``q`` (also its rest pose), clipped to
+        the limits. Its result depends on nothing else, so a repeat is looked up (a retry that came back to where
+        it started, a part where one was before): the same bits, without the ~1 ms solve."""
+        key = target.tobytes() + q.tobytes()
+        solved = self._ik_solved.get(key)
+        if solved is not None:
+            return solved
+        if not arm_at_q:
+            self._set(q)
+        sol = p.calculateInverseKinematics(self._body, self._tcp, target.tolist(), *self._ik_orientation,
+                                           restPoses=q.tolist(), **self._ik_options)
+        solved = np.clip(np.array([sol[i] for i in self._ik_columns]), self.model.lower, self.model.upper)
+        solved.flags.writeable = False  # shared by every lookup
+        if len(self._ik_solved) >= IK_SOLVED_KEPT:
+            del self._ik_solved[next(iter(self._ik_solved))]  # the oldest
+        self._ik_solved[key] = solved
+        return solved
 
     def close(self) -> None:
         """Disconnect the pybullet client used for kinematics (a second call does nothing)."""
