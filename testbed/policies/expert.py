@@ -227,7 +227,10 @@ class ExpertPolicy:
         bin_top = env[8:11]
         seg = self._segment
         assert seg is not None
-        done = self._step >= seg.start_step + seg.duration_steps and float(np.max(np.abs(q - seg.goal))) < 0.03
+
+        def done() -> bool:  # the plan has run its time and the arm is at its goal (asked only where it decides)
+            return self._step >= seg.start_step + seg.duration_steps and float(np.max(np.abs(q - seg.goal))) < 0.03
+
         in_phase = self._step - self._phase_start
         phase = self._phase
         velocity = self._track(part[:2], ready and not holding)
@@ -249,19 +252,19 @@ class ExpertPolicy:
                 self._go(Phase.LIFT, q, [(*part[:2], top_z + 0.12)], suction=True, speed=0.5)
             elif not holding and (not ready or float(np.dot(part[:2] - catch.xy, catch.direction)) > CATCH_MISSED_M):
                 self._go(Phase.LIFT, q, [(*catch.xy, top_z + 0.08)], suction=False)  # missed: up, then again
-            elif phase is Phase.INTERCEPT and done:
+            elif phase is Phase.INTERCEPT and done():
                 self._go(Phase.CATCH, q, [catch.low], suction=True, speed=CATCH_DESCEND_SPEED)
                 self._segment = dataclasses.replace(self._segment, suction_from=catch.suction_step)
-        elif phase is Phase.APPROACH and done:
+        elif phase is Phase.APPROACH and done():
             self._go(Phase.DESCEND, q, [(*part[:2], top_z + 0.002)], suction=True, speed=0.3)
-        elif phase is Phase.DESCEND and (holding or done):
+        elif phase is Phase.DESCEND and (holding or done()):
             self._hold(Phase.GRIP, suction=True)
         elif phase is Phase.GRIP:
             if holding and in_phase >= 2:
                 self._go(Phase.LIFT, q, [(*part[:2], top_z + 0.12)], suction=True, speed=0.5)
             elif in_phase > self.control_hz * 0.6:
                 self._go(Phase.APPROACH, q, [(*part[:2], top_z + 0.08)], suction=False)  # retry the grip
-        elif phase is Phase.LIFT and done:
+        elif phase is Phase.LIFT and done():
             if not holding:
                 self._go(Phase.RETREAT, q, [], suction=False, joint_goal=self.model.home)
             else:
@@ -271,11 +274,11 @@ class ExpertPolicy:
                 for v in via:
                     v[2] = max(v[2], start[2], goal[2])
                 self._go(Phase.TRANSFER, q, [*via, goal], suction=True)
-        elif phase is Phase.TRANSFER and done:
+        elif phase is Phase.TRANSFER and done():
             self._hold(Phase.RELEASE, suction=False)
         elif phase is Phase.RELEASE and in_phase >= self.control_hz * 0.3:
             self._go(Phase.RETREAT, q, [], suction=False, joint_goal=self.model.home)
-        elif phase is Phase.RETREAT and (done or ready):
+        elif phase is Phase.RETREAT and (done() or ready):
             self._hold(Phase.WAIT, suction=False)
 
     def _hold(self, phase: Phase, *, suction: bool) -> None:
@@ -321,6 +324,8 @@ class ExpertPolicy:
             goal = part_xy + velocity * ahead_s
             low = np.array([*goal, top_z + CATCH_HEIGHT_M])
             path, dash_s = self._plan([(*goal, top_z + CATCH_ABOVE_M)])
+            if dash_s + 0.25 + CATCH_SETTLE_S > ahead_s - lead_s:
+                continue  # too late even if the way down took the shortest plan: skip its inverse kinematics
             down, down_s = self._plan([low], speed=CATCH_DESCEND_SPEED, start=path[-1])
             if float(np.linalg.norm(self._fk(down[-1]) - low)) > 0.004:
                 continue  # out of reach
