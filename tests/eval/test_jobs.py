@@ -15,7 +15,10 @@ def test_scara_job_sorts_every_module_into_its_bin(tmp_path):
     events = [json.loads(line) for line in (result.run_dir / "events.jsonl").read_text().splitlines()]
     places = [e for e in events if e["kind"] == "place"]
     assert len(places) == 3 and all(e["bin"] == "bin_module" and e["correct"] for e in places)
-    assert [e["kind"] for e in events].count("job_end") >= 3  # the program ran once per part
+    kinds = [e["kind"] for e in events]
+    # the program ran once per part; the episode ends when the last part is placed, which may be before the
+    # last run reaches its end
+    assert kinds.count("job_start") == 3 and kinds.count("job_end") >= 2
     assert result.metrics["success_rate"] == 1.0 and result.metrics["collisions"] == 0
 
 
