@@ -48,6 +48,7 @@ the limit; change it at rest or far from the limits.
 from __future__ import annotations
 
 import math
+import operator
 import struct
 from collections.abc import Sequence
 
@@ -74,6 +75,7 @@ _ALIGN = 64  # bytes: the tick's arrays start on a cache line (unaligned SIMD lo
 # output passed positionally, which numpy parses faster than ``out=`` (minimum and maximum take ``out=`` only)
 _add, _sub, _mul, _abs, _sqrt, _copysign = np.add, np.subtract, np.multiply, np.absolute, np.sqrt, np.copysign
 _min, _max, _le, _count = np.minimum, np.maximum, np.less_equal, np.count_nonzero
+_sub_op, _le_op = operator.sub, operator.le  # the scalar tick's following-error check
 
 
 class ControllerComponent(Component):
@@ -256,9 +258,24 @@ class ControlLoop:
         self._scalar_pack = struct.Struct(f"={r * j}d").pack_into  # native doubles, as the arrays hold them
         self._scalar_consts: list[tuple[float, ...]] | None = None  # per speed_scale
         self._seg_lists: tuple[list[float], list[float], list[float]] | None = None  # per _select_segments
+        # the segment's slope, base and feed-forward as raw doubles, one after the other (None: taken by numpy)
+        self._seg_pack = struct.Struct(f"={3 * r * j}d").pack
+        self._seg_packed: bytes | None = None
+        n_bytes = r * j * 8
+        self._seg_bytes = tuple((memoryview(a.reshape(-1)).cast("B"), slice(i * n_bytes, (i + 1) * n_bytes))
+                                for i, a in enumerate((self._seg_slope, self._seg_base, self._seg_ff)))
         self._scalar_state_key = -1  # _transitions when _scalar_ferr and _scalar_run were taken
         self._scalar_ferr: list[float] = []
         self._scalar_run: list[float] = []
+        # the set-points and steps as lists (what the last scalar tick wrote), None when the arrays changed since
+        self._lists: tuple[list[float], list[float]] | None = None
+        # the hold fast path (``_tick_scalar``): the last scalar tick was a fixed point of the law, taken with the
+        # short path (``_held_far``) or without it, and nothing the law reads has changed since
+        self._held = False
+        self._held_far = False
+        # changes whenever the set-points or steps may have changed (``setpoint_version``, ``setpoint_vel``)
+        self._version = 0
+        self._v_version = -1
 
         self._events: list[ControlEvent] = []
         self._transitions = 0
@@ -309,6 +326,7 @@ class ControlLoop:
         self._far_ticks = self._far_wait = 0
         self._far_backoff = 1
         self._scalar_consts = None
+        self._held = False
 
     @property
     def setpoint(self) -> np.ndarray:
@@ -317,9 +335,21 @@ class ControlLoop:
 
     @property
     def setpoint_vel(self) -> np.ndarray:
-        """Read-only ``(robots, max_joints)`` set-point velocities (rad/s or m/s) of the last tick."""
-        np.multiply(self._step, 1.0 / self.dt_s, out=self._v)
+        """Read-only ``(robots, max_joints)`` set-point velocities (rad/s or m/s) of the last tick.
+
+        Computed when read after the steps may have changed (``setpoint_version``), else the same array as before.
+        """
+        if self._v_version != self._version:
+            self._v_version = self._version
+            _mul(self._step, 1.0 / self.dt_s, self._v)
         return self._v_view
+
+    @property
+    def setpoint_version(self) -> int:
+        """A count that changes whenever ``setpoint`` or ``setpoint_vel`` may have changed (a tick that moved a
+        set-point or changed a step, ``reset``, a stop): while it stays the same, both are bit for bit what they were
+        (a holding robot's ticks leave it alone), so their last use, e.g. commands sent to motors, still holds."""
+        return self._version
 
     @property
     def limits(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -469,6 +499,7 @@ class ControlLoop:
                 )
         np.clip(pos, lo, hi, out=self._p)
         self._step.fill(0.0)
+        self._changed()
         self._far_ticks = self._far_wait = 0
         self._far_backoff = 1
         for i, comp in enumerate(self._components):
@@ -612,6 +643,9 @@ class ControlLoop:
         self._t = self._t_last = t_s
         if self._scalar and not (self._n_pstop or self._n_tcp_limited):
             return self._tick_scalar(t_s, measured_pos)
+        self._lists = None  # ``_changed``, inline
+        self._held = False
+        self._version += 1
         p, step, w, e, vdes, ok, ferr, slope, base, ff, k2a, k9, k3, acc, neg_acc, vmax, neg_vmax = self._hot
         if measured_pos is not None:
             _sub(measured_pos, p, w)
@@ -687,20 +721,33 @@ class ControlLoop:
         ``min(a, b)`` is ``a if a < b else b`` and ``max(a, b)`` ``a if a > b else b``: numpy's minimum and maximum,
         which return the second operand on a tie. For loops without a protective stop or a TCP limit. The new
         set-point and step are written into the state arrays as raw doubles (``struct``: every bit kept).
+
+        Hold fast path: a tick whose law left every set-point and step bit for bit as it found them (a fixed point:
+        robots at rest on targets that do not move), at a time t_s > 0 with every segment slope zero, marks the
+        loop ``_held``. The law is a function of the set-points, steps, segments (slope, base, feed-forward), the
+        constants, the run factors, whether the short path is taken (``far``) and t_s, and it reads t_s only as
+        ``slope * t_s``: with zero slopes and t_s > 0 that is the same zero (same sign) at every such t_s. So while
+        none of those inputs changes, the next tick with the same ``far`` computes the very same bits: it returns
+        at once, doing only the bookkeeping of the far-from-limits count. Whatever changes an input clears
+        ``_held``: new segments that differ in a bit (``_select_segments_scalar``), a transition (run factors),
+        ``speed_scale`` (constants), set-points or steps written elsewhere (``_changed``: reset, hold with a stop,
+        a vectorized tick); a count of the far ticks that is due runs the full tick. (A robot at rest exactly on a
+        target with zero slope and feed-forward is such a fixed point when ``sqrt(k9) == k3`` in floats, i.e.
+        ``vb(0) == 0``: the correction towards the target is then exactly +0 and the step stays +0.)
         """
         consts = self._scalar_consts
         if consts is None:
             consts = self._scalar_consts = self._scalar_constants()
         if self._scalar_state_key != self._transitions:
             self._scalar_state()
-        p = self._p_flat.tolist()
+        lists = self._lists
+        if lists is None:
+            lists = self._lists = (self._p_flat.tolist(), self._step_flat.tolist())
+        p, step = lists
         if measured_pos is not None:
             ok = type(measured_pos) is np.ndarray and measured_pos.shape == self._p.shape
-            if ok:
-                for m, q, f in zip(measured_pos.ravel().tolist(), p, self._scalar_ferr, strict=True):
-                    if not abs(m - q) <= f:
-                        ok = False
-                        break
+            if ok:  # all |m - q| <= f, in C loops (NaN fails as in ``tick``)
+                ok = all(map(_le_op, map(abs, map(_sub_op, measured_pos.ravel().tolist(), p)), self._scalar_ferr))
             if not ok:  # as ``tick`` finds it (and raises what it raises for a bad shape)
                 _sub(measured_pos, self._p, self._w)
                 _abs(self._w, self._w)
@@ -715,12 +762,19 @@ class ControlLoop:
             self._scalar_state()
         if not self._seg_from <= t_s < self._seg_until:
             self._select_segments_scalar(t_s)
+        if self._held and t_s > 0.0:  # the last tick's fixed point, again (see above)
+            if self._far_ticks > 0:
+                if self._held_far:
+                    self._far_ticks -= 1
+                    return self._p_view
+            elif self._far_wait and not self._held_far:
+                self._far_wait -= 1
+                return self._p_view
         seg = self._seg_lists
         if seg is None:
             seg = self._seg_lists = (self._seg_slope.reshape(-1).tolist(), self._seg_base.reshape(-1).tolist(),
                                      self._seg_ff.reshape(-1).tolist())
         sqrt, copysign = math.sqrt, math.copysign
-        step = self._step_flat.tolist()
         far = self._far_ticks > 0
         if far:
             self._far_ticks -= 1
@@ -762,8 +816,20 @@ class ControlLoop:
                 q = q if q > lo else lo
             new_p.append(q)
         pack = self._scalar_pack
-        pack(self._step_bytes, 0, *new_step)
-        pack(self._p_bytes, 0, *new_p)
+        if new_p == p and new_step == step and t_s > 0.0 and not any(seg[0]):  # equal, maybe but for a zero's sign
+            old = self._p_bytes.tobytes(), self._step_bytes.tobytes()
+            pack(self._step_bytes, 0, *new_step)
+            pack(self._p_bytes, 0, *new_p)
+            held = old == (self._p_bytes.tobytes(), self._step_bytes.tobytes())
+        else:
+            pack(self._step_bytes, 0, *new_step)
+            pack(self._p_bytes, 0, *new_p)
+            held = False
+        self._held = held
+        self._held_far = far
+        if not held:
+            self._lists = (new_p, new_step)
+            self._version += 1
         return self._p_view
 
     def _select_segments_scalar(self, t_s: float) -> None:
@@ -798,10 +864,13 @@ class ControlLoop:
             slopes += slope
             bases += base
             ffs += ff
-        pack = self._scalar_pack
-        pack(memoryview(self._seg_slope.reshape(-1)).cast("B"), 0, *slopes)
-        pack(memoryview(self._seg_base.reshape(-1)).cast("B"), 0, *bases)
-        pack(memoryview(self._seg_ff.reshape(-1)).cast("B"), 0, *ffs)
+        packed = self._seg_pack(*slopes, *bases, *ffs)
+        if packed != self._seg_packed:  # the hold's fixed point (``_tick_scalar``) was found with other segments
+            self._held = False
+            whole = memoryview(packed)
+            for dest, part in self._seg_bytes:
+                dest[:] = whole[part]
+        self._seg_packed = packed
         self._seg_lists = (slopes, bases, ffs)
         self._seg_from = t_s
         self._seg_until = until - 1e-12 * (1.0 + abs(until))
@@ -849,6 +918,7 @@ class ControlLoop:
     def _scalar_state(self) -> None:
         """The following-error bounds and run factors ``_tick_scalar`` reads (taken again on a transition)."""
         self._scalar_state_key = self._transitions
+        self._held = False  # the run factors may have changed
         self._scalar_ferr = self._ferr_eff.reshape(-1).tolist()
         self._scalar_run = np.repeat(self._run[:, 0], self.max_joints).tolist()
 
@@ -1070,7 +1140,7 @@ class ControlLoop:
         until = float(self._seg_hi.min())
         self._seg_from = t_s
         self._seg_until = until - 1e-12 * (1.0 + abs(until))
-        self._seg_lists = None
+        self._seg_lists = self._seg_packed = None
         if self._far_parked:  # the count relied on joints holding still at their targets
             self._far_ticks = 0
 
@@ -1110,6 +1180,7 @@ class ControlLoop:
     def _hold_robot(self, r: int, *, stop: bool) -> None:
         if stop:
             self._step[r] = 0.0
+            self._changed()
         self._buf[r, 0] = self._p[r]
         self._buf[r, 1] = self._p[r]
         self._slope[r, :2] = 0.0
@@ -1121,6 +1192,12 @@ class ControlLoop:
         self._deadline[r] = np.inf
         self._first_deadline = float(self._deadline.min())
         self._streaming[r] = False
+
+    def _changed(self) -> None:
+        """The set-points or steps were written outside ``_tick_scalar``: its lists and hold no longer hold."""
+        self._lists = None
+        self._held = False
+        self._version += 1
 
     def _check_robot(self, robot: int) -> int:
         if not (isinstance(robot, int | np.integer) and 0 <= robot < self.n_robots):
