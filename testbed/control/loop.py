@@ -873,7 +873,7 @@ class ControlLoop:
         self._seg_packed = packed
         self._seg_lists = (slopes, bases, ffs)
         self._seg_from = t_s
-        self._seg_until = until - 1e-12 * (1.0 + abs(until))
+        self._seg_until = _early(until)
         if self._far_parked:  # the count relied on joints holding still at their targets
             self._far_ticks = 0
 
@@ -1139,7 +1139,7 @@ class ControlLoop:
             np.copyto(self._seg_hi, t0, where=before)
         until = float(self._seg_hi.min())
         self._seg_from = t_s
-        self._seg_until = until - 1e-12 * (1.0 + abs(until))
+        self._seg_until = _early(until)
         self._seg_lists = self._seg_packed = None
         if self._far_parked:  # the count relied on joints holding still at their targets
             self._far_ticks = 0
@@ -1233,6 +1233,12 @@ class ControlLoop:
 
     def _emit(self, r: int, kind: str, **detail: object) -> None:
         self._events.append(ControlEvent(t_s=self._t, robot=r, kind=kind, detail=dict(detail)))
+
+
+def _early(until: float) -> float:
+    """``until`` a little early (so that rounding never makes it later than where a segment ends); inf stays inf
+    (every robot after its last row: the segments hold for good, where ``inf - inf`` would look them up every tick)."""
+    return until - 1e-12 * (1.0 + abs(until)) if until < math.inf else until
 
 
 def _aligned(shape: int | tuple[int, ...], fill: object = 0, dtype: type = np.float64) -> np.ndarray:

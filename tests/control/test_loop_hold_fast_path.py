@@ -194,3 +194,30 @@ def test_setpoint_version_and_velocities_follow_the_steps() -> None:
     loop.reset(home)
     assert loop.setpoint_version != version and not loop._held
     assert not loop.setpoint_vel.any()
+
+
+@pytest.mark.parametrize("scalar_max_robots", [2, 0])
+def test_segments_after_the_last_row_are_looked_up_once(scalar_max_robots: int) -> None:
+    """Past every robot's last row the segments hold for good: looked up once, not every tick (``inf - inf``)."""
+    loop = ControlLoop([arm7(), scara4()], DT, scalar_max_robots=scalar_max_robots)
+    lo, hi, _, _ = loop.limits
+    home = np.where(loop.joint_mask, (lo + hi) / 2, 0.0)
+    loop.reset(home)
+    for r, n in enumerate((7, 4)):
+        loop.submit_chunk(r, np.repeat(home[r : r + 1, :n], 3, axis=0) + 0.01, 0.0, ROW_DT, hold_after=True)
+    lookups = []
+    for name in ("_select_segments", "_select_segments_scalar"):
+        original = getattr(loop, name)
+
+        def counted(t_s: float, _original=original, _name=name) -> None:
+            lookups.append((_name, t_s))
+            _original(t_s)
+
+        setattr(loop, name, counted)
+    for k in range(1, 241):
+        loop.tick(k * DT, loop.setpoint.copy())
+    # rows at 0, 1/20 and 2/20 s: one look-up per row, then none after the last
+    assert len(lookups) == 3, lookups
+    assert loop._seg_until == math.inf
+    assert np.allclose(loop.setpoint[0, :7], home[0, :7] + 0.01)
+    assert np.allclose(loop.setpoint[1, :4], home[1, :4] + 0.01)
