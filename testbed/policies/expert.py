@@ -32,6 +32,7 @@ CATCH_CLEARANCE_M = 0.06  # the cup must be down before the part's centre is thi
 CATCH_SETTLE_S = 0.3  # time for the arm to settle at the catch point (and the one-step policy pipeline)
 CATCH_SUCTION_M = 0.01  # the vacuum comes on when the part's centre is this far from the catch point
 CATCH_MISSED_M = 0.03  # the part's centre went this far past the catch point: missed
+TABULATED_STEPS_MAX = 2000  # a plan's chunk rows are tabulated up to this many policy steps (``Segment.chunk``)
 IK_SOLVED_KEPT = 512  # inverse kinematics solutions kept for repeats (``ExpertPolicy._ik_attempt``)
 
 
@@ -107,10 +108,12 @@ class Segment:
         self._table, self._table_count = None, count
         if not math.isfinite(self.duration_steps):
             return
-        # from this step on tau is 1 (``_timing``), and so is every row's fraction: the rows are equal
+        # from this offset on, tau is 1 in ``_timing`` (a plan of no length is at its start at offset 0 only) ...
         settled = max(math.ceil(self.duration_steps), 1)
-        if self.suction and math.isfinite(self.suction_from):
+        if self.suction and math.isfinite(self.suction_from):  # ... and the vacuum has come on: every row is equal
             settled = max(settled, math.ceil(self.suction_from) - self.start_step)
+        if settled > TABULATED_STEPS_MAX:
+            return  # a very slow plan: its chunks are worked out each time
         self._settled_offset = settled
         self._table = self._compute_chunk(self.start_step, settled + count)
 

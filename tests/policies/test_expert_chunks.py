@@ -5,7 +5,7 @@ import dataclasses
 
 import numpy as np
 
-from testbed.policies.expert import Segment
+from testbed.policies.expert import TABULATED_STEPS_MAX, Segment
 
 
 def test_sample_many_equals_sample_row_by_row() -> None:
@@ -56,3 +56,10 @@ def test_replacing_the_vacuum_step_starts_a_new_table() -> None:
     later = dataclasses.replace(seg, suction_from=25.5)
     assert later.chunk(20, 10)[:, -1].tolist() == [0.0] * 6 + [1.0] * 4  # steps 26.. are >= 25.5
     assert np.array_equal(later.chunk(20, 10)[:, :-1], seg.chunk(20, 10)[:, :-1])
+
+
+def test_a_plan_too_long_to_tabulate_is_sampled_each_time() -> None:
+    seg = Segment(np.array([[0.0] * 6, [0.5] * 6, [1.0] * 6]), 3, 2.0 * TABULATED_STEPS_MAX, True, 10.0)
+    for first in (3, 4, 500, 4000, 9000):
+        assert np.array_equal(seg.chunk(first, 10), _chunk_by_sampling(seg, first, 10))
+    assert seg._table is None
