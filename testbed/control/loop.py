@@ -269,10 +269,11 @@ class ControlLoop:
         self._scalar_run: list[float] = []
         # the set-points and steps as lists (what the last scalar tick wrote), None when the arrays changed since
         self._lists: tuple[list[float], list[float]] | None = None
-        # the hold fast path (``_tick_scalar``): the last scalar tick was a fixed point of the law, taken with the
-        # short path (``_held_far``) or without it, and nothing the law reads has changed since
+        # the hold fast path (``_tick_scalar``): the last scalar tick was a fixed point of the law, and nothing the law
+        # reads has changed since; found so with the short path (``_held_far``), without it (``_held_near``) or both
         self._held = False
         self._held_far = False
+        self._held_near = False
         # changes whenever the set-points or steps may have changed (``setpoint_version``, ``setpoint_vel``)
         self._version = 0
         self._v_version = -1
@@ -728,10 +729,11 @@ class ControlLoop:
         constants, the run factors, whether the short path is taken (``far``) and t_s, and it reads t_s only as
         ``slope * t_s``: with zero slopes and t_s > 0 that is the same zero (same sign) at every such t_s. So while
         none of those inputs changes, the next tick with the same ``far`` computes the very same bits: it returns
-        at once, doing only the bookkeeping of the far-from-limits count. Whatever changes an input clears
+        at once, doing only the bookkeeping of the far-from-limits count (a count that is due is made, from the same
+        inputs, when the fixed point was found without the short path). Whatever changes an input clears
         ``_held``: new segments that differ in a bit (``_select_segments_scalar``), a transition (run factors),
         ``speed_scale`` (constants), set-points or steps written elsewhere (``_changed``: reset, hold with a stop,
-        a vectorized tick); a count of the far ticks that is due runs the full tick. (A robot at rest exactly on a
+        a vectorized tick). (A robot at rest exactly on a
         target with zero slope and feed-forward is such a fixed point when ``sqrt(k9) == k3`` in floats, i.e.
         ``vb(0) == 0``: the correction towards the target is then exactly +0 and the step stays +0.)
         """
@@ -762,18 +764,21 @@ class ControlLoop:
             self._scalar_state()
         if not self._seg_from <= t_s < self._seg_until:
             self._select_segments_scalar(t_s)
+        seg = self._seg_lists
+        if seg is None:
+            seg = self._seg_lists = (self._seg_slope.reshape(-1).tolist(), self._seg_base.reshape(-1).tolist(),
+                                     self._seg_ff.reshape(-1).tolist())
         if self._held and t_s > 0.0:  # the last tick's fixed point, again (see above)
             if self._far_ticks > 0:
                 if self._held_far:
                     self._far_ticks -= 1
                     return self._p_view
-            elif self._far_wait and not self._held_far:
-                self._far_wait -= 1
+            elif self._held_near:
+                if self._far_wait:
+                    self._far_wait -= 1
+                else:  # the count the full tick would make, from the same set-points, steps and segments
+                    self._count_far_ticks_scalar(p, step, seg)
                 return self._p_view
-        seg = self._seg_lists
-        if seg is None:
-            seg = self._seg_lists = (self._seg_slope.reshape(-1).tolist(), self._seg_base.reshape(-1).tolist(),
-                                     self._seg_ff.reshape(-1).tolist())
         sqrt, copysign = math.sqrt, math.copysign
         far = self._far_ticks > 0
         if far:
@@ -825,8 +830,15 @@ class ControlLoop:
             pack(self._step_bytes, 0, *new_step)
             pack(self._p_bytes, 0, *new_p)
             held = False
-        self._held = held
-        self._held_far = far
+        if held and self._held:  # a fixed point again, found the other way (with or without the short path)
+            if far:
+                self._held_far = True
+            else:
+                self._held_near = True
+        else:
+            self._held = held
+            self._held_far = held and far
+            self._held_near = held and not far
         if not held:
             self._lists = (new_p, new_step)
             self._version += 1
