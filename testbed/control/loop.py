@@ -144,6 +144,7 @@ class ControlLoop:
         self.joint_mask.flags.writeable = False
         self._mask = lim.mask
         self._mask_f = lim.mask.astype(np.float64)
+        self._lim_rows = [(lim.lower[i, :n], lim.upper[i, :n]) for i, n in enumerate(lim.n_joints.tolist())]
 
         if following_error is None:
             ferr = np.where(lim.prismatic, 0.1, 0.5)
@@ -564,19 +565,20 @@ class ControlLoop:
                 self._rejected_while_stopped[r] = True
                 self._emit(r, "command_rejected", reason="not_active", state=comp.state.name)
             return
-        finite = np.isfinite(arr)
-        if not finite.all():
-            rows = np.flatnonzero(~finite.all(axis=1)).tolist()
-            self._emit(r, "command_rejected", reason="non_finite", rows=rows[:20])
-            return
-        lo, hi = self._lim.lower[r, :n_j], self._lim.upper[r, :n_j]
-        over = (arr < lo) | (arr > hi)
-        if over.any():
-            excess = float(np.max(np.maximum(lo - arr, arr - hi)))
-            self._emit(
-                r, "limit_clamped", joints=np.flatnonzero(over.any(axis=0)).tolist(), max_excess=excess
-            )
-            arr = np.clip(arr, lo, hi)
+        lo, hi = self._lim_rows[r]
+        if not ((arr >= lo) & (arr <= hi)).all():  # else every value is finite and inside the range
+            finite = np.isfinite(arr)
+            if not finite.all():
+                rows = np.flatnonzero(~finite.all(axis=1)).tolist()
+                self._emit(r, "command_rejected", reason="non_finite", rows=rows[:20])
+                return
+            over = (arr < lo) | (arr > hi)
+            if over.any():
+                excess = float(np.max(np.maximum(lo - arr, arr - hi)))
+                self._emit(
+                    r, "limit_clamped", joints=np.flatnonzero(over.any(axis=0)).tolist(), max_excess=excess
+                )
+                arr = np.clip(arr, lo, hi)
 
         # keep the part of the current queue between now and t0_s, resampled on the new grid
         n_prefix = 0
@@ -590,15 +592,18 @@ class ControlLoop:
                 f"of the loop at dt_s={dt_s}: {n_rows} rows exceed {_MAX_ROWS}; "
                 "send chunks that start near the current time"
             )
-        rows = np.zeros((n_rows, self.max_joints))
-        for k in range(n_prefix):
-            rows[k] = self._sample_stream(r, t0_s - (n_prefix - k) * dt_s)
-        rows[n_prefix:, :n_j] = arr
+        if n_prefix or n_j != self.max_joints:
+            rows = np.zeros((n_rows, self.max_joints))
+            for k in range(n_prefix):
+                rows[k] = self._sample_stream(r, t0_s - (n_prefix - k) * dt_s)
+            rows[n_prefix:, :n_j] = arr
+        else:
+            rows = arr
         if n_rows + 1 > self._cap:
             self._alloc_stream(max(n_rows + 1, 2 * self._cap))
         self._buf[r, :n_rows] = rows
         self._buf[r, n_rows] = rows[-1]
-        self._slope[r, : n_rows - 1] = np.diff(rows, axis=0)
+        _sub(rows[1:], rows[:-1], self._slope[r, : n_rows - 1])  # np.diff's arithmetic, without its overhead
         self._slope[r, n_rows - 1 : n_rows + 1] = 0.0
         self._t0[r] = t0_s - n_prefix * dt_s
         self._inv_dt[r] = 1.0 / dt_s
@@ -609,7 +614,7 @@ class ControlLoop:
         self._streaming[r] = not hold_after
         end_t = t0_s + (steps - 1) * dt_s
         self._deadline[r] = np.inf if hold_after else end_t + self.stream_timeout_s[r]
-        self._first_deadline = float(self._deadline.min())
+        self._first_deadline = min(self._deadline.tolist()) if self._scalar else float(self._deadline.min())
 
     def hold(self, robot: int) -> None:
         """Drop ``robot``'s queued targets and hold its current set-point (no stream timeout)."""
