@@ -83,6 +83,7 @@ _ALIGN = 64  # bytes: the tick's arrays start on a cache line (unaligned SIMD lo
 _add, _sub, _mul, _abs, _sqrt, _copysign = np.add, np.subtract, np.multiply, np.absolute, np.sqrt, np.copysign
 _min, _max, _le, _count = np.minimum, np.maximum, np.less_equal, np.count_nonzero
 _sub_op, _le_op = operator.sub, operator.le  # the scalar tick's following-error check
+_INF = math.inf
 
 
 class ControllerComponent(Component):
@@ -739,15 +740,16 @@ class ControlLoop:
         robots at rest on targets that do not move), at a time t_s > 0 with every segment slope zero, marks the
         loop ``_held``. The law is a function of the set-points, steps, segments (slope, base, feed-forward), the
         constants, the run factors, whether the short path is taken (``far``) and t_s, and it reads t_s only as
-        ``slope * t_s``: with zero slopes and t_s > 0 that is the same zero (same sign) at every such t_s. So while
-        none of those inputs changes, the next tick with the same ``far`` computes the very same bits: it returns
+        ``slope * t_s``: with zero slopes and finite t_s > 0 that is the same zero (same sign) at every such t_s. So
+        while none of those inputs changes, the next tick with the same ``far`` computes the very same bits: it returns
         at once, doing only the bookkeeping of the far-from-limits count (a count that is due is made, from the same
         inputs, when the fixed point was found without the short path). Whatever changes an input clears
         ``_held``: new segments that differ in a bit (``_select_segments_scalar``), a transition (run factors),
         ``speed_scale`` (constants), set-points or steps written elsewhere (``_changed``: reset, hold with a stop,
-        a vectorized tick). (A robot at rest exactly on a
-        target with zero slope and feed-forward is such a fixed point when ``sqrt(k9) == k3`` in floats, i.e.
-        ``vb(0) == 0``: the correction towards the target is then exactly +0 and the step stays +0.)
+        a vectorized tick). A robot at rest (step +0) exactly on a target with zero slope and feed-forward is such a
+        fixed point: e is +0, and ``sqrt(0 * k2a + k9) - k3`` is +0 as ``sqrt(k9) == k3`` (k9 = k3 * k3, and the
+        square root of a correctly rounded square is exact), so the step stays +0 and the set-point with it (but
+        for signed-zero corners, which the bitwise comparison leaves to the full tick).
         """
         consts = self._scalar_consts
         if consts is None:
@@ -780,7 +782,7 @@ class ControlLoop:
         if seg is None:
             seg = self._seg_lists = (self._seg_slope.reshape(-1).tolist(), self._seg_base.reshape(-1).tolist(),
                                      self._seg_ff.reshape(-1).tolist())
-        if self._held and t_s > 0.0:  # the last tick's fixed point, again (see above)
+        if self._held and 0.0 < t_s < _INF:  # the last tick's fixed point, again (see above; inf * 0 is NaN)
             if self._far_ticks > 0:
                 if self._held_far:
                     self._far_ticks -= 1
