@@ -364,6 +364,7 @@ def _run_episode(ep: Episode, scenario: Scenario, drivers: list[Driver], arrival
     drain_control_events = control.drain_events
     next_arrival_t = pending[0][0].t_s if pending else math.inf
     n_arrivals = len(arrivals)
+    sent_version = -1  # the control loop's setpoint_version last sent to the motors (the first tick is always sent)
     if pacer is not None:
         pacer.start()
     for step in range(max_steps):
@@ -398,7 +399,9 @@ def _run_episode(ep: Episode, scenario: Scenario, drivers: list[Driver], arrival
         setpoint = tick(t, measured)
         if guard is not None:
             guard.check()
-        apply_commands(setpoint, control.setpoint_vel)
+        if control.setpoint_version != sent_version:  # unchanged set-points: the motors keep what they have
+            sent_version = control.setpoint_version
+            apply_commands(setpoint, control.setpoint_vel)
         step_cell()
         if step % PART_CHECK_EVERY == 0:
             resolved += _part_events(ep, drivers, t)
