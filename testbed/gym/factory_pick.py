@@ -162,6 +162,7 @@ class FactoryPickEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self.control = ControlLoop([model], cell.dt_s, stream_timeout_s=[settings.stream_timeout_s],
                                    robot_speed_scale=[settings.speed_scale])
         self.control.reset(cell.read_joint_positions().copy())
+        self._sent_version = -1
         self._monitor_every = max(1, round(1.0 / (MONITOR_HZ * cell.dt_s)))
         self._guard = _tcp_speed_guard(settings, self.control, model, self._monitor_every)
         self.steps_per_action = max(1, round(1.0 / (control_hz * cell.dt_s)))
@@ -222,6 +223,7 @@ class FactoryPickEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self.draw = draw_episode(self.scenario.randomize, self._run_seed, self._episode)
         cell.reset_episode(self.draw)
         control.reset(cell.read_joint_positions().copy())
+        self._sent_version = -1  # the control loop's setpoint_version last sent to the motors: none this episode
         control.drain_events()
         self._target = control.setpoint[0, : self.n_joints].copy()
         # streaming starts now: the robot holds here until the first action
@@ -270,7 +272,9 @@ class FactoryPickEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             setpoint = control.tick(t, measured)
             if self._guard is not None:
                 self._guard.check()
-            cell.apply_joint_commands(setpoint, control.setpoint_vel)
+            if control.setpoint_version != self._sent_version:  # unchanged set-points: the motors keep them
+                self._sent_version = control.setpoint_version
+                cell.apply_joint_commands(setpoint, control.setpoint_vel)
             cell.step()
             if step % PART_CHECK_EVERY == 0:
                 reward += self._part_events(t, events)
