@@ -174,8 +174,10 @@ class ExpertPolicy:
         self._tool_down = p.getLinkState(self._body, self._tcp, computeForwardKinematics=True,
                                          physicsClientId=self._client)[5]
         lower, upper = self.model.lower, self.model.upper
+        # the rest-pose pull keeps the position residual above 1e-6 (median 0.66 mm), so every solve runs to the cap:
+        # 100 iterations reach the median error of 200 at half the cost (~0.5 ms a solve, once per plan)
         self._ik_options = dict(lowerLimits=lower.tolist(), upperLimits=upper.tolist(),
-                                jointRanges=(upper - lower).tolist(), maxNumIterations=200, residualThreshold=1e-6,
+                                jointRanges=(upper - lower).tolist(), maxNumIterations=100, residualThreshold=1e-6,
                                 physicsClientId=self._client)
         self._ik_orientation = () if self._position_only else (self._tool_down,)
         movable_column = {j: i for i, j in enumerate(self._movable)}
