@@ -357,3 +357,32 @@ def test_episode_subset_outside_the_scenario_is_refused(tmp_path):
     with pytest.raises(ScenarioError, match=r"episodes \[5\] are outside 0..1"):
         run_scenario(load("launch/factory_cell.yaml", ["episodes:=2", *LOCAL_POLICY]), runs_dir=tmp_path,
                      episodes=[5])
+
+
+def _outcome_events(run_dir):
+    """The run's events without what depends on the wall clock (timestamps, latencies)."""
+    drop = ("wall", "latenc", "elapsed")
+    return [{k: v for k, v in e.items() if not any(d in k for d in drop)} for e in read_events(run_dir)
+            if e["kind"] not in ("run_start", "run_end")]
+
+
+@pytest.mark.parametrize(("launch", "control_hz"), [("launch/factory_cell.yaml", "20"),
+                                                   ("launch/factory_cell_randomized.yaml", "20"),
+                                                   ("launch/factory_cell.yaml", "7")])
+def test_calling_drivers_only_when_due_and_sending_only_changed_commands_changes_nothing(tmp_path, monkeypatch,
+                                                                                           launch, control_hz):
+    """The loop skips a policy driver until its ``next_step`` and sends motor commands only when the control
+    loop's ``setpoint_version`` moved; a loop that calls every driver and sends every command each step (as the
+    loop did before) gives the very same events. The randomized cell has parts caught moving; at 7 Hz a policy
+    period (34.3 physics steps) is not a whole number of steps."""
+    from testbed.control import ControlLoop
+    from testbed.eval.drivers import PolicyDriver
+
+    overrides = ["episodes:=2", *LOCAL_POLICY, f"policy.args.control_hz:='{control_hz}'"]
+    lean = run_scenario(load(launch, overrides), runs_dir=tmp_path / "lean")
+    monkeypatch.setattr(PolicyDriver, "_next_due", lambda self, ep, step, t: step + 1)
+    counter = iter(range(1, 1 << 62))
+    monkeypatch.setattr(ControlLoop, "setpoint_version", property(lambda self: next(counter)))
+    every = run_scenario(load(launch, overrides), runs_dir=tmp_path / "every")
+    assert [e["success"] for e in lean.metrics["episode_results"]] == [True, True]
+    assert _outcome_events(lean.run_dir) == _outcome_events(every.run_dir)
