@@ -185,19 +185,17 @@ class PolicyDriver:
         return min(int((t - self.plan_t0) / self.period_s + 1e-9), len(self.suction_plan) - 1)
 
     def _next_due(self, ep: Episode, step: int, t: float) -> int:
-        """The next step at which ``cycle`` can do anything: the next policy step, the next step the plan's vacuum
-        differs from now, or the first starved step; every step in real time or while chunks are on a link."""
+        """The next step at which ``cycle`` can do anything: the next policy step, or a step shortly before the plan
+        moves to its next row (the vacuum may switch) or runs out (starving); every step in real time or while
+        chunks are on a link. Calling ``cycle`` earlier than needed changes nothing, so the bound is conservative."""
         if ep.realtime or self.on_the_wire or t >= self.plan_end_t - 1e-9:
             return step + 1
         due = (step // self.steps_per_request + 1) * self.steps_per_request
-        dt = self.cell.dt_s
-        plan = self.suction_plan
-        now = plan[self._plan_row(t)] if plan else None
-        for s in range(step + 1, due):  # at most a policy period of steps, evaluated as ``cycle`` would
-            ts = s * dt
-            if ts >= self.plan_end_t - 1e-9 or (plan and plan[self._plan_row(ts)] != now):
-                return s
-        return due
+        change_t = self.plan_end_t
+        if self.suction_plan:
+            change_t = min(change_t, self.plan_t0 + (self._plan_row(t) + 1) * self.period_s)
+        # ``cycle`` sees the change from the first step within 1e-9 s of change_t: this one is no later
+        return max(step + 1, min(due, math.ceil((change_t - 1e-6) / self.cell.dt_s)))
 
     def finish(self, ep: Episode, t: float, measured: np.ndarray) -> None:
         if self.in_flight is not None and not ep.realtime:
