@@ -32,6 +32,7 @@ CATCH_CLEARANCE_M = 0.06  # the cup must be down before the part's centre is thi
 CATCH_SETTLE_S = 0.3  # time for the arm to settle at the catch point (and the one-step policy pipeline)
 CATCH_SUCTION_M = 0.01  # the vacuum comes on when the part's centre is this far from the catch point
 CATCH_MISSED_M = 0.03  # the part's centre went this far past the catch point: missed
+PLAN_MIN_S = 0.25  # the shortest plan ``_plan`` makes
 TABULATED_STEPS_MAX = 2000  # a plan's chunk rows are tabulated up to this many policy steps (``Segment.chunk``)
 IK_SOLVED_KEPT = 512  # inverse kinematics solutions kept for repeats (``ExpertPolicy._ik_attempt``)
 
@@ -320,16 +321,16 @@ class ExpertPolicy:
         speed = float(np.linalg.norm(velocity))
         direction = velocity / speed
         lead_s = CATCH_CLEARANCE_M / speed
-        # every plan lasts >= 0.25 s (``_plan``), so a point that leaves less time than this is never taken:
+        # every plan lasts >= PLAN_MIN_S, so a point that leaves less time than this is never taken:
         # skip its two inverse kinematics (the same float sum as below, and rounding is monotonic)
-        shortest = 0.25 + 0.25 + CATCH_SETTLE_S
+        shortest = PLAN_MIN_S + PLAN_MIN_S + CATCH_SETTLE_S
         for ahead_s in np.arange(0.2, 4.0, 0.1):
             if shortest > ahead_s - lead_s:
                 continue
             goal = part_xy + velocity * ahead_s
             low = np.array([*goal, top_z + CATCH_HEIGHT_M])
             path, dash_s = self._plan([(*goal, top_z + CATCH_ABOVE_M)])
-            if dash_s + 0.25 + CATCH_SETTLE_S > ahead_s - lead_s:
+            if dash_s + PLAN_MIN_S + CATCH_SETTLE_S > ahead_s - lead_s:
                 continue  # too late even if the way down took the shortest plan: skip its inverse kinematics
             down, down_s = self._plan([low], speed=CATCH_DESCEND_SPEED, start=path[-1])
             if float(np.linalg.norm(self._fk(down[-1]) - low)) > 0.004:
@@ -366,7 +367,7 @@ class ExpertPolicy:
         travel = np.sum(np.abs(np.diff(path, axis=0)), axis=0)
         vmax = self.model.velocity * self.speed_fraction * speed
         # a minimum-jerk profile peaks at 1.875x the mean speed
-        duration_s = max(float(np.max(1.875 * travel / vmax)), 0.25)
+        duration_s = max(float(np.max(1.875 * travel / vmax)), PLAN_MIN_S)
         if self.tcp_speed_m_s is not None:
             # joint interpolation between waypoints bows the TCP path: keep a margin over the chord length
             tcp = np.array([self._fk(q) for q in path])
