@@ -17,12 +17,14 @@ import numpy as np
 
 from testbed.errors import ResultsError
 from testbed.eval.cost import CostSettings, EnergyMeasurement
+from testbed.eval.journal import LATENCIES_KEY
 from testbed.eval.metrics import _percentiles
 
 REQUIRED_COLUMNS = ("episode_id", "policy", "variation", "variation_label", "success", "parts_placed",
                     "cycle_times_s", "sim_s", "wall_s", "cpu_s", "policy_latency_ms_p50", "policy_latency_ms_p95")
 
-RAW_LATENCIES = "policy_latency_ms"  # optional: the journal's raw round trips of an episode (ms), not a results column
+# optional: the journal's raw round trips of an episode (ms), not a results column
+RAW_LATENCIES = LATENCIES_KEY
 
 DEFINITIONS = {
     "success_ci95": "95 % Wilson score interval of the success rate (z = 1.96)",
