@@ -14,6 +14,13 @@ times in turn. The machine may be shared: every round is listed, the headline fi
 - ``ratio_served_vs_in_process_rtf``: served ``sim_rtf`` over in-process, per round (bar >= 0.9).
 - ``cpu``: the same share from thread CPU time (one more in-process run, only the episode loop and
   ``stepSimulation`` timed): what other processes on the machine do barely moves it.
+- ``floor_loop``: the floor of any lockstep loop around these episodes. The calls that changed the world in one
+  more in-process run (part arrivals, vacuum switches, motor commands, each at its physics step) are replayed
+  on a fresh cell of the same launch file with nothing added: per step, the recorded calls, reading the joints,
+  ``Cell.step`` (belt + physics) and, at 60 Hz, ``Cell.update_parts`` (suction grip, placement). No policy,
+  trajectory, safety monitor or events. ``ratio_rtf_vs_physics_floor`` is its physics share of wall time, the
+  most any loop that also reads the joints and commands the motors at every step could reach;
+  ``same_world`` says the replay ended every episode with every part where the run left it, bit for bit.
 - ``breakdown_cpu_us_per_step``: thread CPU per physics step of each part of the loop, from one more
   in-process run with a timer around each part (each timer adds ~1 µs to the part it wraps and to the
   whole; work done once per policy step is spread over the physics steps).
@@ -31,14 +38,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pybullet as p
+
 import testbed.eval.runner as runner_module
 import testbed.sim.cell as cell_module
 from testbed.control import ControlLoop
 from testbed.eval.drivers import PolicyDriver
-from testbed.eval.runner import run_scenario
+from testbed.eval.runner import PART_CHECK_EVERY, run_scenario
 from testbed.policies.source import LocalActionSource
 from testbed.scenario import load
-from testbed.sim.cell import Cell
+from testbed.scenario.arrivals import plan_arrivals
+from testbed.sim.cell import Cell, build_cell
 
 LAUNCH = Path(__file__).resolve().parents[1] / "launch" / "factory_cell.yaml"
 BARS = {"ratio_rtf_vs_physics_floor_min": 0.8, "ratio_served_vs_in_process_rtf_min": 0.9}
@@ -123,11 +134,113 @@ def breakdown(episodes: int) -> dict[str, float]:
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
+def _part_poses(cell: Cell) -> list[tuple[str, Any]]:
+    return [(s.status, p.getBasePositionAndOrientation(s.body, physicsClientId=cell.client))
+            for s in cell.parts]
+
+
+def _recorded_world_calls(episodes: int) -> list[dict[str, Any]]:
+    """Per episode of an in-process run: its draw, its physics steps, the calls that changed the world by step
+    (``spawn``, ``set_suction``, ``apply_joint_commands``, arguments copied) and where it left every part."""
+    recorded: list[dict[str, Any]] = []
+    cell_of: list[Cell] = []
+
+    def end_episode() -> None:
+        if recorded and "parts" not in recorded[-1]:
+            ep = recorded[-1]
+            ep["steps"] = cell_of[0].physics_steps - ep["first_step"]
+            ep["parts"] = _part_poses(cell_of[0])
+
+    def wrap(name: str) -> Callable[[], None]:
+        original = getattr(Cell, name)
+
+        def recording(cell: Cell, *args: Any) -> Any:
+            if name == "reset_episode":
+                cell_of[:] = [cell]
+                end_episode()
+                out = original(cell, *args)
+                recorded.append({"draw": args[0] if args else None, "first_step": cell.physics_steps, "calls": []})
+                return out
+            if name == "close":
+                end_episode()
+            elif recorded:
+                copied = tuple(a.copy() if isinstance(a, np.ndarray) else a for a in args)
+                recorded[-1]["calls"].append((cell.physics_steps - recorded[-1]["first_step"], name, copied))
+            return original(cell, *args)
+
+        setattr(Cell, name, recording)
+        return lambda: setattr(Cell, name, original)
+
+    undo = [wrap(n) for n in ("reset_episode", "spawn", "set_suction", "apply_joint_commands", "close")]
+    try:
+        loaded = _load("builtin", episodes)
+        with tempfile.TemporaryDirectory() as runs:
+            run_scenario(loaded, runs_dir=Path(runs))
+    finally:
+        for u in reversed(undo):
+            u()
+    return recorded
+
+
+def floor_loop(episodes: int) -> dict[str, Any]:
+    """Replay the world-changing calls of ``episodes`` in-process episodes with nothing added (see the module
+    docstring); wall time of the replay loop and of ``stepSimulation`` within it."""
+    return replay_world_calls(_recorded_world_calls(episodes))
+
+
+def replay_world_calls(recorded: list[dict[str, Any]]) -> dict[str, Any]:
+    """Replay ``_recorded_world_calls``' episodes on a fresh cell: the floor loop's figures and ``same_world``."""
+    scenario = _load("builtin", len(recorded)).scenario
+    cell = build_cell(scenario.cell, scenario.sim.physics_hz, plan_arrivals(scenario))
+    loop_s = physics_s = 0.0
+    steps = 0
+    same_world = True
+    try:
+        for ep in recorded:
+            cell.reset_episode(ep["draw"])
+            calls = ep["calls"]
+            by_step: dict[int, list[tuple[str, tuple[Any, ...]]]] = {}
+            for step, name, args in calls:
+                by_step.setdefault(step, []).append((name, args))
+            bound = {name: getattr(cell, name) for name in ("spawn", "set_suction", "apply_joint_commands")}
+            read_joints, step_cell, update_parts = cell.read_joint_positions, cell.step, cell.update_parts
+            physics_before = cell.physics_s
+            started = time.perf_counter()
+            for step in range(ep["steps"]):
+                due = by_step.get(step)
+                if due is not None:
+                    for name, args in due:
+                        if name == "spawn":  # the runner spawns before it reads the joints
+                            bound[name](*args)
+                    read_joints()
+                    for name, args in due:
+                        if name != "spawn":
+                            bound[name](*args)
+                else:
+                    read_joints()
+                step_cell()
+                if step % PART_CHECK_EVERY == 0:
+                    update_parts()
+            loop_s += time.perf_counter() - started
+            physics_s += cell.physics_s - physics_before
+            steps += ep["steps"]
+            same_world = same_world and _part_poses(cell) == ep["parts"]
+    finally:
+        cell.close()
+    ceiling = 1.0 / (physics_s / steps * scenario.sim.physics_hz)
+    sim_rtf = steps / scenario.sim.physics_hz / loop_s
+    return {"sim_rtf": round(sim_rtf, 3), "physics_us_per_step": round(physics_s / steps * 1e6, 2),
+            "loop_us_per_step": round(loop_s / steps * 1e6, 2),
+            "overhead_us_per_step": round((loop_s - physics_s) / steps * 1e6, 2),
+            "ratio_rtf_vs_physics_floor": round(sim_rtf / ceiling, 3), "same_world": same_world}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--episodes", type=int, default=5, help="episodes per run (default 5)")
     parser.add_argument("--rounds", type=int, default=3, help="in-process and served runs, in turn (default 3)")
-    parser.add_argument("--no-breakdown", action="store_true", help="skip the two instrumented runs")
+    parser.add_argument("--no-breakdown", action="store_true",
+                        help="skip the floor loop and the two instrumented runs")
     args = parser.parse_args()
     local: list[dict[str, Any]] = []
     served: list[dict[str, Any]] = []
@@ -158,6 +271,9 @@ def main() -> None:
                      "ratio_served_vs_in_process_rtf": served_ratio >= BARS["ratio_served_vs_in_process_rtf_min"]},
     }
     if not args.no_breakdown:
+        floor = floor_loop(args.episodes)
+        result["floor_loop"] = {**floor, "in_process_ratio_of_floor_loop_ratio": round(
+            floor_ratio / floor["ratio_rtf_vs_physics_floor"], 3)}
         result["cpu"] = cpu_share(args.episodes)
         result["breakdown_cpu_us_per_step"] = breakdown(args.episodes)
     print(json.dumps(result))
