@@ -2,7 +2,7 @@
 
 Each finished episode is one JSON line, flushed and fsync'ed before the next is accepted, so a process
 killed at any moment leaves every earlier episode on disk; a torn last line (killed mid-write) is ignored
-when read and cut off before the journal is appended to again.
+when read and cut off before the journal is appended to again, by the same rule (``_complete_end``).
 """
 
 from __future__ import annotations
@@ -60,7 +60,8 @@ LATENCIES_KEY = "policy_latency_ms"
 class Journal:
     """Appends result rows to ``results.jsonl``, each durable before ``append`` returns.
 
-    Opening cuts off a torn last line left by a killed writer, so new rows start on a line of their own.
+    Opening cuts off a torn last line left by a killed writer (the rule ``read_journal`` ignores it by), so new
+    rows start on a line of their own and every row stays readable.
     """
 
     def __init__(self, path: Path) -> None:
@@ -85,12 +86,31 @@ class Journal:
         self.close()
 
 
+def _complete_end(data: bytes) -> int:
+    """Where a journal's complete rows end: the one rule for a torn tail, shared by reading and appending.
+
+    The text after the last newline was cut off mid-write; so was the last line before it when that line is
+    not JSON (a killed writer's bytes that happened to end in a newline).
+    """
+    end = data.rfind(b"\n") + 1
+    if end == 0:
+        return 0
+    start = data.rfind(b"\n", 0, end - 1) + 1  # the last line that ends in a newline
+    last = data[start:end]
+    if last.strip():
+        try:
+            json.loads(last)
+        except ValueError:  # JSONDecodeError, or UnicodeDecodeError for a torn multi-byte character
+            return start
+    return end
+
+
 def _cut_torn_tail(path: Path) -> None:
-    """Truncate ``path`` after its last newline (a line without one was cut off mid-write)."""
+    """Truncate ``path`` after its last complete row (``_complete_end``), so an append starts a line of its own."""
     if not path.exists():
         return
     data = path.read_bytes()
-    end = data.rfind(b"\n") + 1
+    end = _complete_end(data)
     if end != len(data):
         with path.open("r+b") as f:
             f.truncate(end)
@@ -101,25 +121,25 @@ def _cut_torn_tail(path: Path) -> None:
 def read_journal(path: Path) -> list[dict[str, Any]]:
     """Every complete row in a journal, first occurrence of each ``episode_id`` kept, in file order.
 
-    A torn last line (no newline, or not valid JSON) is ignored.
+    A torn tail (``_complete_end``: text after the last newline, and a last line that is not JSON) is ignored.
 
     Raises:
-        ScenarioError: a line before the last is not a JSON object (the file is not an evaluation journal).
+        ScenarioError: a line before the torn tail is not a JSON object (the file is not an evaluation journal).
     """
     if not path.exists():
         return []
-    lines = path.read_text(encoding="utf-8").split("\n")
-    complete, tail = lines[:-1], lines[-1]  # the text after the last newline is torn (or empty)
+    data = path.read_bytes()
     rows: dict[str, dict[str, Any]] = {}
-    for number, line in enumerate(complete, start=1):
+    for number, line in enumerate(data[:_complete_end(data)].split(b"\n")[:-1], start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            if number == len(complete) and not tail:
-                break  # a torn line that happened to end in a newline byte of its own payload
             raise ScenarioError(f"{path}:{number}: not a JSON row ({exc.msg}); expected one result per line") from exc
+        except UnicodeDecodeError as exc:
+            raise ScenarioError(f"{path}:{number}: not a JSON row (not UTF-8: {exc.reason}); expected one result "
+                                "per line") from exc
         if not isinstance(row, dict) or "episode_id" not in row:
             raise ScenarioError(f"{path}:{number}: expected a JSON object with an episode_id")
         rows.setdefault(row["episode_id"], row)

@@ -59,3 +59,20 @@ def test_parquet_has_the_contract_schema_sorted_by_episode_id(tmp_path):
     assert table.column("episode_id").to_pylist() == ["v0/default/0000", "v0/default/0001", "v1/default/0000"]
     assert table.to_pylist()[0]["cycle_time_s_mean"] is None
     assert result_rows(rows)[1].keys() == set(COLUMNS)  # the journal's raw latencies stay out of the results
+
+
+def test_a_torn_last_line_ending_in_a_newline_is_cut_so_every_later_append_stays_readable(tmp_path):
+    path = tmp_path / "results.jsonl"
+    with Journal(path) as journal:
+        journal.append(row("v0/default/0000"))
+        journal.append(row("v0/default/0001"))
+    with path.open("a") as f:
+        f.write('{"episode_id": "v0/default/0002", "succ\n')  # killed mid-row; the bytes ended in a newline
+    assert [r["episode_id"] for r in read_journal(path)] == ["v0/default/0000", "v0/default/0001"]
+    for episode in ("0002", "0003"):  # two resumes, each opening the journal and appending after it
+        with Journal(path) as journal:
+            journal.append(row(f"v0/default/{episode}"))
+        ids = [r["episode_id"] for r in read_journal(path)]
+    assert ids == ["v0/default/0000", "v0/default/0001", "v0/default/0002", "v0/default/0003"]
+    lines = path.read_text().splitlines()
+    assert [json.loads(line)["episode_id"] for line in lines] == ids  # the torn row is gone, none is twice
