@@ -130,6 +130,7 @@ def compare_rows(rows_a: Sequence[Mapping[str, Any]], rows_b: Sequence[Mapping[s
 
     Raises:
         ValueError: alpha outside (0, 1).
+        ResultsError: a row's success is not true or false, or its policy or variation_label not a string.
     """
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha: expected a significance level between 0 and 1, got {alpha}")
@@ -155,9 +156,14 @@ def _success_counts(rows: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str], 
     order: dict[tuple[str, str], tuple[int, str]] = {}
     counts: dict[tuple[str, str], list[int]] = {}
     for row in rows:
-        key = (str(row["policy"]), str(row["variation_label"]))
+        for column, kind, expected in (("success", bool, "true or false"), ("policy", str, "a string"),
+                                       ("variation_label", str, "a string")):
+            if not isinstance(row[column], kind):
+                raise ResultsError(f"results row {row.get('episode_id')!r}: {column}: expected {expected}, got "
+                                   f"{row[column]!r}")
+        key = (row["policy"], row["variation_label"])
         tally = counts.setdefault(key, [0, 0])
-        tally[0] += bool(row["success"])
+        tally[0] += row["success"]
         tally[1] += 1
         match = re.fullmatch(r"v(\d+)", str(row.get("variation", "")))
         order.setdefault(key, (int(match.group(1)) if match else 1 << 30, key[0]))
@@ -175,8 +181,8 @@ def load_results(run_dir: Path, columns: Sequence[str] = COMPARE_COLUMNS) -> lis
     out, and an episode journaled twice counts once (its first row, as ``testbed eval --resume`` keeps it).
 
     Raises:
-        ResultsError: not a directory, neither file present, a file unreadable, or a column missing.
-        ScenarioError: a journal line before the last is not a JSON object (from ``read_journal``).
+        ResultsError: not a directory, neither file present, a file unreadable, a column missing or of the wrong
+            type (a parquet column not of the contract's type or holding nulls; a journal field, naming its line).
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -198,13 +204,24 @@ def load_results(run_dir: Path, columns: Sequence[str] = COMPARE_COLUMNS) -> lis
 def _read_parquet(path: Path, columns: Sequence[str]) -> list[dict[str, Any]]:
     import pyarrow.parquet as pq
 
+    from testbed.eval.journal import NULLABLE, ROW_SCHEMA
+
     try:
         schema = pq.read_schema(path)
         missing = [c for c in columns if c not in schema.names]
         if missing:
             raise ResultsError(f"{path}: missing column(s) {', '.join(missing)} "
                                "(expected the evaluation contract's columns)")
-        return pq.read_table(path, columns=list(columns)).to_pylist()
+        table = pq.read_table(path, columns=list(columns))
+        for name in columns:
+            expected = ROW_SCHEMA.field(name).type
+            if table.schema.field(name).type != expected:
+                raise ResultsError(f"{path}: column {name} is {table.schema.field(name).type}, expected {expected} "
+                                   "(the evaluation contract's type)")
+            if name not in NULLABLE and table.column(name).null_count:
+                raise ResultsError(f"{path}: column {name} holds {table.column(name).null_count} null(s); expected "
+                                   f"a {expected} in every row")
+        return table.to_pylist()
     except ResultsError:
         raise
     except Exception as exc:  # pyarrow raises several types (ArrowInvalid, OSError) for a damaged file

@@ -212,6 +212,10 @@ def read_plan(run_dir: Path) -> tuple[Plan, Settings]:
         stored = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise ScenarioError(f"{path}: not valid JSON ({exc.msg})") from exc
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(f"{path}: not UTF-8 text ({exc.reason}); expected the JSON plan `testbed eval` "
+                            "wrote") from exc
+    _check_plan_json(path, stored)
     policy_args = [f"{p['name']}.{k}={v}" for p in stored["policies"] if p["endpoint"] for k, v in p["args"].items()]
     policy_flags = [f"{p['name']}={p['endpoint']}" for p in stored["policies"] if p["endpoint"]]
     plan = plan_evaluation(stored["launch_file"], stored["overrides"], sweeps=stored["sweep"],
@@ -222,6 +226,60 @@ def read_plan(run_dir: Path) -> tuple[Plan, Settings]:
                             "results of two scenarios. Start a new evaluation instead")
     s = stored["settings"]
     return plan, Settings(workers=s["workers"], ray=s["ray"], policy_servers=s["policy_servers"])
+
+
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(x, str) for x in value)
+
+
+_PLAN_FIELDS: tuple[tuple[str, str, Any], ...] = (  # what read_plan reads: (key, what it must be, its check)
+    ("launch_file", "a string (the launch file's path)", lambda v: isinstance(v, str) and v != ""),
+    ("overrides", "a list of strings (key:=value)", _strings),
+    ("sweep", "a list of strings (--sweep flags)", _strings),
+    ("resolved_yaml", "a string (the resolved launch file)", lambda v: isinstance(v, str)),
+    ("episode_ids", "a list of strings (episode ids)", _strings),
+    ("policies", "a list of objects {name, endpoint, args}", lambda v: isinstance(v, list)),
+    ("settings", "an object {workers, ray, policy_servers}", lambda v: isinstance(v, dict)),
+)
+_POLICY_FIELDS: tuple[tuple[str, str, Any], ...] = (
+    ("name", "a string", lambda v: isinstance(v, str) and v != ""),
+    ("endpoint", "a string (\"\" for the launch file's own policy)", lambda v: isinstance(v, str)),
+    ("args", "an object of strings", lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values())),
+)
+_SETTINGS_FIELDS: tuple[tuple[str, str, Any], ...] = (
+    ("workers", "a positive integer", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1),
+    ("ray", "null or a Ray address", lambda v: v is None or isinstance(v, str)),
+    ("policy_servers", "per-worker or shared", lambda v: v in ("per-worker", "shared")),
+)
+
+
+def _check_plan_json(path: Path, stored: Any) -> None:
+    """Check what ``read_plan`` reads from ``evaluation.json`` before it is used.
+
+    Raises:
+        ScenarioError: naming the file, the field (``policies[1].endpoint``), what was expected and what arrived.
+    """
+    def check(obj: dict[str, Any], fields: tuple[tuple[str, str, Any], ...], prefix: str) -> None:
+        for key, expected, fits in fields:
+            if key not in obj:
+                raise ScenarioError(f"{path}: {prefix}{key} is missing; expected {expected} (the file is not the "
+                                    "evaluation.json `testbed eval` wrote, or it was edited)")
+            if not fits(obj[key]):
+                raise ScenarioError(f"{path}: {prefix}{key}: expected {expected}, got {obj[key]!r}")
+
+    if not isinstance(stored, dict):
+        raise ScenarioError(f"{path}: expected a JSON object (the plan `testbed eval` wrote), got "
+                            f"{type(stored).__name__}")
+    if stored.get("format") != 1:
+        raise ScenarioError(f"{path}: format: expected 1 (the only evaluation.json format), got "
+                            f"{stored.get('format')!r}")
+    check(stored, _PLAN_FIELDS, "")
+    for index, policy in enumerate(stored["policies"]):
+        if not isinstance(policy, dict):
+            raise ScenarioError(f"{path}: policies[{index}]: expected an object {{name, endpoint, args}}, got "
+                                f"{policy!r}")
+        check(policy, _POLICY_FIELDS, f"policies[{index}].")
+    check(stored["settings"], _SETTINGS_FIELDS, "settings.")
 
 
 def make_batches(plan: Plan, pending: set[str], workers: int, runs_dir: Path,

@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from testbed.errors import ScenarioError
+from testbed.errors import ResultsError
 
 RESULTS_JSONL = "results.jsonl"
 RESULTS_PARQUET = "results.parquet"
@@ -55,6 +55,51 @@ MEASURED = ("wall_s", "cpu_s", "worker", "policy_latency_ms_p50", "policy_latenc
 OUTCOME_COLUMNS = tuple(c for c in COLUMNS if c not in MEASURED)
 # the journal also keeps each episode's raw policy round trips (not a results column)
 LATENCIES_KEY = "policy_latency_ms"
+# the columns the workers leave null (no part placed, no policy round trip, not measured); the others are never null
+NULLABLE = ("cycle_time_s_mean", "policy_latency_ms_p50", "policy_latency_ms_p95", "wall_s", "cpu_s")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+_KINDS: dict[pa.DataType, tuple[str, Any]] = {  # a column's arrow type -> (what a JSON value must be, its check)
+    pa.string(): ("a string", lambda v: isinstance(v, str)),
+    pa.int64(): ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    pa.float64(): ("a number", _is_number),
+    pa.bool_(): ("true or false", lambda v: isinstance(v, bool)),
+    pa.list_(pa.float64()): ("a list of numbers", lambda v: isinstance(v, list) and all(_is_number(x) for x in v)),
+}
+
+
+def check_row(row: Any, where: str) -> dict[str, Any]:
+    """``row`` if it is a result row: a JSON object with a string ``episode_id`` and each contract column present
+    of its schema's type (null only where ``NULLABLE``), raw round trips a list of numbers or null.
+
+    Columns a row lacks are not checked here (readers require their own, e.g. ``testbed compare``).
+
+    Raises:
+        ResultsError: naming ``where`` (``path:line``), the field, what was expected and what arrived.
+    """
+    if not isinstance(row, dict):
+        raise ResultsError(f"{where}: expected a JSON object (one result row), got {type(row).__name__}")
+    if "episode_id" not in row:
+        raise ResultsError(f"{where}: expected a JSON object with an episode_id")
+    if not isinstance(row["episode_id"], str) or not row["episode_id"]:
+        raise ResultsError(f"{where}: episode_id: expected a string such as 'v0/default/0000', got "
+                           f"{row['episode_id']!r}")
+    for column in ROW_SCHEMA:
+        if column.name not in row or (row[column.name] is None and column.name in NULLABLE):
+            continue
+        expected, fits = _KINDS[column.type]
+        if not fits(row[column.name]):
+            raise ResultsError(f"{where} (episode {row['episode_id']!r}): {column.name}: expected {expected}"
+                               f"{' or null' if column.name in NULLABLE else ''}, got {row[column.name]!r}")
+    raw = row.get(LATENCIES_KEY)
+    if raw is not None and not _KINDS[pa.list_(pa.float64())][1](raw):
+        raise ResultsError(f"{where} (episode {row['episode_id']!r}): {LATENCIES_KEY}: expected a list of numbers "
+                           f"or null, got {raw!r}")
+    return row
 
 
 class Journal:
@@ -124,7 +169,7 @@ def read_journal(path: Path) -> list[dict[str, Any]]:
     A torn tail (``_complete_end``: text after the last newline, and a last line that is not JSON) is ignored.
 
     Raises:
-        ScenarioError: a line before the torn tail is not a JSON object (the file is not an evaluation journal).
+        ResultsError: a line before the torn tail is not JSON, or not a result row (``check_row``), naming its line.
     """
     if not path.exists():
         return []
@@ -136,12 +181,11 @@ def read_journal(path: Path) -> list[dict[str, Any]]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise ScenarioError(f"{path}:{number}: not a JSON row ({exc.msg}); expected one result per line") from exc
+            raise ResultsError(f"{path}:{number}: not a JSON row ({exc.msg}); expected one result per line") from exc
         except UnicodeDecodeError as exc:
-            raise ScenarioError(f"{path}:{number}: not a JSON row (not UTF-8: {exc.reason}); expected one result "
-                                "per line") from exc
-        if not isinstance(row, dict) or "episode_id" not in row:
-            raise ScenarioError(f"{path}:{number}: expected a JSON object with an episode_id")
+            raise ResultsError(f"{path}:{number}: not a JSON row (not UTF-8: {exc.reason}); expected one result "
+                               "per line") from exc
+        row = check_row(row, f"{path}:{number}")
         rows.setdefault(row["episode_id"], row)
     return list(rows.values())
 

@@ -103,7 +103,7 @@ def summarize(rows: Sequence[Mapping[str, Any]], *, cost: CostSettings, wall_s: 
         by variation index, then policy name, whatever the order of the rows.
 
     Raises:
-        ResultsError: no rows, a required column missing, or an episode id appearing twice.
+        ResultsError: no rows, a required column missing, success not a bool, or an episode id appearing twice.
     """
     _check_rows(rows)
     joules_per_cpu_s, cost_block = _energy_rate(rows, cost, energy)
@@ -144,6 +144,9 @@ def _check_rows(rows: Sequence[Mapping[str, Any]]) -> None:
         if missing:
             raise ResultsError(f"results row {index} ({row.get('episode_id', 'no episode_id')}): missing column(s) "
                                f"{', '.join(missing)}; expected the evaluation contract's columns")
+        if not isinstance(row["success"], bool):
+            raise ResultsError(f"results row {index} ({row['episode_id']}): success: expected true or false, got "
+                               f"{row['success']!r}")
     seen: set[str] = set()
     for row in rows:
         episode_id = str(row["episode_id"])

@@ -204,3 +204,38 @@ def test_the_orchestration_writes_the_same_schema_as_the_contract():
     from testbed.eval.journal import ROW_SCHEMA
 
     assert ROW_SCHEMA.equals(SCHEMA)
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("episode_id", ["x"], r"results.jsonl:2: episode_id: expected a string such as 'v0/default/0000', got \['x'\]"),
+    ("success", "false", r"results.jsonl:2 \(episode 'v0/bc/0001'\): success: expected true or false, got 'false'"),
+])
+def test_compare_names_a_journal_field_of_the_wrong_type_in_one_line(tmp_path, field, value, message):
+    good = write_run(tmp_path / "a", {("v0", "base", "bc"): (2, 3)})
+    bad = write_run(tmp_path / "b", {("v0", "base", "bc"): (0, 3)}, parquet=False)
+    rows = [json.loads(line) for line in (bad / "results.jsonl").read_text().splitlines()]
+    rows[1][field] = value  # "false" would count as a success if read as bool("false")
+    (bad / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    done = subprocess.run([str(TESTBED), "compare", str(good), str(bad)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: ") and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    import re
+    assert re.search(message, done.stderr), done.stderr
+
+
+def test_a_parquet_column_of_the_wrong_type_is_named(tmp_path):
+    run = tmp_path / "a"
+    run.mkdir()
+    rows = [{**r, "success": str(r["success"]).lower()} for r in rows_for({("v0", "base", "bc"): (1, 3)})]
+    schema = SCHEMA.set(SCHEMA.get_field_index("success"), pa.field("success", pa.string()))
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), run / "results.parquet")
+    with pytest.raises(ResultsError, match=r"results.parquet: column success is string, expected bool"):
+        load_results(run)
+
+
+def test_compare_rows_refuses_a_success_that_is_not_a_bool():
+    rows = rows_for({("v0", "base", "bc"): (1, 2)})
+    rows[1]["success"] = "false"
+    with pytest.raises(ResultsError, match=r"results row 'v0/bc/0001': success: expected true or false, got 'false'"):
+        compare_rows(rows, rows_for({("v0", "base", "bc"): (1, 2)}))

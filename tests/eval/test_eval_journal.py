@@ -5,8 +5,16 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from testbed.errors import ScenarioError
-from testbed.eval.journal import COLUMNS, ROW_SCHEMA, Journal, read_journal, result_rows, write_parquet
+from testbed.errors import ResultsError
+from testbed.eval.journal import (
+    COLUMNS,
+    LATENCIES_KEY,
+    ROW_SCHEMA,
+    Journal,
+    read_journal,
+    result_rows,
+    write_parquet,
+)
 
 
 def row(episode_id: str, **extra) -> dict:
@@ -46,7 +54,7 @@ def test_an_episode_journaled_twice_counts_once(tmp_path):
 def test_a_broken_line_before_the_last_is_an_error(tmp_path):
     path = tmp_path / "results.jsonl"
     path.write_text('not json\n{"episode_id": "v0/default/0000"}\n')
-    with pytest.raises(ScenarioError, match=r"results.jsonl:1: not a JSON row"):
+    with pytest.raises(ResultsError, match=r"results.jsonl:1: not a JSON row"):
         read_journal(path)
 
 
@@ -76,3 +84,35 @@ def test_a_torn_last_line_ending_in_a_newline_is_cut_so_every_later_append_stays
     assert ids == ["v0/default/0000", "v0/default/0001", "v0/default/0002", "v0/default/0003"]
     lines = path.read_text().splitlines()
     assert [json.loads(line)["episode_id"] for line in lines] == ids  # the torn row is gone, none is twice
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("episode_id", ["x"], r"results.jsonl:2: episode_id: expected a string such as 'v0/default/0000', got \['x'\]"),
+    ("success", "false", r"results.jsonl:2 \(episode 'v0/default/0001'\): success: expected true or false, "
+                         r"got 'false'"),
+    ("parts_placed", "3", r"results.jsonl:2 \(episode 'v0/default/0001'\): parts_placed: expected an integer, "
+                          r"got '3'"),
+    ("sim_s", None, r"sim_s: expected a number, got None"),
+    ("cpu_s", "0.6", r"cpu_s: expected a number or null, got '0.6'"),
+    ("cycle_times_s", [1.0, "2"], r"cycle_times_s: expected a list of numbers, got \[1.0, '2'\]"),
+    ("policy", 7, r"policy: expected a string, got 7"),
+    (LATENCIES_KEY, "1.0", r"policy_latency_ms: expected a list of numbers or null, got '1.0'"),
+])
+def test_a_journal_field_of_the_wrong_type_is_named_with_its_line(tmp_path, field, value, message):
+    path = tmp_path / "results.jsonl"
+    with Journal(path) as journal:
+        journal.append(row("v0/default/0000"))
+        bad = row("v0/default/0001")
+        bad[field] = value
+        journal.append(bad)
+        journal.append(row("v0/default/0002"))
+    with pytest.raises(ResultsError, match=message):
+        read_journal(path)
+
+
+def test_null_is_accepted_where_the_workers_write_it(tmp_path):
+    path = tmp_path / "results.jsonl"
+    with Journal(path) as journal:
+        journal.append(row("v0/default/0000", cycle_times_s=[], cycle_time_s_mean=None, policy_latency_ms_p50=None,
+                           policy_latency_ms_p95=None, cpu_s=None, **{LATENCIES_KEY: []}))
+    assert read_journal(path)[0]["cpu_s"] is None

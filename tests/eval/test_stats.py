@@ -203,3 +203,9 @@ def test_summary_table_has_a_row_per_group_with_interval_and_cost():
     assert "cell.conveyor.speed=0.1" in text and "–/–" in text  # nothing placed: no cycle time
     assert "USD/1k" in text and "declared: 10 W per busy core" in text
     assert f"{1.5 * 1000 / 3600 * 0.0425:.4f}" in text
+
+
+def test_a_success_that_is_not_a_bool_is_refused_not_counted():
+    with pytest.raises(ResultsError, match=r"results row 1 \(v0/expert/0001\): success: expected true or false, "
+                                           r"got 'false'"):
+        summarize([row(episode=0), row(episode=1, success="false")], cost=CostSettings(), wall_s=1.0, workers=1)
