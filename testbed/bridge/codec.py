@@ -44,6 +44,9 @@ _KINDS: dict[ActionKind, int] = {
 }
 _KINDS_BY_ENUM = {code: kind for kind, code in _KINDS.items()}
 MAX_DIMS = 8
+# gRPC's hard cap on a message (servers set lower ones): no tensor's shape may describe more bytes,
+# counting its non-zero dimensions only
+MAX_TENSOR_BYTES = 2**31 - 1
 _F32 = np.dtype("<f4")
 _F64 = struct.Struct("<d")
 _STEP2_MS = struct.Struct("<BBBBd")  # ActionChunk tail: step (a 2-byte varint), compute_ms
@@ -146,6 +149,15 @@ def decode_tensor(msg: pb.Tensor, name: str = "tensor", spec: TensorSpec | None 
             f"{name}: {len(data)} bytes do not fit dtype {dtype_name} shape {shape} "
             f"(expected {expected_bytes} bytes)"
         )
+    # the byte count fits the shape, but a 0 dimension leaves the others unchecked: they must still
+    # describe an array a message could carry, as numpy refuses larger ones (e.g. (0, 2**40, 2**40))
+    if not expected_bytes and shape:
+        span = math.prod(d for d in shape if d) * wire_dtype.itemsize
+        if span > MAX_TENSOR_BYTES:
+            raise SpecMismatch(
+                f"{name}: shape {shape} is invalid: its non-zero dimensions span {span} bytes of {dtype_name}, "
+                f"more than a message can carry (expected at most {MAX_TENSOR_BYTES} bytes)"
+            )
     if spec is not None:
         if dtype_name != spec.dtype:
             raise SpecMismatch(f"{name}: expected dtype {spec.dtype}, got {dtype_name}")

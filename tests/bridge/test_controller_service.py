@@ -623,6 +623,12 @@ def test_streamed_setpoints_are_followed_within_limits(stub: controller_pb2_grpc
             ),
             "joint_pos_rad: 1 bytes do not fit",
         ),
+        (
+            controller_pb2.Setpoint(  # 0 bytes fit the shape, but numpy refuses to build the array
+                robot="gp7", joint_pos_rad=common_pb2.Tensor(dtype=common_pb2.DTYPE_FLOAT64, shape=[0, 2**40, 2**40])
+            ),
+            "joint_pos_rad: shape (0, 1099511627776, 1099511627776) is invalid",
+        ),
         (controller_pb2.Setpoint(robot="gp7", joint_pos_rad=_tensor(np.zeros(6)), dt_s=-1.0), "dt_s: expected"),
     ],
 )

@@ -46,6 +46,24 @@ def test_stream_act_answers_each_observation_in_order_errors_included() -> None:
     assert "observation['observation.state']: expected shape (7,), got (6,)" in results[1].error.message
 
 
+def test_an_extra_tensor_with_an_impossible_shape_is_invalid_argument_and_the_stream_goes_on() -> None:
+    bad = _observation(step=2)
+    junk = bad.tensors["junk"]  # a key the spec does not declare: decoded, not checked against it
+    junk.dtype = common_pb2.DTYPE_FLOAT32
+    junk.shape[:] = [0, 2**40, 2**40]  # 0 bytes fit it, but numpy refuses to build the array
+    expected = "observation['junk']: shape (0, 1099511627776, 1099511627776) is invalid"
+    with running_policy_server(HoldPolicy) as server, grpc.insecure_channel(server.address) as channel:
+        stub = policy_pb2_grpc.PolicyServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as failed:
+            stub.Act(bad, timeout=5, metadata=SESSION)
+        results = list(stub.StreamAct(iter([_observation(step=1), bad, _observation(step=3)]), timeout=5,
+                                      metadata=SESSION))
+    assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert expected in failed.value.details()
+    assert [r.WhichOneof("result") for r in results] == ["chunk", "error", "chunk"]
+    assert results[1].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0] and expected in results[1].error.message
+
+
 @pytest.mark.parametrize("fault", ["nan", "shape", "raise"])
 def test_unary_act_of_a_faulty_policy_fails_with_the_status_naming_the_fault(fault: str) -> None:
     expected = {"nan": grpc.StatusCode.FAILED_PRECONDITION, "shape": grpc.StatusCode.FAILED_PRECONDITION,

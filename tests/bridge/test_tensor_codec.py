@@ -93,6 +93,20 @@ def test_huge_shape_with_small_payload_is_refused_without_allocating() -> None:
         codec.decode_tensor(msg, "x")
 
 
+@pytest.mark.parametrize("shape", [[0, 2**40, 2**40], [2**31, 0], [3, 0, 2**30]])
+def test_an_empty_tensor_whose_other_dimensions_no_message_could_carry_is_refused(shape: list[int]) -> None:
+    # 0 bytes fit any shape with a 0 in it; numpy still refuses to build such an array
+    msg = pb.Tensor(dtype=pb.DTYPE_FLOAT32, shape=shape, data=b"")
+    with pytest.raises(SpecMismatch, match=r"x: shape \(.*\) is invalid: .*expected at most 2147483647 bytes"):
+        codec.decode_tensor(msg, "x")
+
+
+def test_empty_tensors_of_sizes_a_message_could_carry_still_decode() -> None:
+    value = codec.decode_tensor(pb.Tensor(dtype=pb.DTYPE_UINT8, shape=[0, 2**20, 2**10], data=b""), "x")
+    assert value.shape == (0, 2**20, 2**10)
+    assert codec.decode_tensor(pb.Tensor(dtype=pb.DTYPE_UINT8, shape=[], data=b"\7"), "x").shape == ()
+
+
 def test_spec_dtype_and_shape_are_enforced() -> None:
     spec = TensorSpec("float32", (7,))
     with pytest.raises(SpecMismatch, match="s: expected dtype float32, got float64"):
