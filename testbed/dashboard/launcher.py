@@ -36,11 +36,36 @@ LAUNCH_LOGS = ".launches"
 START_TIMEOUT_S = 120.0
 STOP_WAIT_S = 10.0
 
-# Settings that name code to import, files to read or ports to open stay in the launch files the operators
-# put in launch/: a dashboard token lets a user start those scenarios, not run arbitrary code.
-PROTECTED = ("policy.builtin", "policy.serve", "policy.args", "policy.token_env", "workload.orders",
-             "sites.profiles", "sites.sites[*].key_file", "cell.robots[*].job", "controller_service")
-SAFE_VALUES: dict[str, tuple[Any, ...]] = {"policy.builtin": (None, "expert"), "policy.serve": (None, "expert")}
+# Settings that name code to import, files to read or ports to open, and every setting that lets a party outside
+# the run command a robot or choose the host whose policy drives them, stay in the launch files the operators put
+# in launch/: a dashboard token lets a user start those scenarios, not run arbitrary code or hand the robots to the
+# network. Setting -> why it is protected. ROS 2: enabling it and widening `commands` open an unauthenticated
+# joint_trajectory path; `domain_id` and `namespace` choose whose trajectories reach the robots (another cell's
+# namespace or domain would drive this cell's arms); `rate_hz` and `images` only shape what is published.
+PROTECTED: dict[str, str] = {
+    "policy.builtin": "it names code to run",
+    "policy.serve": "it names code to run",
+    "policy.args": "it is passed to code the policy runs",
+    "policy.token_env": "it names a secret to read",
+    "policy.endpoint": "it picks the host whose policy drives the robots",
+    "policy.protocol": "it picks how the robots' policy host is spoken to",
+    "workload.orders": "it names files to read",
+    "sites.profiles": "it names files to read",
+    "sites.sites[*].key_file": "it names files to read",
+    "cell.robots[*].job": "it names files to read",
+    "cell.robots[*].external": "it hands the robot to ControllerService or ROS 2 clients on the network",
+    "controller_service": "it opens a port that commands the robots",
+    "ros2.enabled": "it opens an unauthenticated ROS 2 command path to the robots",
+    "ros2.commands": "it lets ROS 2 clients on the network command more robots",
+    "ros2.domain_id": "it picks which ROS 2 network may command the robots",
+    "ros2.namespace": "it picks whose ROS 2 trajectories reach the robots",
+}
+# values a protected setting may still be changed to: each removes or narrows what the launch file allowed
+SAFE_VALUES: dict[str, tuple[Any, ...]] = {
+    "policy.builtin": (None, "expert"), "policy.serve": (None, "expert"), "policy.endpoint": (None,),
+    "policy.protocol": ("testbed",),  # only valid without an endpoint or with the launch file's grpc:// one
+    "cell.robots[*].external": (False,), "ros2.enabled": (False,), "ros2.commands": ("external",),
+}
 
 
 class LaunchRefused(TestbedError):
@@ -170,9 +195,9 @@ class Launcher:
             loaded = load(path, list(overrides)).scenario
         except ScenarioError as exc:
             raise LaunchRefused(f"overrides: {exc}", "overrides") from exc
-        for name in _protected_changes(base, loaded):
-            raise LaunchRefused(f"overrides: {name} cannot be changed from the dashboard (it names code to run, "
-                                "files to read or ports to open); edit the launch file instead", "overrides")
+        for name, reason in _protected_changes(base, loaded):
+            raise LaunchRefused(f"overrides: {name} cannot be changed from the dashboard ({reason}); edit the "
+                                "launch file instead", "overrides")
         return path
 
     async def start(self, launch: str, overrides: Sequence[str]) -> ChildRun:
@@ -259,15 +284,15 @@ def _tail(log: Path, lines: int = 5) -> str:
     return " | ".join(text[-lines:]) or "(empty log)"
 
 
-def _protected_changes(base: Scenario, new: Scenario) -> list[str]:
-    """The protected settings an override changed to something other than a safe value."""
+def _protected_changes(base: Scenario, new: Scenario) -> list[tuple[str, str]]:
+    """The protected settings an override changed to something other than a safe value, with why they are."""
     before, after = base.model_dump(mode="json"), new.model_dump(mode="json")
     changed = []
-    for pattern in PROTECTED:
+    for pattern, reason in PROTECTED.items():
         for path in _expand(pattern.replace("[*]", ".*").split("."), before, after):
             old, value = _get(before, path), _get(after, path)
             if old != value and value not in SAFE_VALUES.get(pattern, ()):
-                changed.append(dotted(path))
+                changed.append((dotted(path), reason))
     return changed
 
 
