@@ -15,17 +15,21 @@ import json
 import multiprocessing
 import os
 import signal
+import time
 import traceback
 from multiprocessing.connection import Connection, wait
 from typing import Any, Protocol
 
 from testbed.bridge.spawn import describe_exit
+from testbed.cli import Terminated, _raise_terminated
 from testbed.errors import FeatureUnavailable, ScenarioError, TestbedError, WorkerFailed
 from testbed.eval.tasks import WORKER_ENV, Batch, close_policy_servers, run_batch, worker_environment, worker_name
 from testbed.quiet import import_pybullet_quietly
 
 Message = dict[str, Any]
 JOIN_DEAD_S = 5.0  # a worker whose pipe closed is dying: how long to wait for its exit code
+# an aborted worker ends its runs (run_aborted, the ended episodes' files) before it is killed: how long it gets
+ABORT_WAIT_S = 5.0
 RAY_START_TIMEOUT_S = 300.0  # for every actor to start (a cluster with too few free CPUs never starts the rest)
 
 
@@ -57,6 +61,8 @@ def _local_worker(conn: Connection, number: int, parent_pid: int) -> None:
     """A local worker's loop: run batches sent as JSON, answer with JSON messages; end with its parent."""
     # Ctrl-C reaches the whole process group: the orchestrator decides, workers carry on until told or ended
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # close(abort=True) terminates the worker: unwind as the command line does, so its runs end with run_aborted
+    signal.signal(signal.SIGTERM, _raise_terminated)
     import_pybullet_quietly()
     try:
         while True:
@@ -80,6 +86,12 @@ def _local_worker(conn: Connection, number: int, parent_pid: int) -> None:
             conn.send_bytes(json.dumps({"kind": "done", "worker": number, "batch": batch["batch"]}).encode())
     except (EOFError, BrokenPipeError, ConnectionResetError):
         return
+    except Terminated:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        close_policy_servers()
+        # end as terminated, so whoever watches the worker reads "killed by SIGTERM", as before the handler
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
     finally:
         close_policy_servers()
 
@@ -150,16 +162,22 @@ class LocalBackend:
         return f"worker {worker + 1}/{self.workers} (pid {self._procs[worker].pid})"
 
     def close(self, *, abort: bool = False) -> None:
-        """Ask each worker to stop (or terminate it when ``abort``), then reap it."""
+        """Ask each worker to stop, then reap it; kill it if it has not ended in time.
+
+        ``abort`` stops a running batch at once: SIGTERM, which the worker turns into an interrupt, so its runs
+        end with ``run_aborted`` within ``ABORT_WAIT_S`` (it is killed after that).
+        """
         for n, proc in enumerate(self._procs):
-            if abort or not proc.is_alive():
+            if not proc.is_alive():
                 continue
-            with contextlib.suppress(OSError):
-                self._conns[n].send_bytes(json.dumps({"kind": "stop"}).encode())
-        for proc in self._procs:
-            if abort and proc.is_alive():
+            if abort:
                 proc.terminate()
-            proc.join(10.0)
+            else:
+                with contextlib.suppress(OSError):
+                    self._conns[n].send_bytes(json.dumps({"kind": "stop"}).encode())
+        deadline = time.monotonic() + (ABORT_WAIT_S if abort else 10.0 * len(self._procs))
+        for proc in self._procs:
+            proc.join(max(0.0, deadline - time.monotonic()))
             if proc.is_alive():
                 proc.kill()
                 proc.join(5.0)
