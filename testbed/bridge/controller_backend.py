@@ -81,6 +81,10 @@ class Transition(enum.Enum):
     EMERGENCY_STOP = "emergency_stop"
 
 
+# stops are never cancelled nor skipped: however late the loop's next cycle, it applies them
+_STOPS = frozenset((Transition.PROTECTIVE_STOP.value, Transition.EMERGENCY_STOP.value))
+
+
 @dataclass(frozen=True)
 class RobotDescription:
     """A robot as outside callers see it; arrays are read-only float64 ``(joints,)``.
@@ -258,7 +262,11 @@ class ControllerBackend(Protocol):
         ...
 
     def change_state(self, robot: str, transition: Transition) -> Future[str]:
-        """Request a lifecycle change; the future gives the state name after it."""
+        """Request a lifecycle change; the future gives the state name after it.
+
+        A stop (PROTECTIVE_STOP, EMERGENCY_STOP) cannot be cancelled: it applies at the loop's
+        next cycle however late that is; other changes cancelled before then never apply.
+        """
         ...
 
     def send_job(self, robot: str, job_yaml: str) -> Future[str]:
@@ -578,6 +586,9 @@ class ControlLoopBackend:
         """Queue a lifecycle change for the next cycle; the future gives the resulting state name.
 
         The future fails with ``ControllerError`` when the lifecycle refuses the transition.
+        Cancelling the future before that cycle drops the change, except a stop
+        (PROTECTIVE_STOP, EMERGENCY_STOP): its future is running from the start, so it cannot be
+        cancelled, and the next cycle applies it however late that is.
 
         Raises:
             InvalidCommand: unknown robot or transition.
@@ -586,7 +597,10 @@ class ControlLoopBackend:
         if not isinstance(transition, Transition):
             known = ", ".join(t.name for t in Transition)
             raise InvalidCommand(f"transition: expected one of {known}, got {transition!r}")
-        return self._queue(_Command(r, transition.value, Future()))
+        future: Future[str] = Future()
+        if transition.value in _STOPS:
+            future.set_running_or_notify_cancel()  # a running future cannot be cancelled
+        return self._queue(_Command(r, transition.value, future))
 
     def send_job(self, robot: str, job_yaml: str) -> Future[str]:
         """Check a job and queue it; the future gives the job's name once it runs.
@@ -733,8 +747,9 @@ class ControlLoopBackend:
             pending, self._pending = self._pending, []
             for cmd in pending:
                 future = cmd.future
-                # a job stays cancellable while it is planned; other commands run now or never
-                if future is not None and (
+                # a job stays cancellable while it is planned; a stop (its future running from the
+                # start) always runs, however late; other commands run now or never
+                if future is not None and cmd.kind not in _STOPS and (
                     future.cancelled() if cmd.kind == "job" else not future.set_running_or_notify_cancel()
                 ):
                     continue  # the caller gave up waiting: a late command must not move the robot

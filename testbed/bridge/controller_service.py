@@ -6,7 +6,8 @@ reach a controller: an unknown robot, a wrong joint count, a bad dtype or NaN/in
 answered with ``INVALID_ARGUMENT`` naming the field; a transition the lifecycle refuses
 (or a set-point for a robot that is not ACTIVE) with ``FAILED_PRECONDITION``; a job
 when no job language is available with ``UNIMPLEMENTED``; a control loop that is not
-ticking with ``UNAVAILABLE``. ``FollowTrajectory`` streams feedback read from the
+ticking with ``UNAVAILABLE`` (a command that waited in vain is dropped, except a stop: it stays
+queued and applies at the loop's next cycle, however late). ``FollowTrajectory`` streams feedback read from the
 backend's bounded queue, the result last; an invalid goal is ``INVALID_ARGUMENT``
 before anything moves, and a cancelled call stops its trajectory (the robot holds).
 Security follows the policy server: bearer token checked by the same interceptor
@@ -190,8 +191,13 @@ class ControllerServicer(controller_pb2_grpc.ControllerServiceServicer):
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"transition: expected one of {known}, got {request.transition}",
             )
+        late = None
+        if transition in (Transition.PROTECTIVE_STOP, Transition.EMERGENCY_STOP):
+            late = (f"the {transition.name} is queued, not lost: the control loop ran no cycle within "
+                    f"{self._timeout_s:g} s, and the stop applies at its next cycle however late "
+                    "(is the run paused, finished or not started?)")
         try:
-            state = self._wait(self._backend.change_state(request.robot, transition))
+            state = self._wait(self._backend.change_state(request.robot, transition), late=late)
         except _EXPECTED as exc:
             _abort(context, exc)
         return controller_pb2.ChangeStateResponse(lifecycle_state=state)
@@ -273,7 +279,7 @@ class ControllerServicer(controller_pb2_grpc.ControllerServiceServicer):
         try:
             return future.result(self._timeout_s)
         except TimeoutError:
-            future.cancel()  # never applied late: the backend skips cancelled commands
+            future.cancel()  # never applied late: the backend skips cancelled commands (a stop cannot be cancelled)
             raise _LoopNotTicking(late or (
                 f"the control loop ran no cycle within {self._timeout_s:g} s; "
                 "is the run paused, finished or not started?"

@@ -177,6 +177,23 @@ def test_a_cancelled_command_never_moves_the_robot() -> None:
     np.testing.assert_array_equal(backend.snapshot("gp7").setpoint_rad, GP7.home)
 
 
+@pytest.mark.parametrize("stop", [Transition.PROTECTIVE_STOP, Transition.EMERGENCY_STOP])
+def test_a_stop_cannot_be_cancelled_and_applies_at_the_next_cycle(stop: Transition) -> None:
+    _, backend = _backend(stream_timeout_s=10.0)
+    backend.tick(0.0)
+    backend.stream_setpoints("gp7", GP7.home + 0.5)
+    backend.tick(DT)  # moving
+    future = backend.change_state("gp7", stop)
+    assert not future.cancel()  # what a caller that gave up waiting does
+    backend.tick(2 * DT)
+    assert future.result(0) == stop.name
+    stopped = backend.snapshot("gp7").setpoint_rad
+    _tick(backend, 3, 200)
+    snap = backend.snapshot("gp7")
+    assert snap.lifecycle_state == stop.name
+    np.testing.assert_array_equal(snap.setpoint_rad, stopped)
+
+
 def test_snapshot_reports_measured_positions_when_the_cell_gives_them() -> None:
     loop, backend = _backend()
     measured = loop.setpoint.copy() + 0.01
@@ -775,6 +792,33 @@ def test_commands_to_a_loop_that_does_not_tick_are_unavailable_and_never_applied
         assert "ran no cycle within 0.2 s" in err.value.details()
     backend.tick(0.0)
     assert loop.state(0) is LifecycleState.ACTIVE
+
+
+@pytest.mark.parametrize(
+    ("stop", "name"),
+    [(controller_pb2.TRANSITION_PROTECTIVE_STOP, "PROTECTIVE_STOP"),
+     (controller_pb2.TRANSITION_EMERGENCY_STOP, "EMERGENCY_STOP")],
+)
+def test_a_stop_the_loop_is_late_for_is_pending_not_lost_and_applies_when_it_ticks_again(stop: int, name: str) -> None:
+    _, backend = _backend(stream_timeout_s=10.0)
+    backend.tick(0.0)
+    backend.stream_setpoints("gp7", GP7.home + 0.5)
+    backend.tick(DT)  # moving, then the loop stalls for longer than the command timeout
+    with start_controller_server(backend, command_timeout_s=0.3) as server, grpc.insecure_channel(
+        server.address
+    ) as channel:
+        stub = controller_pb2_grpc.ControllerServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as err:
+            stub.ChangeState(controller_pb2.ChangeStateRequest(robot="gp7", transition=stop), timeout=5)
+        assert err.value.code() is grpc.StatusCode.UNAVAILABLE
+        assert f"the {name} is queued, not lost" in err.value.details()
+        assert "applies at its next cycle" in err.value.details()
+        backend.tick(2 * DT)  # the loop resumes
+        stopped = backend.snapshot("gp7").setpoint_rad
+        _tick(backend, 3, 200)
+        state = stub.GetState(controller_pb2.GetStateRequest(robot="gp7"), timeout=5)
+    assert state.lifecycle_state == name
+    np.testing.assert_array_equal(codec.decode_tensor(state.setpoint_rad), stopped)
 
 
 def test_listening_beyond_loopback_needs_a_token() -> None:
