@@ -16,9 +16,13 @@ from testbed.scenario.workload import PART_TYPES
 
 
 class Strict(BaseModel):
-    """Base for every section: unknown keys are refused, values are not coerced across kinds."""
+    """Base for every section: unknown keys are refused, values are not coerced across kinds.
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    No float field takes NaN or infinity (``.nan``, ``.inf``): a setting without a limit is written as
+    null where the schema allows it (e.g. ``tcp_speed_limit_m_s``), never as ``.inf``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class SimConfig(Strict):
