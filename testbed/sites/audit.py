@@ -133,6 +133,12 @@ class AuditLog:
         self.append(CLOSED, lines=self._seq + 1, **fields)
         self._file.close()
 
+    def detach(self) -> None:
+        """Close the file without a closing record: a log kept across processes (a site's export log) is
+        continued by the next ``AuditLog`` on it; ``audit.head`` still guards its end."""
+        if not self._file.closed:
+            self._file.close()
+
     def _write_head(self, record: dict[str, Any]) -> None:
         tmp = self.head_path.with_name(self.head_path.name + ".tmp")
         tmp.write_text(canonical({"seq": record["seq"], "hash": record["hash"]}) + "\n", encoding="utf-8")

@@ -39,8 +39,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--profiles", type=Path, default=None, help="profiles directory (default: launch/sites)")
     export.add_argument("--condition", action="append", default=[], metavar="RULE=KIND:REF",
                         help="a record meeting a rule's condition, e.g. kr-pipa-28-8-personal-abroad=consent:C-17")
-    export.add_argument("--drop", action="append", default=[], metavar="FIELD", help="leave this field behind")
+    export.add_argument("--drop", action="append", default=[], metavar="FIELD",
+                        help="leave this field behind (LeRobot: also a column or file meta/info.json does not declare)")
     export.add_argument("--key-file", type=Path, default=None, help="the origin site's pseudonymization key")
+    export.add_argument("--audit", type=Path, default=None, metavar="FILE",
+                        help="append this export, or its refusal, to FILE: a hash-chained audit log kept at the "
+                             "origin (check it with `testbed sites verify FILE`)")
     export.set_defaults(func=_export)
 
 
@@ -174,11 +178,16 @@ def _export(args: argparse.Namespace) -> int:
     profiles.jurisdiction(jurisdiction)  # an unknown destination is an error before anything is read
     check_conditions(conditions, profiles)
     report = export_dataset(args.dir, args.out, to_site=site, to_jurisdiction=jurisdiction, profiles=profiles,
-                            conditions=conditions, drop=args.drop, key_file=key_file)
+                            conditions=conditions, drop=args.drop, key_file=key_file, audit=args.audit)
     print(f"{args.out}: {report.kind} exported from {report.origin_site} [{report.from_jurisdiction}] to {site} "
           f"[{jurisdiction}]")
     for action, names in report.by_action().items():
         rules = sorted({f.decision.rule_id for f in report.fields if f.field in names})
         print(f"  {action}: {', '.join(names)}  ({', '.join(rules)})")
+    if report.left_behind:
+        shown = ", ".join(f"{x['kind']} {x['name']}" for x in report.left_behind)
+        print(f"  left behind (not declared in meta/info.json): {shown}")
+    if args.audit is not None:
+        print(f"  audited: {args.audit}")
     print(f"  decisions per field: {args.out / REPORT_FILENAME}; new card: {args.out / 'card.yaml'}")
     return 0

@@ -6,7 +6,12 @@ pseudonymized (keyed hash, key kept at the origin site), coarsened or aggregated
 new card saying what was done under which rule, plus ``export_report.json`` with every decision.
 
 Supported: raw order logs (``orders.csv`` + ``card.yaml``), imported order datasets (``orders.parquet``) and
-LeRobot datasets (allow and drop only: their features are arrays).
+LeRobot datasets (allow and drop only: their features are arrays). Of a LeRobot dataset only the files the
+format consists of leave, written from the decided features; a column or file that ``meta/info.json`` does not
+declare is refused unless the exporter leaves it behind by name (``testbed.sites.lerobot_export``).
+
+Every export, and every refused one, can be appended to a hash-chained audit log kept at the origin
+(``audit=``, ``testbed datasets export --audit FILE``); ``export_report.json`` lists what was left behind.
 """
 
 from __future__ import annotations
@@ -16,7 +21,6 @@ import datetime as dt
 import hashlib
 import io
 import json
-import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,13 +34,16 @@ from testbed.data.inspect import RAW_LOG_FILENAME, dataset_kind
 from testbed.data.orders import ORDERS_FILENAME
 from testbed.errors import ComplianceDenied, DatasetError
 from testbed.scenario.schema import ConditionRecord
+from testbed.sites.audit import AuditLog
 from testbed.sites.keys import load_or_create_key
+from testbed.sites.lerobot_export import Inventory, Undeclared, lerobot_inventory, write_lerobot
 from testbed.sites.profile import Citation, Profiles, Transformation
 from testbed.sites.rules import Decision, decide, decide_terms, most_restrictive
 from testbed.sites.transform import Pseudonymizer, transform_column
 
 REPORT_FILENAME = "export_report.json"
 REQUESTED = "requested-drop"
+UNDECLARED_LEFT = "not declared in meta/info.json features, so no rule decides it; left behind on request (--drop)"
 # columns an imported order table adds to the log's own: each is as sensitive as the column it comes from
 DERIVED_COLUMNS: Mapping[str, str | None] = {"row": None, "utc_offset_min": "timestamp",
                                              "part_type_raw": "part_type"}
@@ -89,6 +96,9 @@ class ExportReport:
         fields: one entry per field, in the data's order.
         key_id: the public fingerprint of the origin site's pseudonymization key, if one was used.
         aggregates: column -> summary, for aggregated columns.
+        left_behind: what was not a declared field and stayed at the origin (LeRobot: undeclared columns,
+            files, info keys), each with where it was found and why.
+        files: the data and metadata files written (LeRobot), relative to ``out``.
     """
 
     source: str
@@ -101,6 +111,8 @@ class ExportReport:
     fields: tuple[FieldExport, ...]
     key_id: str | None = None
     aggregates: Mapping[str, Any] | None = None
+    left_behind: tuple[Mapping[str, Any], ...] = ()
+    files: tuple[str, ...] = ()
 
     def by_action(self) -> dict[str, list[str]]:
         """Field names per action (allow, drop, pseudonymize, ...)."""
@@ -122,6 +134,8 @@ class ExportReport:
             "pseudonymization_key_kept_at": self.origin_site if self.key_id else None,
             "fields": [f.to_json() for f in self.fields],
             "aggregates": dict(self.aggregates or {}),
+            "left_behind": [dict(x) for x in self.left_behind],
+            "files": list(self.files),
         }
 
 
@@ -135,6 +149,7 @@ def export_dataset(
     conditions: Mapping[str, ConditionRecord] | None = None,
     drop: Sequence[str] = (),
     key_file: str | Path | None = None,
+    audit: str | Path | None = None,
 ) -> ExportReport:
     """Export a dataset to a site in ``to_jurisdiction`` with the transfer rules applied.
 
@@ -145,25 +160,81 @@ def export_dataset(
         to_jurisdiction: the destination's jurisdiction.
         profiles: the rules.
         conditions: records meeting rules' conditions, by rule id.
-        drop: fields the exporter chooses to leave behind.
+        drop: fields the exporter chooses to leave behind; for a LeRobot dataset also a column or file that
+            ``meta/info.json`` does not declare (``operator_id``, ``orders.csv``), which is refused otherwise.
         key_file: the origin site's pseudonymization key (default: ``testbed.sites.keys`` for its site).
+        audit: a hash-chained audit log (``testbed.sites.audit``) to append this export to, refused or not:
+            ``dataset_export`` with the report, or ``dataset_export_refused`` with the reason and what was refused.
 
     Returns:
         the report, also written as ``out/export_report.json``.
 
     Raises:
-        ComplianceDenied: a field may not leave (names the field, the rule and its citation), or the terms
-            let nothing leave.
+        ComplianceDenied: a field may not leave (names the field, the rule and its citation), the terms
+            let nothing leave, or a LeRobot dataset holds columns or files no feature declares (names each).
         DatasetError: the source is not a dataset, a field has no data class, or ``out`` is not empty.
     """
     source, out = Path(source), Path(out)
+    try:
+        report = _export(source, out, to_site, to_jurisdiction, profiles, dict(conditions or {}), drop, key_file)
+    except ComplianceDenied as exc:
+        if audit is not None:
+            _audit(audit, "dataset_export_refused", source=str(source), out=str(out), to_site=to_site,
+                   to_jurisdiction=to_jurisdiction, reason=str(exc), refused=list(getattr(exc, "refused", ())))
+        raise
+    if audit is not None:
+        record = report.to_json()
+        record["dataset_kind"] = record.pop("kind")  # ``kind`` is the audit record's own
+        _audit(audit, "dataset_export", out=str(out), **record)
+    return report
+
+
+class ExportRefused(ComplianceDenied):
+    """An export refused by the rules; ``refused`` lists what was refused (fields, columns, files) for the audit."""
+
+    def __init__(self, message: str, refused: Sequence[Mapping[str, Any]]) -> None:
+        super().__init__(message)
+        self.refused = tuple(refused)
+
+
+def _audit(path: str | Path, kind: str, **fields: Any) -> None:
+    log = AuditLog(path)
+    try:
+        log.append(kind, **fields)
+    finally:
+        log.detach()
+
+
+def _export(
+    source: Path,
+    out: Path,
+    to_site: str,
+    to_jurisdiction: str,
+    profiles: Profiles,
+    conditions: dict[str, ConditionRecord],
+    drop: Sequence[str],
+    key_file: str | Path | None,
+) -> ExportReport:
     kind = dataset_kind(source)
     card = load_card(source)
-    conditions = dict(conditions or {})
     columns = _fields_of(source, kind)
-    unknown = [c for c in drop if c not in columns]
+    inventory = lerobot_inventory(source) if kind == "lerobot" else None
+    undeclared: dict[str, Undeclared] = inventory.undeclared if inventory is not None else {}
+    unknown = [c for c in drop if c not in columns and c not in undeclared]
     if unknown:
-        raise DatasetError(f"--drop {unknown[0]}: not a field of {source} (fields: {', '.join(columns)})")
+        raise DatasetError(f"--drop {unknown[0]}: not a field of {source} (fields: {', '.join(columns)}"
+                           f"{'; undeclared: ' + ', '.join(undeclared) if undeclared else ''})")
+    refused_items = [u for name, u in undeclared.items() if name not in drop]
+    if refused_items:
+        shown = "; ".join(u.describe() for u in refused_items)
+        flags = " ".join(f"--drop {u.name}" for u in refused_items)
+        raise ExportRefused(
+            f"{source}: not part of the LeRobot dataset as meta/info.json declares it, so no transfer rule decides "
+            f"whether it may go from {card.origin.site} [{card.origin.jurisdiction}] to {to_site} [{to_jurisdiction}]: "
+            f"{shown}; remove it from the dataset, declare it (meta/info.json features and {CARD_FILENAME} "
+            f"data_classes), or leave it behind with {flags}",
+            [u.to_json("not declared in meta/info.json features; no rule decides it") for u in refused_items])
+    left_behind = tuple(u.to_json(UNDECLARED_LEFT) for name, u in undeclared.items() if name in drop)
     fields = tuple(_decide_field(name, card, to_jurisdiction, profiles, conditions, name in drop) for name in columns)
     refused = [f for f in fields if f.decision.action == "deny"]
     if refused:
@@ -172,27 +243,31 @@ def export_dataset(
         more = f" (+{len(refused) - 1} more)" if len(refused) > 1 else ""
         hint = f"; record it with --condition {d.rule_id}={d.condition.any_of[0]}:REF" if (
             d.condition is not None and d.condition_ref is None) else ""
-        raise ComplianceDenied(
+        raise ExportRefused(
             f"{source}: field {first.field} ({', '.join(first.classes)}) may not go from {card.origin.site} "
             f"[{card.origin.jurisdiction}] to {to_site} [{to_jurisdiction}]: denied by {d.cited()}: {d.reason}"
-            f"{hint}; or leave it behind with --drop {first.field}{more}"
+            f"{hint}; or leave it behind with --drop {first.field}{more}",
+            [{**f.to_json(), "kind": "field"} for f in refused],
         )
     if all(f.decision.label in ("drop", "aggregate") for f in fields):
-        raise ComplianceDenied(f"{source}: no field may go from {card.origin.site} [{card.origin.jurisdiction}] to "
-                               f"{to_site} [{to_jurisdiction}]; nothing to export")
+        raise ExportRefused(f"{source}: no field may go from {card.origin.site} [{card.origin.jurisdiction}] to "
+                               f"{to_site} [{to_jurisdiction}]; nothing to export",
+                       [{**f.to_json(), "kind": "field"} for f in fields])
     _prepare_out(out)
     pseudonymizer = None
     if any(f.decision.label == "pseudonymize" for f in fields):
         pseudonymizer = Pseudonymizer(load_or_create_key(card.origin.site, key_file), card.origin.site)
     decided = {f.field: f.decision.transformation for f in fields}
+    written: list[str] = []
     if kind == "order_log":
         aggregates = _export_csv(source / RAW_LOG_FILENAME, out / RAW_LOG_FILENAME, decided, pseudonymizer)
     elif kind == "orders":
         aggregates = _export_parquet(source / ORDERS_FILENAME, out / ORDERS_FILENAME, decided, pseudonymizer)
-    else:
-        aggregates = _export_lerobot(source, out, decided)
+    elif inventory is not None:
+        aggregates, written = _export_lerobot(source, out, decided, inventory, drop)
     report = ExportReport(str(source), str(out), kind, card.origin.site, str(card.origin.jurisdiction), to_site,
-                          to_jurisdiction, fields, pseudonymizer.key_id if pseudonymizer else None, aggregates)
+                          to_jurisdiction, fields, pseudonymizer.key_id if pseudonymizer else None, aggregates,
+                          left_behind, tuple(written))
     save_card(_exported_card(card, report, source), out)
     (out / REPORT_FILENAME).write_text(json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n",
                                        encoding="utf-8")
@@ -301,46 +376,15 @@ def _export_parquet(src: Path, dst: Path, decided: Mapping[str, Transformation |
     return aggregates
 
 
-def _export_lerobot(src: Path, dst: Path, decided: Mapping[str, Transformation | None]) -> dict[str, Any]:
+def _export_lerobot(src: Path, dst: Path, decided: Mapping[str, Transformation | None], inventory: Inventory,
+                    drop: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
     unsupported = {k: t.kind for k, t in decided.items() if t is not None and t.kind != "drop"}
     if unsupported:
         name, kind = next(iter(unsupported.items()))
         raise DatasetError(f"{src}: feature {name} would need {kind}, which LeRobot features (arrays) do not "
                            f"support here; leave it behind with --drop {name}")
-    dropped = {k for k, t in decided.items() if t is not None}
-    shutil.copytree(src, dst, dirs_exist_ok=True, ignore=shutil.ignore_patterns(CARD_FILENAME))
-    if not dropped:
-        return {}
-    for parquet in sorted((dst / "data").rglob("*.parquet")):
-        table = pq.read_table(parquet)
-        pq.write_table(table.drop_columns([c for c in table.column_names if c in dropped]), parquet)
-    for parquet in sorted((dst / "meta").rglob("*.parquet")):
-        table = pq.read_table(parquet)
-        stale = [c for c in table.column_names if any(c.startswith(f"stats/{k}/") for k in dropped)]
-        if stale:
-            pq.write_table(table.drop_columns(stale), parquet)
-    info_path = dst / "meta" / "info.json"
-    info = json.loads(info_path.read_text(encoding="utf-8"))
-    info["features"] = {k: v for k, v in info["features"].items() if k not in dropped}
-    info_path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    stats_path = dst / "meta" / "stats.json"
-    if stats_path.is_file():
-        stats = json.loads(stats_path.read_text(encoding="utf-8"))
-        stats_path.write_text(json.dumps({k: v for k, v in stats.items() if k not in dropped}, indent=2) + "\n",
-                              encoding="utf-8")
-    episodes_stats = dst / "meta" / "episodes_stats.jsonl"  # v2.1
-    if episodes_stats.is_file():
-        lines = []
-        for line in episodes_stats.read_text(encoding="utf-8").splitlines():
-            entry = json.loads(line)
-            entry["stats"] = {k: v for k, v in entry.get("stats", {}).items() if k not in dropped}
-            lines.append(json.dumps(entry))
-        episodes_stats.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    videos = dst / "videos"  # v3.0: videos/<key>/..., v2.1: videos/chunk-000/<key>/...
-    stale_videos = [p for p in videos.rglob("*") if p.is_dir() and p.name in dropped] if videos.is_dir() else []
-    for video_dir in stale_videos:
-        shutil.rmtree(video_dir, ignore_errors=True)
-    return {}
+    dropped = {k for k, t in decided.items() if t is not None} | {n for n in drop if n in inventory.undeclared}
+    return {}, write_lerobot(src, dst, inventory, dropped)
 
 
 def _exported_card(card: DatasetCard, report: ExportReport, source: Path) -> DatasetCard:
@@ -354,6 +398,9 @@ def _exported_card(card: DatasetCard, report: ExportReport, source: Path) -> Dat
         citation = group[0].decision.citation
         cite = f" ({citation.short()})" if citation is not None else ""
         done.append(f"{_past(action)} {', '.join(f.field for f in group)} under {rule_id}{cite}")
+    if report.left_behind:
+        done.append("left behind what meta/info.json does not declare: "
+                    + ", ".join(f"{x['kind']} {x['name']}" for x in report.left_behind))
     summary = "; ".join(done) if done else "every field sent as is"
     note = (f"{card.terms.note.strip()} " if card.terms.note.strip() else "") + (
         f"Exported on {dt.date.today().isoformat()} from {report.origin_site} [{report.from_jurisdiction}] to "
