@@ -6,7 +6,8 @@ Layout of ``runs/<run_id>/``:
   sweep, the policies, seeds, every episode id, the settings it was started with);
 - ``results.jsonl``: one row per finished episode, durable as it ends (``testbed.eval.journal``);
 - ``events.jsonl``: ``run_start`` / ``run_resumed``, ``batch_failed``, ``run_end`` or ``run_aborted``;
-- ``sessions.jsonl``: wall time and episodes of each session that ended (started, resumed);
+- ``sessions.jsonl``: wall time, episodes and workers started of each session that ended (started, resumed),
+  and the CPU seconds of each shared policy server with the episodes it served;
 - at the end: ``results.parquet``, ``summary.json``, ``metrics.json`` (all episodes merged), plots, and
   ``workers/`` with each batch's own run record.
 
@@ -350,6 +351,8 @@ class Evaluation:
         self.plan = plan
         self.settings = settings
         self.resumed = resumed
+        self._workers_used = 0  # worker processes (or actors) this session started: at most one per batch
+        self._server_cpu: list[dict[str, Any]] = []  # this session's shared policy servers: cpu_s, episodes served
 
     @classmethod
     def create(cls, plan: Plan, settings: Settings, runs_dir: Path = Path("runs")) -> Evaluation:
@@ -385,6 +388,7 @@ class Evaluation:
             KeyboardInterrupt: Ctrl-C (the events end with ``run_aborted``; resume continues).
         """
         reporter = reporter or Reporter()
+        self._workers_used, self._server_cpu = 0, []
         done = {r["episode_id"] for r in self.journaled()}
         planned = self.plan.episode_ids()
         pending = {i for i in planned if i not in done}
@@ -415,9 +419,10 @@ class Evaluation:
     def _dispatch(self, pending: set[str], journal: Journal, events: EventStream, reporter: Reporter,
                   ran: list[str], stack: ExitStack) -> None:
         settings = self.settings
-        shared = self._start_shared_servers(stack) if settings.policy_servers == "shared" else {}
+        shared = self._start_shared_servers(stack, ran) if settings.policy_servers == "shared" else {}
         batches = make_batches(self.plan, pending, settings.workers, self.run_dir / "workers", shared)
         workers = min(settings.workers, len(batches))
+        self._workers_used = workers
         backend = _open_backend(settings, workers)
         aborting = [True]
         stack.callback(lambda: backend.close(abort=aborting[0]))
@@ -462,9 +467,14 @@ class Evaluation:
                                        f"{journal.path}; resume with: {self.resume_command()}")
         aborting[0] = False
 
-    def _start_shared_servers(self, stack: ExitStack) -> dict[str, str]:
-        """One policy server per distinct served policy, started by the evaluation; key -> endpoint."""
+    def _start_shared_servers(self, stack: ExitStack, ran: list[str]) -> dict[str, str]:
+        """One policy server per distinct served policy, started by the evaluation; key -> endpoint.
+
+        No episode's ``cpu_s`` holds a shared server's CPU (it is this process's child, not a worker's), so each
+        server's CPU seconds from ready to the session's end are noted with the episodes of ``ran`` it served.
+        """
         from testbed.bridge.spawn import spawn_policy_server
+        from testbed.eval.cpu import process_cpu_s
 
         endpoints: dict[str, str] = {}
         for group in self.plan.groups:
@@ -476,26 +486,46 @@ class Evaluation:
                 server = stack.enter_context(spawn_policy_server(group.serve["target"], group.serve["args"],
                                                                  log_path=log, env=WORKER_ENV))
                 endpoints[key] = server.endpoint
+                # runs before the server stops (an ExitStack unwinds in reverse); from ready, like a worker's
+                # own server, whose start-up happens before its first episode's CPU reading
+                stack.callback(self._note_server_cpu, server.pid, process_cpu_s(server.pid), key, ran)
         return endpoints
+
+    def _note_server_cpu(self, pid: int, cpu_at_ready_s: float, key: str, ran: list[str]) -> None:
+        from testbed.eval.cpu import process_cpu_s
+
+        served = [e for e in ran if self._serve_key(e) == key]
+        self._server_cpu.append({"serve": json.loads(key), "cpu_s": round(process_cpu_s(pid) - cpu_at_ready_s, 4),
+                                 "episodes": served})
+
+    def _serve_key(self, episode: str) -> str | None:
+        variation, policy, _ = parse_episode_id(episode)
+        group = self.plan.group(variation, policy)
+        return json.dumps(group.serve, sort_keys=True) if group is not None and group.serve is not None else None
 
     def _note_session(self, started: float, ran: list[str], outcome: str) -> None:
         line = {"ended": datetime.now(UTC).isoformat(timespec="seconds"), "outcome": outcome,
                 "wall_s": round(time.perf_counter() - started, 3), "episodes_run": len(ran),
-                **self.settings.to_json()}
+                **self.settings.to_json(), "workers_used": self._workers_used}
+        if self._server_cpu:
+            line["shared_policy_servers"] = self._server_cpu
         with (self.run_dir / SESSIONS_FILE).open("a", encoding="utf-8") as f:
             f.write(json.dumps(line) + "\n")
 
     def _finish(self, ran: list[str], wall_s: float, cost: Any, energy: Any) -> SessionResult:
         """Parquet, summary, plots and the merged metrics from the journal (every planned episode is in it)."""
-        journaled = self.journaled()
+        sessions = self._sessions()
+        journaled = _with_server_shares(self.journaled(), sessions)
         rows = result_rows(journaled)
         result = SessionResult(self.run_dir, self.run_id, complete=len(rows) == len(self.plan.episode_ids()),
-                               episodes_run=len(ran), wall_s=wall_s, workers=self.settings.workers, rows=rows)
+                               episodes_run=len(ran), wall_s=wall_s, workers=self._workers_used, rows=rows)
         if not result.complete:
             return result
         write_parquet(rows, self.run_dir / RESULTS_PARQUET)
-        total_wall_s = self._total_wall_s()
-        result.metrics = self._metrics(journaled, total_wall_s)
+        total_wall_s = sum(s["wall_s"] for s in sessions)
+        reserved_core_s = sum(s["wall_s"] * s["workers_used"] for s in sessions)
+        workers = max((s["workers_used"] for s in sessions), default=0)
+        result.metrics = self._metrics(journaled, total_wall_s, workers, sessions)
         _write_json(self.run_dir / "metrics.json", result.metrics)
         from testbed.eval.cost import CostSettings
         from testbed.eval.plots import write_plots
@@ -506,8 +536,8 @@ class Evaluation:
         # the contract's columns plus each episode's raw round trips: the summary pools every one of them
         round_trips = {r["episode_id"]: r.get(LATENCIES_KEY) for r in journaled}
         summary_rows = [{**r, RAW_LATENCIES: round_trips[r["episode_id"]]} for r in rows]
-        result.summary = summarize(summary_rows, cost=cost or CostSettings(), wall_s=total_wall_s,
-                                   workers=self.settings.workers, energy=energy)
+        result.summary = summarize(summary_rows, cost=cost or CostSettings(), wall_s=total_wall_s, workers=workers,
+                                   energy=energy, reserved_core_s=reserved_core_s)
         _write_json(self.run_dir / "summary.json", result.summary)
         try:
             result.plots = write_plots(rows, result.summary, self.run_dir / "plots", notes=result.notes)
@@ -515,20 +545,30 @@ class Evaluation:
             result.notes.append(str(exc))
         return result
 
-    def _total_wall_s(self) -> float:
-        """Wall seconds of every session that ended (a killed session's time is unknown and left out)."""
+    def _sessions(self) -> list[dict[str, Any]]:
+        """Every session that ended: ``wall_s``, ``workers_used`` and its shared servers (``sessions.jsonl``).
+
+        A killed session's time is unknown and left out. A line written before ``workers_used`` was recorded
+        counts the workers it asked for (``workers``), the best figure it holds.
+        """
         path = self.run_dir / SESSIONS_FILE
         if not path.exists():
-            return 0.0
-        total = 0.0
+            return []
+        sessions = []
         for line in path.read_text(encoding="utf-8").splitlines():
             try:
-                total += float(json.loads(line)["wall_s"])
-            except (ValueError, KeyError, TypeError):
+                stored = json.loads(line)
+                wall_s = float(stored["wall_s"])
+                workers = int(stored.get("workers_used", stored["workers"]))
+            except (ValueError, KeyError, TypeError, AttributeError):
                 continue
-        return total
+            servers = stored.get("shared_policy_servers")
+            sessions.append({"wall_s": wall_s, "workers_used": workers,
+                             "shared_policy_servers": servers if isinstance(servers, list) else []})
+        return sessions
 
-    def _metrics(self, journaled: list[Row], wall_s: float) -> dict[str, Any]:
+    def _metrics(self, journaled: list[Row], wall_s: float, workers: int,
+                 sessions: list[dict[str, Any]]) -> dict[str, Any]:
         """``metrics.json`` over every episode (as ``testbed launch`` writes it) plus an ``evaluation`` block."""
         scenario = load(self.plan.launch, self.plan.overrides).scenario
         rows = sorted(journaled, key=lambda r: r["episode_id"])
@@ -540,15 +580,40 @@ class Evaluation:
                                 sim_s=sum(r["sim_s"] for r in rows), wall_s=sum(r["wall_s"] for r in rows),
                                 control=control)
         metrics["evaluation"] = {
-            "workers": self.settings.workers, "backend": "ray" if self.settings.ray else "local",
+            "workers": workers, "workers_per_session": [s["workers_used"] for s in sessions],
+            "backend": "ray" if self.settings.ray else "local",
             "ray": self.settings.ray, "policy_servers": self.settings.policy_servers,
             "wall_s": round(wall_s, 3),
             "episodes_per_minute": round(len(rows) / wall_s * 60.0, 3) if wall_s > 0 else None,
             "variations": [v.to_json() for v in self.plan.variations],
             "policies": [p.name for p in self.plan.policies],
-            "cpu_s": round(sum(r["cpu_s"] for r in rows), 3),
+            "cpu_s": round(sum(r["cpu_s"] for r in rows if r["cpu_s"] is not None), 3),
+            "shared_policy_server_cpu_s": round(sum(_server_cpu_s(s) for s in sessions), 3),
         }
         return metrics
+
+
+def _server_cpu_s(session: dict[str, Any]) -> float:
+    return sum(float(x.get("cpu_s") or 0.0) for x in session["shared_policy_servers"] if isinstance(x, dict))
+
+
+def _with_server_shares(journaled: list[Row], sessions: list[dict[str, Any]]) -> list[Row]:
+    """Rows whose ``cpu_s`` includes an equal share of each shared policy server's CPU over the episodes it served.
+
+    With ``--policy-servers shared`` the server is the evaluation's child, so a worker's reading leaves it
+    out; per-worker servers are the worker's children and already counted. The journal keeps the worker's
+    own figure; ``results.parquet`` and ``summary.json`` carry the sum.
+    """
+    share: dict[str, float] = {}
+    for session in sessions:
+        for server in session["shared_policy_servers"]:
+            episodes = server.get("episodes") if isinstance(server, dict) else None
+            if not isinstance(episodes, list) or not episodes:
+                continue
+            for episode in episodes:
+                share[episode] = share.get(episode, 0.0) + float(server.get("cpu_s") or 0.0) / len(episodes)
+    return [{**r, "cpu_s": round(r["cpu_s"] + share[r["episode_id"]], 4)}
+            if r["episode_id"] in share and r["cpu_s"] is not None else r for r in journaled]
 
 
 def _energy_meter() -> EnergyMeter:

@@ -37,7 +37,9 @@ DEFINITIONS = {
                          "'median of episode percentiles': median over episodes of each episode's own p50, and of "
                          "its own p95 (not pooled percentiles); episodes: how many had a round trip; null when none",
     "cpu_s_per_episode": "mean CPU seconds per episode: the worker process (all threads) and its policy-server "
-                         "child, from episode start to end",
+                         "child, from episode start to end; with --policy-servers shared, plus an equal share of "
+                         "the shared server's CPU seconds (from ready to the session's end) over the episodes it "
+                         "served in that session",
     "wall_s_per_episode": "mean wall seconds of one episode's loop (workers run episodes side by side, so this is "
                           "not the evaluation's wall time divided by episodes)",
     "energy_j_per_episode": "mean joules per episode: each episode's cpu_s × the energy per CPU second "
@@ -45,8 +47,12 @@ DEFINITIONS = {
     "cost_per_1000_episodes": "busy core-hours of 1,000 episodes (cpu_s_per_episode × 1000 / 3600) × "
                               "cost.price_per_core_hour",
     "overall.episodes_per_minute": "episodes / the evaluation's wall seconds × 60",
-    "overall.cost_per_1000_episodes_reserved": "cost of 1,000 episodes if each worker holds one core for the "
-                                               "evaluation's whole wall time: wall_s × workers / episodes × 1000 / "
+    "overall.workers": "the most worker processes any session of the evaluation started (at most one per batch, "
+                       "so fewer than --workers when there are fewer batches)",
+    "overall.reserved_core_s": "core-seconds held if each worker holds one core for its session's wall time: the "
+                               "sum over sessions of wall_s × the workers that session started",
+    "overall.cost_per_1000_episodes_reserved": "cost of 1,000 episodes if each worker holds one core for its "
+                                               "session's whole wall time: reserved_core_s / episodes × 1000 / "
                                                "3600 × price_per_core_hour",
 }
 
@@ -85,7 +91,7 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
 
 
 def summarize(rows: Sequence[Mapping[str, Any]], *, cost: CostSettings, wall_s: float, workers: int,
-              energy: EnergyMeasurement | None = None) -> dict[str, Any]:
+              energy: EnergyMeasurement | None = None, reserved_core_s: float | None = None) -> dict[str, Any]:
     """The content of ``summary.json`` for an evaluation's rows.
 
     Args:
@@ -94,9 +100,11 @@ def summarize(rows: Sequence[Mapping[str, Any]], *, cost: CostSettings, wall_s: 
             raw round trips (``policy_latency_ms``: list of ms) give pooled latency percentiles.
         cost: prices and the declared power figure.
         wall_s: the evaluation's wall seconds (for episodes per minute).
-        workers: worker processes the evaluation used.
+        workers: worker processes the evaluation started (the most of any session).
         energy: RAPL energy measured around the evaluation (``EnergyMeter.measurement``); when None
             or not measured, energy is cpu_s × ``cost.cpu_watts_per_core``.
+        reserved_core_s: core-seconds the workers held, summed over sessions (wall_s × workers started);
+            None for one session: ``wall_s × workers``.
 
     Returns:
         ``{"groups": [...], "overall": {...}, "cost": {...}, "definitions": {...}}``; groups are ordered
@@ -115,6 +123,7 @@ def summarize(rows: Sequence[Mapping[str, Any]], *, cost: CostSettings, wall_s: 
 
     figures = _figures(rows, cost, joules_per_cpu_s)
     episodes = len(rows)
+    reserved = wall_s * workers if reserved_core_s is None else reserved_core_s
     overall = {
         "episodes": episodes,
         "successes": figures["successes"],
@@ -130,8 +139,9 @@ def summarize(rows: Sequence[Mapping[str, Any]], *, cost: CostSettings, wall_s: 
         "energy_j_total": _round(sum(_present(rows, "cpu_s")) * joules_per_cpu_s),
         "energy_j_per_episode": figures["energy_j_per_episode"],
         "cost_per_1000_episodes": figures["cost_per_1000_episodes"],
-        "cost_per_1000_episodes_reserved": _round(wall_s * workers / episodes * 1000.0 / 3600.0
-                                                  * cost.price_per_core_hour) if wall_s > 0 else None,
+        "reserved_core_s": _round(reserved) if reserved > 0 else None,
+        "cost_per_1000_episodes_reserved": _round(reserved / episodes * 1000.0 / 3600.0 * cost.price_per_core_hour)
+        if reserved > 0 else None,
     }
     return {"groups": summary_groups, "overall": overall, "cost": cost_block, "definitions": dict(DEFINITIONS)}
 

@@ -209,3 +209,13 @@ def test_a_success_that_is_not_a_bool_is_refused_not_counted():
     with pytest.raises(ResultsError, match=r"results row 1 \(v0/expert/0001\): success: expected true or false, "
                                            r"got 'false'"):
         summarize([row(episode=0), row(episode=1, success="false")], cost=CostSettings(), wall_s=1.0, workers=1)
+
+
+def test_reserved_cost_uses_the_core_seconds_summed_over_sessions():
+    rows = [row(episode=e) for e in range(2)]
+    one = summarize(rows, cost=CostSettings(price_per_core_hour=0.05), wall_s=3.0, workers=2)["overall"]
+    assert one["reserved_core_s"] == 6.0
+    summed = summarize(rows, cost=CostSettings(price_per_core_hour=0.05), wall_s=3.0, workers=2,
+                       reserved_core_s=4.0)["overall"]  # e.g. 1 s on 2 workers, then 2 s on 1
+    assert summed["reserved_core_s"] == 4.0
+    assert summed["cost_per_1000_episodes_reserved"] == pytest.approx(4.0 / 2 * 1000 / 3600 * 0.05, abs=1e-6)
