@@ -29,7 +29,9 @@ or, keeping its own call, ``backend.apply_pending(t_s)`` before ``control.tick``
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import logging
 import math
 import queue
 import threading
@@ -64,6 +66,8 @@ from testbed.control.job_process import JobPlanningProcess
 from testbed.control.pacing import Pacer, PacingStats, current_scheduler, request_realtime_priority
 from testbed.errors import ControllerError, FeatureUnavailable, InvalidCommand, JobError
 
+_log = logging.getLogger(__name__)
+
 MAX_CHUNK_ROWS = 10_000
 # a trajectory is sampled into at most this many rows for the loop (the loop interpolates
 # linearly between them): sampling runs on the ticking thread, ~20 us a row for a cubic
@@ -83,6 +87,10 @@ class Transition(enum.Enum):
 
 # stops are never cancelled nor skipped: however late the loop's next cycle, it applies them
 _STOPS = frozenset((Transition.PROTECTIVE_STOP.value, Transition.EMERGENCY_STOP.value))
+
+
+class LoopDied(ControllerError):
+    """The thread ticking the control loop died: no command can take effect any more."""
 
 
 @dataclass(frozen=True)
@@ -544,6 +552,8 @@ class ControlLoopBackend:
         self._pub_transitions = -1
         self._changed = True  # jobs, gripper or job errors changed since the last publish
         self._publish_flags()
+        self.loop_error: BaseException | None = None  # what killed the ticking thread (see loop_died)
+        self._died = ""  # "control loop died: ..." once it did
 
     @property
     def loop(self) -> ControlLoop:
@@ -566,6 +576,52 @@ class ControlLoopBackend:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def loop_died(self, exc: BaseException) -> None:
+        """The thread ticking the loop died of ``exc``: say so everywhere, for good.
+
+        Logs the error, keeps it (``loop_error``), reports every robot ERROR with
+        ``last_error`` "control loop died: ..." in snapshots, fails queued commands, jobs being
+        planned and running trajectories with it, and refuses new commands with ``LoopDied``.
+        Later ``tick``/``publish`` calls change nothing of that. Only the first error is kept.
+        """
+        with self._lock:
+            if self.loop_error is not None:
+                return
+            self.loop_error = exc
+            self._died = why = f"control loop died: {type(exc).__name__}: {exc}"
+            _log.error("controller: %s (thread %s); every robot now reports ERROR and commands are refused",
+                       why, threading.current_thread().name, exc_info=exc)
+            died = LoopDied(f"{why}; nothing sent to this controller can take effect any more")
+            pending, self._pending = self._pending, []
+            for cmd in pending:
+                if cmd.future is not None:
+                    _fail(cmd.future, died)
+                if cmd.trajectory is not None:
+                    self._abort_goal(cmd.robot, cmd.trajectory[0], cmd.trajectory[1], why)
+            for r, run in list(self._trajectories.items()):
+                self._abort_goal(r, run.goal, run.handle, why, run.t0_s)
+            self._trajectories.clear()
+            for waiting in self._planning.values():
+                _fail(waiting.future, died)
+            self._planning.clear()
+            for _, fut in self._awaiting:
+                _fail(fut, died)
+            self._awaiting.clear()
+            for fut, _ in self._resolved:
+                _fail(fut, died)
+            self._resolved.clear()
+            for r in range(len(self._robots)):
+                self._pub_state[r] = LifecycleState.ERROR.name
+                self._pub_error[r] = why
+            self._cycle_cv.notify_all()
+
+    def _abort_goal(self, r: int, goal: TrajectoryGoal, handle: TrajectoryHandle, why: str,
+                    t0_s: float | None = None) -> None:
+        """End a trajectory goal ABORTED because the loop died, where the last published cycle left the robot."""
+        here = self._pub_setpoint[r, : self._robots[r].n_joints][goal.order]
+        since = self._t_s - t0_s if t0_s is not None else 0.0
+        handle._finish(feedback(self._t_s, since, here, here, TrajectoryResult(TrajectoryResultCode.ABORTED, why)))
 
     # ------------------------------------------------------------------ ControllerBackend
     def robots(self) -> tuple[RobotDescription, ...]:
@@ -676,7 +732,8 @@ class ControlLoopBackend:
         Raises:
             InvalidCommand: unknown robot.
         """
-        self._queue(_Command(self._robot_index(robot), "end_stream", None))
+        with contextlib.suppress(LoopDied):  # nothing moves any more: there is nothing to end
+            self._queue(_Command(self._robot_index(robot), "end_stream", None))
 
     def follow_trajectory(
         self,
@@ -772,6 +829,8 @@ class ControlLoopBackend:
         """
         loop = self._loop
         with self._lock:
+            if self._died:
+                return  # a dead loop's last report stands (see loop_died)
             np.copyto(self._pub_setpoint, loop.setpoint)
             np.copyto(self._pub_vel, loop.setpoint_vel)
             if measured_pos is not None:
@@ -831,6 +890,8 @@ class ControlLoopBackend:
 
     def _queue(self, cmd: _Command) -> Future:
         with self._lock:
+            if self._died:
+                raise LoopDied(f"{self._died}; nothing sent to this controller can take effect any more")
             self._pending.append(cmd)
         return cmd.future if cmd.future is not None else Future()
 
@@ -1133,7 +1194,9 @@ def _frozen(values: np.ndarray) -> np.ndarray:
 class TickerThread:
     """Ticks a ``ControlLoopBackend`` on a daemon thread, paced by the wall clock (a ``Pacer``: sleep, then spin).
 
-    For serving robots without a simulator, for benchmarks and for tests. The loop's time is the
+    For serving robots without a simulator, for benchmarks and for tests. If a tick or the plant
+    raises, the thread ends and reports it: logged, ``backend.loop_died`` (robots report ERROR,
+    commands are refused with ``LoopDied``), and ``stop()`` raises it. The loop's time is the
     wall-clock time since ``start`` on the grid of ``dt_s``: a wake-up a whole period late skips
     the cycles it missed (they are counted in ``stats()``), it does not run them late.
 
@@ -1214,5 +1277,9 @@ class TickerThread:
                 setpoint = self._backend.tick(cycle * dt, measured)
                 if self._plant is not None:
                     measured = np.array(self._plant(setpoint), dtype=np.float64)
-        except BaseException as exc:  # surfaced by stop(); a dead ticker must not pass silently
+        except BaseException as exc:  # a dead ticker must not pass silently: logged, reported, raised by stop()
             self.error = exc
+            try:
+                self._backend.loop_died(exc)
+            except BaseException:  # still say it died, if only in the log
+                _log.exception("controller: the ticking thread died of %r and could not report it", exc)

@@ -6,8 +6,9 @@ reach a controller: an unknown robot, a wrong joint count, a bad dtype or NaN/in
 answered with ``INVALID_ARGUMENT`` naming the field; a transition the lifecycle refuses
 (or a set-point for a robot that is not ACTIVE) with ``FAILED_PRECONDITION``; a job
 when no job language is available with ``UNIMPLEMENTED``; a control loop that is not
-ticking with ``UNAVAILABLE`` (a command that waited in vain is dropped, except a stop: it stays
-queued and applies at the loop's next cycle, however late). ``FollowTrajectory`` streams feedback read from the
+ticking, or whose ticking thread died ("control loop died: ..."), with ``UNAVAILABLE`` (a
+command that waited in vain is dropped, except a stop: it stays queued and applies at the
+loop's next cycle, however late). ``FollowTrajectory`` streams feedback read from the
 backend's bounded queue, the result last; an invalid goal is ``INVALID_ARGUMENT``
 before anything moves, and a cancelled call stops its trajectory (the robot holds).
 Security follows the policy server: bearer token checked by the same interceptor
@@ -28,7 +29,7 @@ import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from testbed.bridge import codec
-from testbed.bridge.controller_backend import ControllerBackend, RobotSnapshot, Transition
+from testbed.bridge.controller_backend import ControllerBackend, LoopDied, RobotSnapshot, Transition
 from testbed.bridge.generated import common_pb2, controller_pb2, controller_pb2_grpc
 from testbed.bridge.handles import GrpcServerHandle, format_address
 from testbed.bridge.server import TokenInterceptor, channel_options, is_loopback
@@ -304,6 +305,7 @@ _STATUS: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (SpecMismatch, grpc.StatusCode.INVALID_ARGUMENT),
     (JobError, grpc.StatusCode.INVALID_ARGUMENT),
     (FeatureUnavailable, grpc.StatusCode.UNIMPLEMENTED),
+    (LoopDied, grpc.StatusCode.UNAVAILABLE),  # before ControllerError, of which it is one
     (ControllerError, grpc.StatusCode.FAILED_PRECONDITION),
     (_LoopNotTicking, grpc.StatusCode.UNAVAILABLE),
 )

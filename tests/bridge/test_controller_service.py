@@ -18,10 +18,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from testbed.bridge import codec
-from testbed.bridge.controller_backend import ControlLoopBackend, TickerThread, Transition, control_job_loader
+from testbed.bridge.controller_backend import (
+    ControlLoopBackend,
+    LoopDied,
+    TickerThread,
+    Transition,
+    control_job_loader,
+)
 from testbed.bridge.controller_service import SERVICE_NAME, ControllerServer, start_controller_server
 from testbed.bridge.generated import common_pb2, controller_pb2, controller_pb2_grpc
-from testbed.control import ControlLoop, LifecycleState
+from testbed.bridge.trajectory_goals import TrajectoryResultCode
+from testbed.control import ControlLoop, LifecycleState, TrajectoryPoint
 from testbed.errors import BridgeConfigError, ControllerError, FeatureUnavailable, InvalidCommand, JobError
 from testbed.robots import load_robot
 
@@ -495,6 +502,30 @@ def test_ticker_stop_reports_an_error_in_the_loop() -> None:
     assert isinstance(err.value.__cause__, ValueError)
 
 
+def test_a_loop_that_died_fails_what_waits_ends_trajectories_and_reports_error_for_good() -> None:
+    _, backend = _backend()
+    backend.tick(0.0)
+    handle = backend.follow_trajectory("gp7", [TrajectoryPoint((GP7.home + 0.2).tolist(), 1.0)])
+    _tick(backend, 1, 5)  # the trajectory runs
+    waiting = backend.change_state("gp7", Transition.DEACTIVATE)  # queued when the loop dies
+    backend.loop_died(RuntimeError("encoder read failed"))
+    why = "control loop died: RuntimeError: encoder read failed"
+    with pytest.raises(LoopDied, match=why):
+        waiting.result(0)
+    item = handle.get(0)
+    assert item is not None and item.result is not None
+    assert item.result.code is TrajectoryResultCode.ABORTED and why in item.result.text
+    for send in (lambda: backend.change_state("gp7", Transition.PROTECTIVE_STOP),
+                 lambda: backend.stream_setpoints("gp7", GP7.home),
+                 lambda: backend.follow_trajectory("gp7", [TrajectoryPoint(GP7.home.tolist(), 1.0)])):
+        with pytest.raises(LoopDied, match=why):
+            send()
+    _tick(backend, 6, 5)  # whoever ticks on changes nothing of the report
+    snap = backend.snapshot("gp7")
+    assert (snap.lifecycle_state, snap.last_error) == ("ERROR", why)
+    assert isinstance(backend.loop_error, RuntimeError)
+
+
 # ---------------------------------------------------------------------------------------- property
 _vals = st.one_of(st.floats(-8.0, 8.0), st.sampled_from([np.nan, np.inf, -1e9, 1e9]))
 
@@ -819,6 +850,45 @@ def test_a_stop_the_loop_is_late_for_is_pending_not_lost_and_applies_when_it_tic
         state = stub.GetState(controller_pb2.GetStateRequest(robot="gp7"), timeout=5)
     assert state.lifecycle_state == name
     np.testing.assert_array_equal(codec.decode_tensor(state.setpoint_rad), stopped)
+
+
+def test_a_ticker_that_dies_logs_it_and_clients_see_the_error_not_an_active_robot(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    _, backend = _backend()
+    calls = [0]
+
+    def plant(setpoint: np.ndarray) -> np.ndarray:
+        calls[0] += 1
+        if calls[0] == 50:
+            raise RuntimeError("encoder read failed")
+        return setpoint
+
+    why = "control loop died: RuntimeError: encoder read failed"
+    ticker = TickerThread(backend, plant=plant)
+    with caplog.at_level("ERROR", logger="testbed.bridge.controller_backend"), \
+            start_controller_server(backend, command_timeout_s=0.5) as server, \
+            grpc.insecure_channel(server.address) as channel:
+        ticker.start()
+        deadline = time.monotonic() + 10
+        while backend.loop_error is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        stub = controller_pb2_grpc.ControllerServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as change:
+            stub.ChangeState(controller_pb2.ChangeStateRequest(
+                robot="gp7", transition=controller_pb2.TRANSITION_PROTECTIVE_STOP), timeout=5)
+        with pytest.raises(grpc.RpcError) as stream:
+            list(stub.StreamSetpoints(iter([controller_pb2.Setpoint(robot="gp7", joint_pos_rad=_tensor(GP7.home))]),
+                                      timeout=5))
+        state = stub.GetState(controller_pb2.GetStateRequest(robot="gp7"), timeout=5)
+    for failed in (change.value, stream.value):
+        assert failed.code() is grpc.StatusCode.UNAVAILABLE
+        assert failed.details().startswith(why)
+    assert (state.lifecycle_state, state.last_error) == ("ERROR", why)
+    logged = [r for r in caplog.records if r.levelname == "ERROR" and why in r.getMessage()]
+    assert len(logged) == 1 and logged[0].exc_info is not None
+    with pytest.raises(ControllerError, match="control loop raised RuntimeError"):
+        ticker.stop()
 
 
 def test_listening_beyond_loopback_needs_a_token() -> None:
