@@ -4,7 +4,8 @@ A variation is one combination of ``--sweep key=v1,v2,...`` values (the cross pr
 flags were given); each value is read like a ``key:=value`` override (a YAML scalar or flow collection).
 A policy is ``NAME=ENDPOINT`` with ENDPOINT one of ``grpc://...``, ``ws://...`` (openpi), ``builtin:TARGET``
 or ``serve:TARGET`` (TARGET as for ``policy.builtin``/``policy.serve``: ``expert``, ``pkg.module:Class``);
-constructor arguments come from ``--policy-arg NAME.key=value``. Both become launch-file overrides.
+constructor arguments come from ``--policy-arg NAME.key=value`` (NAME may hold dots: the longest NAME given
+by a ``--policy`` that the argument starts with is the one). Both become launch-file overrides.
 """
 
 from __future__ import annotations
@@ -155,6 +156,10 @@ def variations(sweeps: Sequence[str]) -> list[Variation]:
 def parse_policy(text: str) -> PolicyChoice:
     """Parse one ``--policy NAME=ENDPOINT``.
 
+    The endpoint is checked by the parsers the run uses (``host:port`` of a grpc:// or ws:// endpoint; a
+    builtin:/serve: target resolved by the policy-server's resolver, which imports it but builds nothing),
+    so a bad one fails here, before an evaluation directory exists, not in every worker.
+
     Raises:
         ScenarioError: naming ``--policy`` and what was expected.
     """
@@ -171,9 +176,59 @@ def parse_policy(text: str) -> PolicyChoice:
         if not target:
             raise ScenarioError(f"--policy {text!r}: {kind}: needs a target, e.g. {kind}:expert or "
                                 f"{kind}:pkg.module:Class")
-    elif not endpoint.startswith(("grpc://", "grpcs://", "ws://", "wss://")):
+        _check_target(text, kind, target)
+    elif endpoint.startswith(("grpc://", "grpcs://")):
+        from testbed.bridge.client import parse_endpoint
+        from testbed.errors import BridgeConfigError
+
+        try:
+            parse_endpoint(endpoint)
+        except BridgeConfigError as exc:
+            raise ScenarioError(f"--policy {text!r}: {exc}") from exc
+    elif endpoint.startswith(("ws://", "wss://")):
+        try:
+            from testbed.bridge.openpi_source import parse_ws_endpoint
+        except ImportError as exc:
+            raise ScenarioError(f"--policy {text!r}: a ws:// endpoint (openpi) needs the openpi extra: pip install "
+                                f"'testbed[openpi]' ({exc})") from exc
+        try:
+            parse_ws_endpoint(endpoint)
+        except ScenarioError as exc:
+            raise ScenarioError(f"--policy {text!r}: {exc}") from exc
+    else:
         raise ScenarioError(f"--policy {text!r}: unknown endpoint {endpoint!r}; {expected}")
     return PolicyChoice(name, endpoint)
+
+
+def _check_target(text: str, kind: str, target: str) -> None:
+    """Resolve a builtin:/serve: target as the run will (imports only; constructor arguments come later)."""
+    from testbed.bridge.targets import resolve_policy_target
+    from testbed.errors import BridgeConfigError
+
+    try:
+        resolve_policy_target(target)
+    except BridgeConfigError as exc:
+        raise ScenarioError(f"--policy {text!r}: {kind}:{target} is not a policy the testbed can build "
+                            f"({exc})") from exc
+
+
+def _split_policy_arg(text: str, names: Sequence[str]) -> tuple[str, str, str]:
+    """``NAME.key=value`` -> (NAME, key, value), NAME the longest given policy name the text starts with.
+
+    Raises:
+        ScenarioError: not NAME.key=value, or no given policy name fits.
+    """
+    head, sep, value = text.partition("=")
+    if not sep or "." not in head or "" in head.split("."):
+        raise ScenarioError(f"--policy-arg {text!r}: expected NAME.key=value (e.g. --policy-arg bc.path=model.npz)")
+    fits = [n for n in names if head.startswith(n + ".")]
+    if not fits:
+        parts = head.split(".")
+        tried = [".".join(parts[:i]) for i in range(1, len(parts))]
+        raise ScenarioError(f"--policy-arg {text!r}: no --policy named {' or '.join(repr(t) for t in tried)} "
+                            f"(given: {', '.join(names) or 'none'})")
+    name = max(fits, key=len)
+    return name, head[len(name) + 1:], value
 
 
 def policies(texts: Sequence[str], args: Sequence[str] = ()) -> list[PolicyChoice]:
@@ -189,13 +244,7 @@ def policies(texts: Sequence[str], args: Sequence[str] = ()) -> list[PolicyChoic
             raise ScenarioError(f"--policy: the name {name!r} is given more than once; each policy needs its own name")
     by_name = {p.name: p for p in chosen}
     for text in args:
-        head, sep, value = text.partition("=")
-        name, dot, key = head.partition(".")
-        if not sep or not dot or not name or not key:
-            raise ScenarioError(f"--policy-arg {text!r}: expected NAME.key=value (e.g. --policy-arg bc.path=model.npz)")
-        if name not in by_name:
-            raise ScenarioError(f"--policy-arg {text!r}: no --policy named {name!r} (given: "
-                                f"{', '.join(names) or 'none'})")
+        name, key, value = _split_policy_arg(text, names)
         policy = by_name[name]
         if not policy.endpoint.startswith(("builtin:", "serve:")):
             raise ScenarioError(f"--policy-arg {text!r}: policy {name!r} is a remote endpoint; constructor "

@@ -121,6 +121,16 @@ def test_per_worker_policy_servers_are_reused_across_batches(tmp_path):
     (["--policy", "a=builtin:expert", "--policy", "a=serve:expert"], r"the name 'a' is given more than once"),
     (["--policy", "a=grpc://h:1", "--policy-arg", "a.x=1"], r"policy 'a' is a remote endpoint"),
     (["--policy-arg", "b.x=1"], r"no --policy named 'b'"),
+    # endpoints and targets are checked by the run's own parsers before a run directory exists
+    (["--policy", "a=grpc://"], r"--policy 'a=grpc://': policy endpoint 'grpc://': expected grpc://host:port"),
+    (["--policy", "a=grpc://h:port"], r"--policy 'a=grpc://h:port': policy endpoint 'grpc://h:port': bad port"),
+    (["--policy", "a=ws://h"], r"--policy 'a=ws://h': policy.endpoint: expected ws://host:port"),
+    (["--policy", "a=builtin:nosuch"], r"--policy 'a=builtin:nosuch': builtin:nosuch is not a policy the testbed "
+                                       r"can build \(.*expected pkg.module:Class, 'expert' or 'bc:PATH'\)"),
+    (["--policy", "a=serve:testbed.nosuch:Cls"], r"serve:testbed.nosuch:Cls is not a policy .*cannot import module"),
+    (["--policy", "my.bc=builtin:expert", "--policy-arg", "my.xy.robot=gp7"],
+     r"no --policy named 'my' or 'my.xy' \(given: my.bc\)"),
+    (["--policy", "a=builtin:expert", "--policy-arg", "a.=1"], r"--policy-arg 'a.=1': expected NAME.key=value"),
     (["--episodes", "0"], r"--episodes: expected a positive number of episodes, got 0"),
     (["--policy-servers", "some"], r"--policy-servers: expected per-worker or shared, got 'some'"),
 ])
@@ -159,9 +169,9 @@ def test_sweeps_cross_in_flag_order_and_values_read_like_overrides():
 
 
 def test_policies_become_launch_file_overrides():
-    (bc, remote) = policies(["bc=serve:pkg.mod:Cls", "far=ws://h:8000"], ["bc.path=m.npz"])
+    (bc, remote) = policies(["bc=serve:testbed.policies.bc:BCPolicy.load", "far=ws://h:8000"], ["bc.path=m.npz"])
     assert bc.overrides() == ["policy.builtin:=null", "policy.endpoint:=null", "policy.protocol:=testbed",
-                              'policy.serve:="pkg.mod:Cls"', 'policy.args:={"path": "m.npz"}']
+                              'policy.serve:="testbed.policies.bc:BCPolicy.load"', 'policy.args:={"path": "m.npz"}']
     assert "policy.protocol:=openpi" in remote.overrides()
     assert policies([])[0].name == "default" and policies([])[0].overrides() == []
     assert parse_episode_id("v12/bc/0007") == ("v12", "bc", 7)
@@ -182,3 +192,11 @@ def test_resuming_a_finished_evaluation_runs_nothing_and_keeps_its_results(one_w
     assert "4/4 episode(s) journaled" in out and "0 episode(s) run" in out
     assert outcomes(copy) == outcomes(one_worker)
     assert len((copy / RESULTS_JSONL).read_text().splitlines()) == 4
+
+
+def test_policy_args_go_to_the_longest_policy_name_they_start_with():
+    # policy names may hold dots: my.bc.robot is the argument robot of my.bc, not bc.robot of a policy my
+    (mine, my_bc) = policies(["my=builtin:expert", "my.bc=builtin:expert"], ["my.bc.robot=sia10f", "my.robot=gp7"])
+    assert mine.args == {"robot": "gp7"} and my_bc.args == {"robot": "sia10f"}
+    (only,) = policies(["my.bc=builtin:expert"], ["my.bc.robot=sia10f"])
+    assert only.args == {"robot": "sia10f"}
