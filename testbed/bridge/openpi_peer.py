@@ -33,6 +33,32 @@ from testbed.venv_cache import VenvBuildError, cached_venv, venv_dir
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPAT_DIR = REPO_ROOT / "compat" / "openpi"
 REQUIREMENTS = COMPAT_DIR / "requirements.txt"
+LIFELINE_ENV = "TESTBED_PARENT_PIPE_FD"
+
+# Runs compat/openpi/serve_policy.py as ``python script.py`` would, after starting a thread that
+# exits the process once the read end of the lifeline pipe sees end-of-file: the write end is
+# only held by the testbed process that started the server, so it ends when that process is
+# gone, however it died (the script itself stays free of testbed code).
+_BOOTSTRAP = r"""
+import os, runpy, sys, threading
+fd = int(os.environ.pop("TESTBED_PARENT_PIPE_FD"))
+os.set_inheritable(fd, False)
+def watch():
+    try:
+        while os.read(fd, 4096):
+            pass
+        why = "the testbed process that started it is gone"
+    except BaseException as exc:
+        why = f"its parent watcher failed ({type(exc).__name__}: {exc})"
+    sys.stderr.write(f"openpi peer server: {why}; exiting\n")
+    sys.stderr.flush()
+    os._exit(3)
+threading.Thread(target=watch, name="parent-watcher", daemon=True).start()
+sys.argv = sys.argv[1:]
+sys.path.insert(0, os.path.dirname(os.path.abspath(sys.argv[0])))
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+assert LIFELINE_ENV in _BOOTSTRAP
 
 
 class OpenPiEnvError(TestbedError):
@@ -114,6 +140,7 @@ class OpenPiServer:
             self._args += ["--expect", f"{key}={dtype}:{','.join(str(int(d)) for d in shape)}"]
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+        self._lifeline: int | None = None  # write end of the pipe the child watches
         self.port = 0
 
     @property
@@ -134,18 +161,36 @@ class OpenPiServer:
             port = self.port or free_port()
             # A file, not a pipe: a server logging tracebacks must never block on a full pipe.
             log = tempfile.TemporaryFile()  # noqa: SIM115 - kept open while the server runs, closed in stop()
-            proc = subprocess.Popen(
-                [str(python), str(script), "--port", str(port), *self._args],
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-            if self._wait_healthy(proc, port, timeout_s):
+            lifeline_read, lifeline_write = os.pipe()  # non-inheritable: pass_fds gives this child the read end
+            try:
+                proc = subprocess.Popen(
+                    [str(python), "-c", _BOOTSTRAP, str(script), "--port", str(port), *self._args],
+                    stdout=subprocess.DEVNULL,
+                    stderr=log,
+                    env={**os.environ, "PYTHONUNBUFFERED": "1", LIFELINE_ENV: str(lifeline_read)},
+                    pass_fds=(lifeline_read,),
+                )
+            except BaseException:
+                os.close(lifeline_write)
+                log.close()
+                raise
+            finally:
+                os.close(lifeline_read)
+            try:
+                healthy = self._wait_healthy(proc, port, timeout_s)
+            except BaseException:  # e.g. Ctrl-C while it starts: no server is left behind
+                healthy = False
+                raise
+            finally:
+                if not healthy:
+                    proc.kill()
+                    proc.wait(timeout=10)
+                    os.close(lifeline_write)
+            if healthy:
                 self._close_log()
-                self._proc, self._log, self.port = proc, log, port
+                self._close_lifeline()
+                self._proc, self._log, self._lifeline, self.port = proc, log, lifeline_write, port
                 return self.endpoint
-            proc.kill()
-            proc.wait(timeout=10)
             log.seek(0)
             last_error = log.read().decode(errors="replace").strip()[-2000:]
             log.close()
@@ -176,6 +221,11 @@ class OpenPiServer:
         self._log.seek(0)
         return self._log.read().decode(errors="replace")
 
+    def _close_lifeline(self) -> None:
+        if self._lifeline is not None:
+            os.close(self._lifeline)
+            self._lifeline = None
+
     def _close_log(self) -> None:
         if self._log is not None:
             self._log.close()
@@ -187,11 +237,13 @@ class OpenPiServer:
             self._proc.kill()
             self._proc.wait(timeout=10)
             self._proc = None
+        self._close_lifeline()
 
     def stop(self) -> None:
         """Terminate the server process and wait for it."""
         if self._proc is None:
             self._close_log()
+            self._close_lifeline()
             return
         self._proc.terminate()
         try:
@@ -201,6 +253,7 @@ class OpenPiServer:
             self._proc.wait(timeout=10)
         self._proc = None
         self._close_log()
+        self._close_lifeline()
 
     def __enter__(self) -> OpenPiServer:
         self.start()

@@ -57,6 +57,8 @@ SERVICE_NAME = "testbed.v1.PolicyService"
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 _HEALTH_PREFIX = "/grpc.health.v1.Health/"
 PARENT_PID_ENV = "TESTBED_PARENT_PID"
+PARENT_PIPE_ENV = "TESTBED_PARENT_PIPE_FD"
+PARENT_GONE_EXIT_S = 30.0  # a server whose parent is gone exits this long after, stopped cleanly or not
 CLOSE_WAIT_S = 10.0  # at stop, how long a policy still inside a call may keep its close() waiting
 
 PolicyFactory = Callable[[], Policy]
@@ -588,10 +590,9 @@ def start_policy_server(factory: PolicyFactory, options: ServerOptions) -> Runni
 def serve(factory: PolicyFactory, options: ServerOptions) -> None:
     """Serve until SIGINT/SIGTERM, printing exactly one ``listening on HOST:PORT`` line once bound.
 
-    On the signal, running calls get a second to finish and every policy is closed. When the
-    environment names a parent process (``TESTBED_PARENT_PID``, set by ``spawn_policy_server``),
-    the server also stops, the same way, once that process is gone: a run killed with SIGKILL
-    leaves no policy server behind.
+    On the signal, running calls get a second to finish and every policy is closed. A server
+    started by ``spawn_policy_server`` also stops, the same way, once its parent is gone, so a
+    run killed with SIGKILL leaves no policy server behind: see ``watch_parent``.
     """
     import signal
     import sys
@@ -599,21 +600,74 @@ def serve(factory: PolicyFactory, options: ServerOptions) -> None:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    parent_pid = _parent_pid_from_env()
+    if not watch_parent(stop):
+        return
     running = start_policy_server(factory, options)
     sys.stdout.write(f"listening on {format_address(running.host, running.port)}\n")
     sys.stdout.flush()
     while not stop.wait(1.0):  # a timed wait keeps the main thread responsive to signals
-        if parent_pid is not None and os.getppid() != parent_pid:  # orphans are re-parented
-            sys.stderr.write(f"serve-policy: parent process {parent_pid} is gone; stopping\n")
-            break
+        pass
     running.stop()
 
 
-def _parent_pid_from_env() -> int | None:
-    text = os.environ.get(PARENT_PID_ENV, "")
-    if not text.isdigit():
-        return None
-    pid = int(text)
-    # the variable is inherited by whatever the policy starts: it only holds for the direct child
-    return pid if os.getppid() == pid else None
+def watch_parent(stop: threading.Event, *, force_exit_after_s: float = PARENT_GONE_EXIT_S) -> bool:
+    """Set ``stop`` once the parent named by the environment is gone; False if it is gone already.
+
+    ``spawn_policy_server`` names its pid (``TESTBED_PARENT_PID``) and passes the read end of a
+    pipe whose write end only it holds (``TESTBED_PARENT_PIPE_FD``): the read sees end-of-file
+    once the parent is gone however it died, even if it died before this was called. A parent
+    pid that is not ours any more at startup means the parent is gone already. Both variables
+    are removed from the environment, so processes the policy starts do not take them as theirs.
+    A watcher thread waits for the end-of-file (or, without a pipe, polls the parent pid), says
+    on stderr that the parent is gone and sets ``stop``; if the process is still alive
+    ``force_exit_after_s`` later (a model still loading, a close() that hangs) it exits at once.
+    A watcher thread that fails says so on stderr and stops the server the same way.
+    """
+    import sys
+
+    pid_text = os.environ.pop(PARENT_PID_ENV, "")
+    fd_text = os.environ.pop(PARENT_PIPE_ENV, "")
+    parent_pid = int(pid_text) if pid_text.isdigit() else None
+    pipe_fd = int(fd_text) if fd_text.isdigit() else None
+    if parent_pid is None and pipe_fd is None:
+        return True
+    if parent_pid is not None and os.getppid() != parent_pid:  # orphans are re-parented
+        sys.stderr.write(f"serve-policy: parent process {parent_pid} is gone; stopping\n")
+        sys.stderr.flush()
+        return False
+    if pipe_fd is not None:
+        try:
+            os.set_inheritable(pipe_fd, False)  # the policy's own children must not keep it open
+        except OSError:
+            pipe_fd = None
+    what = f"parent process {parent_pid}" if parent_pid is not None else "parent process"
+
+    def wait_for_parent_gone() -> None:
+        if pipe_fd is not None:
+            while os.read(pipe_fd, 4096):  # nobody writes: only end-of-file (parent gone) returns
+                pass
+        else:
+            while os.getppid() == parent_pid and not stop.wait(0.5):
+                pass
+            if stop.is_set():
+                return
+
+    def watch() -> None:
+        try:
+            wait_for_parent_gone()
+            if stop.is_set():
+                return
+            sys.stderr.write(f"serve-policy: {what} is gone; stopping\n")
+        except BaseException as exc:  # reported, and the server stops all the same
+            sys.stderr.write(f"serve-policy: the watcher of {what} failed ({type(exc).__name__}: {exc}); "
+                             "stopping\n")
+        sys.stderr.flush()
+        stop.set()
+        time.sleep(force_exit_after_s)
+        sys.stderr.write(f"serve-policy: still running {force_exit_after_s:.0f} s after {what} was gone; "
+                         "exiting now\n")
+        sys.stderr.flush()
+        os._exit(3)
+
+    threading.Thread(target=watch, name="parent-watcher", daemon=True).start()
+    return True

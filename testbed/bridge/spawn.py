@@ -6,7 +6,8 @@ its own process, reached over gRPC exactly like a remote one.
 The child's stdout and stderr both go straight to a log file, never to a pipe: a
 model that prints can never fill a pipe nobody reads and stall its own answers.
 The ``listening on HOST:PORT`` line is found by reading that file. The child stops
-by itself when this process is gone (see ``testbed.bridge.server.serve``).
+by itself when this process is gone, however it died: it inherits the read end of a pipe
+whose write end only this process holds (see ``testbed.bridge.server.watch_parent``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from testbed.bridge.handles import ServerHandle
-from testbed.bridge.server import PARENT_PID_ENV
+from testbed.bridge.server import PARENT_PID_ENV, PARENT_PIPE_ENV
 from testbed.errors import PolicyUnavailable
 
 TOKEN_ENV = "TESTBED_POLICY_TOKEN"
@@ -43,16 +44,19 @@ class PolicyServerProcess(ServerHandle):
         log_path: the file holding the child's stdout and stderr.
         temporary_log: delete ``log_path`` when stopping.
         grace_s: default time the child gets to exit after SIGTERM.
+        lifeline_fd: the write end of the pipe whose end-of-file tells the child this process is gone;
+            closed when stopping.
     """
 
     def __init__(self, proc: subprocess.Popen[bytes], address: str, log_path: Path, *, log_start: int = 0,
-                 temporary_log: bool = False, grace_s: float = 5.0) -> None:
+                 temporary_log: bool = False, grace_s: float = 5.0, lifeline_fd: int | None = None) -> None:
         host, _, port = address.rpartition(":")
         super().__init__(host, int(port), grace_s=grace_s)
         self.proc = proc
         self.log_path = log_path
         self._log_start = log_start
         self._temporary_log = temporary_log
+        self._lifeline_fd = lifeline_fd
 
     @property
     def pid(self) -> int:
@@ -79,6 +83,9 @@ class PolicyServerProcess(ServerHandle):
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(grace_s)
+        if self._lifeline_fd is not None:
+            os.close(self._lifeline_fd)
+            self._lifeline_fd = None
         if self._temporary_log:
             self.log_path.unlink(missing_ok=True)
 
@@ -128,24 +135,37 @@ def spawn_policy_server(
     else:
         path, temporary = Path(log_path), False
         path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "ab") as log:
-        start = log.tell()
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                env=child_env)
+    # the lifeline: the child holds the read end; the write end is only ever here (both are
+    # non-inheritable, pass_fds hands the read end to this child alone), so the child reads
+    # end-of-file once this process is gone, even if that happens before it started watching
+    lifeline_read, lifeline_write = os.pipe()
+    child_env[PARENT_PIPE_ENV] = str(lifeline_read)
+    try:
+        with open(path, "ab") as log:
+            start = log.tell()
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                    env=child_env, pass_fds=(lifeline_read,))
+    except BaseException:
+        os.close(lifeline_write)
+        raise
+    finally:
+        os.close(lifeline_read)
     try:
         address = _wait_for_address(proc, path, start, startup_timeout_s)
     except BaseException:  # e.g. Ctrl-C while the model loads: no child is left behind
-        PolicyServerProcess(proc, "?:0", path, temporary_log=temporary).stop(1.0)
+        PolicyServerProcess(proc, "?:0", path, temporary_log=temporary, lifeline_fd=lifeline_write).stop(1.0)
         raise
     if address is None:
         why = "exited" if proc.poll() is not None else f"did not announce a port in {startup_timeout_s:.0f} s"
-        PolicyServerProcess(proc, "?:0", path).stop(1.0)  # leaves the log in place: read it now
+        # leaves the log in place: read it now
+        PolicyServerProcess(proc, "?:0", path, lifeline_fd=lifeline_write).stop(1.0)
         tail = _read_tail(path, start)
         if temporary:
             path.unlink(missing_ok=True)
         where = "" if temporary else f" ({path})"
         raise PolicyUnavailable(f"serve-policy {target!r} {why}; its output{where} ends:\n{tail}")
-    return PolicyServerProcess(proc, address, path, log_start=start, temporary_log=temporary)
+    return PolicyServerProcess(proc, address, path, log_start=start, temporary_log=temporary,
+                               lifeline_fd=lifeline_write)
 
 
 def _read_tail(path: Path, start: int, max_bytes: int = 4000) -> str:
