@@ -4,17 +4,21 @@ Parsing a job's YAML takes ~6 ms and planning it tens of ms (IK along every path
 that holds the GIL. On a thread of the process that ticks a 1 kHz loop, every such stretch
 delays the ticking thread by up to the interpreter's switch interval (5 ms), so a thread alone
 does not keep the loop on time. ``JobPlanningProcess`` parses and plans in a child process;
-the calling thread only waits on a pipe, with the GIL released.
+the calling thread only waits on a pipe, with the GIL released. ``submit_plan`` does not wait at
+all: a thread of this process hands the request over and waits for the reply, and a control
+loop's thread polls the returned future each cycle.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import subprocess
 import sys
 import threading
 import traceback
+from concurrent.futures import Future
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -44,6 +48,10 @@ class JobPlanningProcess:
         self._recv: Connection | None = None
         self._busy = False
         self._requests = 0
+        # ``submit_plan``: requests in order, served by one thread started with the first
+        self._submitted: queue.SimpleQueue[_Submitted | None] = queue.SimpleQueue()
+        self._worker: threading.Thread | None = None
+        self._worker_lock = threading.Lock()
 
     @property
     def pid(self) -> int | None:
@@ -86,12 +94,38 @@ class JobPlanningProcess:
         q = np.array(q_start, dtype=np.float64)
         return self._request("plan", (job, model, q, float(speed_scale)))  # type: ignore[no-any-return]
 
+    def submit_plan(self, job: Job, model: Any, q_start: np.ndarray, *, speed_scale: float = 1.0
+                    ) -> Future[JobProgram]:
+        """Ask for ``plan(job, model, q_start)`` without waiting for it: the future gives the program.
+
+        Only queues the request (the first call also starts the thread that serves the queue), so
+        a control loop's thread may call it and check ``future.done()`` in later cycles. Requests
+        are planned one at a time, in the order submitted. The future fails as ``plan`` raises:
+        ``JobError`` for a job that cannot run from ``q_start``, ``ControllerError`` if the child
+        died. ``close`` cancels the requests not yet started.
+        """
+        q = np.array(q_start, dtype=np.float64)
+        future: Future[JobProgram] = Future()
+        with self._worker_lock:
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._serve_submitted, name="job-planning", daemon=True)
+                self._worker.start()
+            self._submitted.put(_Submitted(future, job, model, q, float(speed_scale)))
+        return future
+
     def close(self, timeout_s: float = 5.0) -> None:
-        """Stop the child and wait for it.
+        """Stop the child and wait for it (after the submitted plan in progress; those not started are cancelled).
 
         Raises:
-            ControllerError: the child did not end within ``timeout_s`` (it was then killed).
+            ControllerError: the child, or a submitted plan, did not end within ``timeout_s`` (the child was
+                then killed).
         """
+        try:
+            self._stop_worker(timeout_s)
+        finally:
+            self._close_child(timeout_s)
+
+    def _close_child(self, timeout_s: float) -> None:
         with self._lock:
             proc, send = self._proc, self._send
             if proc is None or send is None:
@@ -113,6 +147,43 @@ class JobPlanningProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _serve_submitted(self) -> None:
+        _leave_realtime(nice=False)  # background work, and the child it starts must not inherit a real-time policy
+        while True:
+            item = self._submitted.get()
+            if item is None:
+                return
+            if not item.future.set_running_or_notify_cancel():
+                continue
+            try:
+                program = self.plan(item.job, item.model, item.q_start, speed_scale=item.speed_scale)
+            except BaseException as exc:  # JobError, ControllerError or a bug: that request's caller gets it
+                item.future.set_exception(exc)
+            else:
+                item.future.set_result(program)
+
+    def _stop_worker(self, timeout_s: float) -> None:
+        """End the ``submit_plan`` thread: cancel what has not started, wait for the plan in progress."""
+        with self._worker_lock:
+            worker, self._worker = self._worker, None
+            if worker is None:
+                return
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    item = self._submitted.get_nowait()
+                    if item is not None:
+                        item.future.cancel()
+            self._submitted.put(None)
+        worker.join(timeout_s)
+        if not worker.is_alive():
+            return
+        proc = self._proc  # a plan still runs: end the child, which fails that plan and frees the thread
+        if proc is not None:
+            proc.kill()
+        worker.join(timeout_s)
+        raise ControllerError(f"job planning process: a submitted plan did not end within {timeout_s:g} s of "
+                              f"close(); the child (pid {None if proc is None else proc.pid}) was killed")
 
     def _request(self, kind: str, args: tuple[Any, ...]) -> object:
         with self._lock:
@@ -179,6 +250,20 @@ class JobPlanningProcess:
         self._proc = self._send = self._recv = None
 
 
+class _Submitted:
+    """A ``submit_plan`` request waiting for the thread that serves them."""
+
+    __slots__ = ("future", "job", "model", "q_start", "speed_scale")
+
+    def __init__(self, future: Future[JobProgram], job: Job, model: Any, q_start: np.ndarray,
+                 speed_scale: float) -> None:
+        self.future = future
+        self.job = job
+        self.model = model
+        self.q_start = q_start
+        self.speed_scale = speed_scale
+
+
 def _main(read_fd: int, write_fd: int) -> None:
     """Entry point of the child process (started by ``JobPlanningProcess``)."""
     _serve(Connection(read_fd, writable=False), Connection(write_fd, readable=False))
@@ -225,17 +310,20 @@ def _plan(chains: dict[tuple[str, str], KinematicChain], job: Job, model: Any, q
     return plan_job(job, model, q_start, chain=chain, speed_scale=speed_scale).program
 
 
-def _leave_realtime() -> None:
+def _leave_realtime(*, nice: bool = True) -> None:
     """Planning is background work: it must not compete for the CPU with the process that ticks the loop.
 
     A thread of that process holding the GIL while the OS runs this child instead leaves the
     ticking thread waiting for the GIL (priority inversion through the GIL), so the child drops
-    any real-time policy it inherited and runs at the lowest priority.
+    any real-time policy it inherited and runs at the lowest priority (``nice``). On Linux this
+    changes the calling thread only (and what it starts later): ``submit_plan``'s thread drops
+    the run loop's real-time policy with ``nice=False``.
     """
     setter = getattr(os, "sched_setscheduler", None)
     try:
         if setter is not None and os.sched_getscheduler(0) != os.SCHED_OTHER:
             setter(0, os.SCHED_OTHER, os.sched_param(0))
-        os.nice(19 - os.nice(0))
+        if nice:
+            os.nice(19 - os.nice(0))
     except OSError:
         return

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -12,8 +13,9 @@ import numpy as np
 
 from testbed.bridge.merge import merge_chunks
 from testbed.control import ControlLoop
-from testbed.control.job import Job, JobPlan, JobRunner
-from testbed.errors import JobError, PolicyClientFailed, PolicyUnavailable, SpecMismatch
+from testbed.control.job import Job, JobPlan, JobProgram, JobRunner
+from testbed.control.job_process import JobPlanningProcess
+from testbed.errors import ControllerError, JobError, PolicyClientFailed, PolicyUnavailable, SpecMismatch
 from testbed.eval.events import EventStream
 from testbed.eval.metrics import EpisodeTally
 from testbed.policies.protocol import ActionKind, PolicySpec
@@ -314,6 +316,14 @@ class JobDriver:
 
     Inputs: ``IN#(1)`` is the vacuum switch (a part is held), ``IN#(2)`` the photo-eye at the
     robot's stopper (a part is waiting). Output ``OT#(1)`` switches the vacuum.
+
+    Each run of the program is planned from where the robot stands (tens to hundreds of ms of IK
+    the first time from a pose; later runs from the same pose reuse the plan). In real time no
+    cycle plans: the program is planned in a child process (a ``JobPlanningProcess``, started with
+    the first plan and ended by ``close``) while the robot holds its set-point, and a later cycle
+    starts it; the episode's first plan is asked for at ``reset``, before its loop starts. In
+    lockstep the cycle plans itself: simulated time stands still meanwhile, so outcomes depend on
+    the launch file and seed alone.
     """
 
     next_step = 0  # every step
@@ -325,25 +335,53 @@ class JobDriver:
         self.job = job
         self.runner: JobRunner | None = None
         self.failed = False
-        self.plans: dict[tuple[float, ...], JobPlan] = {}  # by start pose, kept across episodes
+        self.plans: dict[tuple[float, ...], JobPlan] = {}  # lockstep: by start pose, kept across episodes
+        self.programs: dict[tuple[float, ...], JobProgram] = {}  # real time: planned in the child, by start pose
+        self.planner: JobPlanningProcess | None = None  # real time: started with the first plan
+        self._planning: dict[tuple[float, ...], Future[JobProgram]] = {}  # plans asked for, by start pose
+        self._start_pose: tuple[float, ...] | None = None  # real time: the held pose the next run starts from
+
+    def __enter__(self) -> JobDriver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """End the planning child (if it started); plans not yet started are dropped."""
+        planner, self.planner = self.planner, None
+        self._planning.clear()
+        if planner is not None:
+            planner.close()
 
     def reset(self, ep: Episode) -> None:
         self.runner = None
         self.failed = False
+        self._start_pose = None
+        if ep.realtime:
+            self._program(ep)  # the episode's first plan starts before its loop does
 
     def cycle(self, ep: Episode, step: int, t: float, measured: np.ndarray) -> None:
         if self.failed:
             return
         robot = self.cell.robots[self.index]
         if self.runner is None:
-            self.runner = JobRunner(self.job, robot.model, ep.control, self.index,
-                                    speed_scale=ep.control.effective_speed_scale(self.index),
-                                    plan_cache=self.plans)
+            runner = JobRunner(self.job, robot.model, ep.control, self.index,
+                               speed_scale=ep.control.effective_speed_scale(self.index),
+                               plan_cache=self.plans)
             try:
-                self.runner.start(t)
-            except JobError as exc:
+                if ep.realtime:
+                    program = self._program(ep)
+                    if program is None:
+                        return  # the robot holds where it stands until its plan is ready
+                    runner.start_program(t, program)
+                else:
+                    runner.start(t)
+            except (JobError, ControllerError) as exc:  # cannot run from here, or the planning child died
                 self._fail(ep, t, str(exc))
                 return
+            self.runner = runner
+            self._start_pose = None  # the next run starts from where this one ends
             ep.events.emit("job_start", t, ep.index, self.name, job=self.job.name)
         self.runner.set_input(PART_HELD_INPUT, robot.held is not None)
         self.runner.set_input(PART_READY_INPUT, self.cell.part_ready(self.index))
@@ -358,6 +396,42 @@ class JobDriver:
 
     def finish(self, ep: Episode, t: float, measured: np.ndarray) -> None:
         return
+
+    def _program(self, ep: Episode) -> JobProgram | None:
+        """Real time: the program from the robot's start pose if it is planned, else None (never waits).
+
+        The first call for a run takes the robot's set-point as its start pose, holds the robot
+        there and asks the planning child for the plan unless one from that pose is kept.
+
+        Raises:
+            JobError: the job cannot run from that pose (naming the line).
+            ControllerError: the planning child died.
+        """
+        key = self._start_pose
+        if key is None:
+            n = int(self.cell.robots[self.index].model.n_joints)
+            q0 = ep.control.setpoint[self.index, :n].copy()
+            key = self._start_pose = tuple(np.round(q0, 9).tolist())  # the key JobRunner.start uses
+            if key in self.programs:
+                return self.programs[key]
+            ep.control.hold(self.index)  # the plan starts from this set-point: keep it
+            if key not in self._planning:
+                if self.planner is None:
+                    self.planner = JobPlanningProcess()
+                self._planning[key] = self.planner.submit_plan(
+                    self.job, self.cell.robots[self.index].model, q0,
+                    speed_scale=ep.control.effective_speed_scale(self.index))
+            return None
+        program = self.programs.get(key)
+        if program is not None:
+            return program
+        future = self._planning[key]
+        if not future.done():
+            return None
+        del self._planning[key]  # a failure is reported once; a later run from this pose asks again
+        program = future.result()
+        self.programs[key] = program
+        return program
 
     def _fail(self, ep: Episode, t: float, why: str) -> None:
         self.failed = True

@@ -315,7 +315,8 @@ def _open_drivers(loaded: LoadedScenario, cell: Cell, stack: ExitStack, service:
             drivers.append(ExternalDriver(i, robot_cfg.name, cell, service[0].gripper_request))
             continue
         if i in loaded.jobs:
-            drivers.append(JobDriver(i, robot_cfg.name, cell, loaded.jobs[i]))
+            # real time: plans in a child process, which ends with the run
+            drivers.append(stack.enter_context(JobDriver(i, robot_cfg.name, cell, loaded.jobs[i])))
             continue
         # real time: the policy's traffic crosses an emulated link; lockstep: the link is simulated per request
         relay_link = sites.policy_link() if scenario.sim.realtime else None
