@@ -284,7 +284,10 @@ class GrpcActionSource:
             self._pump(1 if self._mode == "stream" else 2)
 
     def result(self, timeout_s: float | None) -> ActionChunk | None:
-        """The newest chunk that arrived, waiting at most ``timeout_s`` (None: forever).
+        """The newest chunk that arrived, waiting at most ``timeout_s`` (None: until one arrives or fails).
+
+        Even with ``timeout_s`` None the wait ends, with ``PolicyUnavailable``, once the request in
+        flight has been unanswered for ``hang_s``.
 
         Raises:
             SpecMismatch: the server refused the observation or its policy gave a bad chunk.
@@ -324,6 +327,12 @@ class GrpcActionSource:
                     return None
                 if self._closed:
                     raise PolicyUnavailable(f"{self.endpoint}: the policy client is closed")
+                if remaining is None:
+                    # no wait is without a deadline: wake when the owed answer is hang_s late (checked
+                    # above), or after hang_s to look again (a request may go out meanwhile)
+                    owed = self._owed_since
+                    remaining = self._hang_s if owed is None else max(0.0, owed + self._hang_s - time.perf_counter())
+                    remaining += 0.001  # past the due time, so that the check above sees it late
                 self._await_arrival(remaining)
 
     def close(self) -> None:
