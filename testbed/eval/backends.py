@@ -11,10 +11,12 @@ text (pipes for local workers, Ray's object store for Ray), never as pickled obj
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import multiprocessing
 import os
 import signal
+import threading
 import time
 import traceback
 from multiprocessing.connection import Connection, wait
@@ -189,11 +191,23 @@ def _exit_detail(code: int | None) -> str:
     return "ended" if code is None else describe_exit(code)
 
 
+class StopRequested(Terminated):
+    """Raised in a Ray actor's batch thread by ``EvalActor.stop``: the batch's runs end with ``run_aborted``."""
+
+    def __str__(self) -> str:
+        return "stopped by the evaluation"
+
+
 class EvalActor:
-    """A Ray actor: one process with one pybullet world at a time and its own policy servers, reused per batch."""
+    """A Ray actor: one process with one pybullet world at a time and its own policy servers, reused per batch.
+
+    Its batches run one at a time; ``stop`` runs beside them in the ``control`` concurrency group.
+    """
 
     def __init__(self, number: int) -> None:
         self.number = number
+        self._lock = threading.Lock()
+        self._batch_thread: int | None = None  # the thread running a batch, while one runs
         import_pybullet_quietly()
 
     def where(self) -> str:
@@ -204,6 +218,18 @@ class EvalActor:
         """Stop the policy servers this actor started (before the actor is killed)."""
         close_policy_servers()
 
+    def stop(self) -> bool:
+        """Interrupt the running batch (``StopRequested`` in its thread), as SIGTERM does a local worker's.
+
+        Called in the ``control`` concurrency group, beside ``run_batch``; False when no batch is running.
+        """
+        with self._lock:
+            if self._batch_thread is None:
+                return False
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self._batch_thread),
+                                                       ctypes.py_object(StopRequested))
+            return True
+
     def run_batch(self, batch_json: str, queue: Any) -> str:
         """Run one batch; rows go to ``queue`` as JSON text as they end; returns the done/error message as JSON."""
         batch = json.loads(batch_json)
@@ -212,10 +238,16 @@ class EvalActor:
             queue.put(json.dumps({"kind": "row", "worker": self.number, "row": row}))
 
         try:
-            run_batch(batch, emit)
-        except Exception as exc:
+            with self._lock:
+                self._batch_thread = threading.get_ident()
+            try:
+                run_batch(batch, emit)
+            finally:
+                with self._lock:
+                    self._batch_thread = None
+            return json.dumps({"kind": "done", "worker": self.number, "batch": batch["batch"]})
+        except (Exception, StopRequested) as exc:  # a stop may land just after the batch ended: still this call's
             return json.dumps(_error_message(self.number, batch, exc))
-        return json.dumps({"kind": "done", "worker": self.number, "batch": batch["batch"]})
 
 
 def import_ray() -> Any:
@@ -247,6 +279,8 @@ class RayBackend:
         self._ray = ray
         self.workers = workers
         self._owns = not ray.is_initialized()
+        self._signalled: BaseException | None = None
+        on_term = signal.getsignal(signal.SIGTERM)
         try:
             if address == "local":
                 ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
@@ -256,20 +290,52 @@ class RayBackend:
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise ScenarioError(f"--ray {address}: cannot start or reach Ray ({exc}); expected 'local' or the "
                                 "address of a running cluster (e.g. 10.0.0.5:6379)") from exc
+        finally:
+            # ray.init replaces a SIGTERM handler with its own (kill the local Ray processes, exit 1): keep the
+            # caller's (the command line's Terminated), so the evaluation unwinds, stops its actors and ends its runs
+            if callable(on_term) and threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, self._noting(on_term))
         from ray.util.queue import Queue
 
         self._queue = Queue()
-        actor = ray.remote(num_cpus=1, runtime_env={"env_vars": dict(WORKER_ENV)})(EvalActor)
+        actor = ray.remote(num_cpus=1, runtime_env={"env_vars": dict(WORKER_ENV)},
+                           concurrency_groups={"control": 1})(EvalActor)
         self._actors = [actor.remote(n) for n in range(workers)]
         self._running: dict[Any, int] = {}
         try:
-            self._where = ray.get([a.where.remote() for a in self._actors], timeout=RAY_START_TIMEOUT_S)
+            with self._signals_kept():
+                self._where = ray.get([a.where.remote() for a in self._actors], timeout=RAY_START_TIMEOUT_S)
         except ray.exceptions.GetTimeoutError as exc:
             cpus = ray.cluster_resources().get("CPU", 0)
             self.close(abort=True)
             raise ScenarioError(f"--ray {address}: {workers} actor(s) of one CPU each did not all start within "
                                 f"{RAY_START_TIMEOUT_S:g} s; expected {workers} free CPUs in the cluster (it has "
                                 f"{cpus:g} in all); lower --workers") from exc
+
+    def _noting(self, handler: Any) -> Any:
+        """``handler`` (a SIGTERM handler), noting the exception it raises for ``_signals_kept``."""
+
+        def on_signal(signum: int, frame: Any) -> None:
+            try:
+                handler(signum, frame)
+            except BaseException as exc:
+                self._signalled = exc
+                raise
+
+        return on_signal
+
+    @contextlib.contextmanager
+    def _signals_kept(self) -> Any:
+        """Ray's blocking calls turn what a signal handler raises into a bare KeyboardInterrupt: raise the
+        handler's own instead (the command line's ``Terminated``: the evaluation ends "terminated by SIGTERM")."""
+        self._signalled = None
+        try:
+            yield
+        except KeyboardInterrupt as exc:
+            signalled, self._signalled = self._signalled, None
+            if signalled is None or type(exc) is not KeyboardInterrupt:
+                raise
+            raise signalled from None
 
     def submit(self, worker: int, batch: Batch) -> None:
         """Call ``run_batch`` on actor ``worker``."""
@@ -278,6 +344,10 @@ class RayBackend:
 
     def poll(self, timeout_s: float) -> list[Message]:
         """Rows from the queue, then the batches that ended (their rows were queued before they returned)."""
+        with self._signals_kept():
+            return self._poll(timeout_s)
+
+    def _poll(self, timeout_s: float) -> list[Message]:
         ray = self._ray
         ready: list[Any] = []
         if self._running:
@@ -303,8 +373,17 @@ class RayBackend:
         return f"Ray worker {worker + 1}/{self.workers} ({self._where[worker]})"
 
     def close(self, *, abort: bool = False) -> None:
-        """Stop the actors (their policy servers end with them) and a local Ray instance this backend started."""
+        """Stop the actors (their policy servers end with them) and a local Ray instance this backend started.
+
+        ``abort`` first asks each running batch to stop (``EvalActor.stop``), so its runs end with ``run_aborted``,
+        and waits up to ``ABORT_WAIT_S`` for them before killing the actors.
+        """
         ray = self._ray
+        if abort and self._running:
+            with contextlib.suppress(Exception):
+                for worker in set(self._running.values()):
+                    self._actors[worker].stop.options(concurrency_group="control").remote()
+                ray.wait(list(self._running), num_returns=len(self._running), timeout=ABORT_WAIT_S)
         if not abort:
             with contextlib.suppress(Exception):
                 ray.get([a.shutdown.remote() for a in self._actors], timeout=15)

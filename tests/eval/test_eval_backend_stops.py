@@ -48,7 +48,9 @@ def stop_and_check(proc: subprocess.Popen, runs: Path, workers: int, start_timeo
             proc.wait()
     assert proc.returncode == 143, stderr[-3000:]
     (evaluation,) = runs.iterdir()
-    assert events(evaluation / "events.jsonl")[-1]["kind"] == "run_aborted"
+    assert events(evaluation / "events.jsonl")[-1] | {"wall": None} == {
+        "t": 0.0, "wall": None, "episode": None, "kind": "run_aborted", "robot": None,
+        "reason": "interrupted (terminated by SIGTERM)"}
     streams = sorted((evaluation / "workers").glob("*/events.jsonl"))
     assert len(streams) >= workers
     for stream in streams:
@@ -61,3 +63,9 @@ def test_an_aborted_evaluation_ends_every_local_worker_run_with_run_aborted(tmp_
     stop_and_check(start_eval(tmp_path), tmp_path, 2, start_timeout_s=120)
     for stream in (tmp_path.glob("*/workers/*/events.jsonl")):
         assert events(stream)[-1]["reason"] == "interrupted (terminated by SIGTERM)"
+
+
+def test_an_aborted_evaluation_ends_every_ray_worker_run_with_run_aborted(tmp_path):
+    stop_and_check(start_eval(tmp_path, "--ray", "local"), tmp_path, 2, start_timeout_s=180)
+    for stream in (tmp_path.glob("*/workers/*/events.jsonl")):
+        assert events(stream)[-1]["reason"] == "interrupted (stopped by the evaluation)"
