@@ -537,15 +537,27 @@ def _deny_handler(handler: grpc.RpcMethodHandler, why: str) -> grpc.RpcMethodHan
     return grpc.unary_unary_rpc_method_handler(deny, **kwargs)
 
 
+KEEPALIVE_TIME_MS = 10_000  # each side pings an idle connection this often
+MIN_PING_INTERVAL_MS = 1_000  # pings without data accepted this often (gRPC's default, 300 s, is far above)
+
+
 def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
-    """gRPC options shared by servers and clients: size caps and keepalive."""
+    """gRPC options shared by servers and clients: size caps and keepalive.
+
+    The clients ping every ``KEEPALIVE_TIME_MS`` even with no call open; a server keeping gRPC's
+    default minimum ping interval (5 min) counts each such ping as a strike and, at the third,
+    drops the connection with GOAWAY ``too_many_pings`` (an idle stream died after ~30 s). So
+    the accepted interval is set well below the keepalive, on every server these options build
+    (the policy server and the controller server).
+    """
     return [
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
-        ("grpc.keepalive_time_ms", 10_000),
+        ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
         ("grpc.keepalive_timeout_ms", 5_000),
         ("grpc.http2.max_pings_without_data", 0),
         ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", MIN_PING_INTERVAL_MS),
     ]
 
 
