@@ -340,6 +340,8 @@ def _run_episode(ep: Episode, scenario: Scenario, drivers: list[Driver], arrival
     draw = draw_episode(scenario.randomize, scenario.seed, ep.index)  # from (seed, episode) alone
     cell.reset_episode(draw)
     control.reset(cell.read_joint_positions().copy())
+    if guard is not None:
+        guard.reset()  # its checks fall on the same ticks whichever episodes ran before
     control.drain_events()
     events.emit("episode_start", 0.0, ep.index, parts=len(arrivals), randomize=draw.summary())
     for d in drivers:

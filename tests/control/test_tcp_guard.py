@@ -67,3 +67,34 @@ def test_slow_motion_passes_tcp_guard(models) -> None:
         loop.tick(k * 0.001, loop.setpoint)
         assert guard.check() == []
     assert 0 < guard.last_speeds_m_s[0] <= models[0].reduced_tcp_speed_m_s
+
+
+def test_reset_starts_the_guard_over_as_if_new(models) -> None:
+    # a guard reset after some checks behaves, tick for tick, like a guard built at that moment
+    def run(loop: ControlLoop, guard: TcpSpeedGuard, ticks: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        loop.reset(home(loop, models))
+        target = np.asarray(models[0].home, float).copy()
+        target[0] += 0.6
+        loop.submit_chunk(0, target[None], 0.0, 0.01, hold_after=True)
+        seen = []
+        for k in range(ticks):
+            loop.tick(k * 0.001, loop.setpoint)
+            guard.check()
+            seen.append((loop.setpoint.copy(), guard.last_speeds_m_s.copy()))
+        return seen
+
+    used = ControlLoop(models, 0.001)
+    used.reset(home(used, models))
+    guard = TcpSpeedGuard(used, models, limits_m_s=[0.3, 2.0, 1.0], every_n_ticks=7)
+    run(used, guard, 403)  # an episode: the count ends between checks, the reach narrowed
+    used.reset(home(used, models))
+    guard.reset()
+    assert not guard.last_speeds_m_s.any()
+    fresh = ControlLoop(models, 0.001)
+    fresh.reset(home(fresh, models))
+    new = TcpSpeedGuard(fresh, models, limits_m_s=[0.3, 2.0, 1.0], every_n_ticks=7)
+    again, first = run(used, guard, 600), run(fresh, new, 600)
+    for (sp_a, v_a), (sp_b, v_b) in zip(again, first, strict=True):
+        np.testing.assert_array_equal(sp_a, sp_b)
+        np.testing.assert_array_equal(v_a, v_b)
+    assert guard.last_speeds_m_s[0] > 0  # it did check
