@@ -1,9 +1,16 @@
 """``LeRobotWriter``: record episodes as a LeRobot v3.0 dataset.
 
-Frames are collected per episode in preallocated numpy buffers and written as
-one parquet row group per episode; the metadata files are written by
-``close()``. Camera features are stored as ``image`` (PNG bytes in the parquet
-data, lossless, readable without a video decoder) unless ``video=True``, which
+Frames are collected per episode in preallocated numpy buffers. Every
+``end_episode`` leaves the episodes ended so far as a complete, valid dataset
+on disk: the episode's frames go to a data file of their own
+(``data/chunk-XXX/file-XXX.parquet``, file index = episode index, so earlier
+files are never rewritten) and the metadata (tasks, episodes, stats, info) is
+rewritten, each file through a temporary file, flushed and renamed over the
+old one, ``info.json`` last. A process killed mid-episode loses only the open
+episode; ``close()`` has nothing left to write.
+
+Camera features are stored as ``image`` (PNG bytes in the parquet data,
+lossless, readable without a video decoder) unless ``video=True``, which
 encodes each episode's stream as an H.264 mp4 under ``videos/`` (smaller,
 lossy).
 """
@@ -11,7 +18,8 @@ lossy).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -29,6 +37,8 @@ from testbed.data.lerobot.video import encode_video, video_info
 from testbed.errors import DatasetError
 
 _INITIAL_CAPACITY = 256
+# meta/episodes/chunk-XXX/file-XXX.parquet is rewritten at every end_episode; start a new one past this size
+_EPISODES_FILE_LIMIT_BYTES = 1024 * 1024
 _RESERVED_EPISODE_COLUMNS = ("episode_index", "tasks", "length", "dataset_from_index", "dataset_to_index")
 
 
@@ -43,7 +53,9 @@ class LeRobotWriter:
             ``observation.images.<camera>``; the bookkeeping columns are added.
         chunks_size: files per ``chunk-XXX`` directory.
         video: store camera features as mp4 (``video``) rather than PNG (``image``).
-        data_files_size_mb: start a new ``file-XXX.parquet`` past this size.
+        data_files_size_mb: recorded as ``data_files_size_in_mb`` in ``meta/info.json``, the file size
+            LeRobot packs to when it appends to the dataset; this writer gives every episode a data
+            file of its own, so that an ended episode is on disk without rewriting earlier files.
 
     Raises:
         DatasetError: for a bad feature spec or a root that already has a dataset.
@@ -71,7 +83,7 @@ class LeRobotWriter:
         self.robot_type = robot_type
         self.chunks_size = chunks_size
         self.video = video
-        self._file_limit_bytes = data_files_size_mb * 1024 * 1024
+        self._data_files_size_mb = data_files_size_mb
         self.features: dict[str, FeatureSpec] = {}
         for key, spec in features.items():
             if key in default_features():
@@ -92,7 +104,6 @@ class LeRobotWriter:
 
         self._tasks: dict[str, int] = {}
         self._episodes: list[dict[str, Any]] = []
-        self._episode_stats: list[dict[str, FeatureStats]] = []
         self._total_frames = 0
         self._closed = False
         # open episode
@@ -103,11 +114,8 @@ class LeRobotWriter:
         self._buffers: dict[str, np.ndarray] = {}
         self._frames: dict[str, list[np.ndarray]] = {}
         self._timestamps = np.empty(0, dtype=np.float32)
-        # current data file
-        self._chunk_index = 0
-        self._file_index = 0
-        self._file_bytes = 0
-        self._parquet: pq.ParquetWriter | None = None
+        self._meta_file: tuple[int, int] = (0, 0)  # the episodes-metadata file new rows go to
+        self._dataset_stats: dict[str, FeatureStats] = {}  # aggregated over the ended episodes
         self._schema = pa.schema(
             [(k, self.features[k].arrow_type()) for k in self.features if self.features[k].dtype != "video"]
         )
@@ -218,34 +226,27 @@ class LeRobotWriter:
             for name, value in feature_stats.items():
                 row[f"stats/{key}/{name}"] = value.tolist()
         row.update({k: v.item() if isinstance(v, np.generic) else v for k, v in extra.items()})
-        row["meta/episodes/chunk_index"] = 0
-        row["meta/episodes/file_index"] = 0
+        row["meta/episodes/chunk_index"], row["meta/episodes/file_index"] = self._meta_file
         self._episodes.append(row)
-        self._episode_stats.append(stats)
+        # pooled statistics combine pairwise exactly as over all episodes at once
+        self._dataset_stats = aggregate_stats([self._dataset_stats, stats] if self._dataset_stats else [stats])
         self._total_frames += n
         self._episode_index = None
         self._frames = {}
+        self._write_meta()
 
     def close(self) -> None:
-        """Write ``meta/`` (info, stats, tasks, episodes) and close the data files."""
+        """Finish the writer; every ended episode is already on disk with its metadata.
+
+        Raises:
+            DatasetError: if an episode is still open or none was ever ended.
+        """
         if self._closed:
             return
         if self._episode_index is not None:
             raise DatasetError(f"{self.root}: episode {self._episode_index} is still open; call end_episode()")
-        if self._parquet is not None:
-            self._parquet.close()
-            self._parquet = None
         if not self._episodes:
             raise DatasetError(f"{self.root}: no episodes recorded; a dataset needs at least one")
-        meta = self.root / "meta"
-        meta.mkdir(parents=True, exist_ok=True)
-        pq.write_table(tasks_table(list(self._tasks)), self.root / layout.TASKS_PATH)
-        episodes_path = self.root / layout.EPISODES_PATH.format(chunk_index=0, file_index=0)
-        episodes_path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.Table.from_pylist(self._episodes), episodes_path)
-        stats = aggregate_stats(self._episode_stats)
-        (self.root / layout.STATS_PATH).write_text(json.dumps(stats_to_json(stats), indent=2))
-        (self.root / layout.INFO_PATH).write_text(json.dumps(self._info(), indent=2))
         self._closed = True
 
     def __enter__(self) -> LeRobotWriter:
@@ -256,11 +257,25 @@ class LeRobotWriter:
     ) -> None:
         if exc_type is None:
             self.close()
-        elif self._parquet is not None:
-            self._parquet.close()
-            self._parquet = None
 
     # -- internals ---------------------------------------------------------------------------
+
+    def _write_meta(self) -> None:
+        """Rewrite tasks, episodes, stats and info for the episodes ended so far; ``info.json`` last."""
+        _replace(self.root / layout.TASKS_PATH, lambda tmp: pq.write_table(tasks_table(list(self._tasks)), tmp))
+        chunk_index, file_index = self._meta_file
+        episodes_path = self.root / layout.EPISODES_PATH.format(chunk_index=chunk_index, file_index=file_index)
+        rows = [
+            r for r in self._episodes
+            if (r["meta/episodes/chunk_index"], r["meta/episodes/file_index"]) == self._meta_file
+        ]
+        _replace(episodes_path, lambda tmp: pq.write_table(pa.Table.from_pylist(rows), tmp))
+        if episodes_path.stat().st_size >= _EPISODES_FILE_LIMIT_BYTES:
+            self._meta_file = layout.next_chunk_file(chunk_index, file_index, self.chunks_size)
+        stats = stats_to_json(self._dataset_stats)
+        _replace(self.root / layout.STATS_PATH, lambda tmp: tmp.write_text(json.dumps(stats, indent=2)))
+        info = self._info()
+        _replace(self.root / layout.INFO_PATH, lambda tmp: tmp.write_text(json.dumps(info, indent=2)))
 
     def _info(self) -> dict[str, Any]:
         fps: float | int = int(self.fps) if float(self.fps).is_integer() else self.fps
@@ -272,7 +287,7 @@ class LeRobotWriter:
             "total_frames": self._total_frames,
             "total_tasks": len(self._tasks),
             "chunks_size": self.chunks_size,
-            "data_files_size_in_mb": self._file_limit_bytes // (1024 * 1024),
+            "data_files_size_in_mb": self._data_files_size_mb,
             "video_files_size_in_mb": layout.DEFAULT_VIDEO_FILE_SIZE_MB,
             "fps": fps,
             "splits": {"train": f"0:{n}"},
@@ -296,20 +311,10 @@ class LeRobotWriter:
             else:
                 arrays.append(pa.array(values.reshape(-1), field.type))
         table = pa.Table.from_arrays(arrays, schema=self._schema)
-        if self._parquet is not None and self._file_bytes + table.nbytes > self._file_limit_bytes:
-            self._parquet.close()
-            self._parquet = None
-            self._chunk_index, self._file_index = layout.next_chunk_file(
-                self._chunk_index, self._file_index, self.chunks_size
-            )
-        if self._parquet is None:
-            path = self.root / layout.DATA_PATH.format(chunk_index=self._chunk_index, file_index=self._file_index)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._parquet = pq.ParquetWriter(path, self._schema, compression="snappy")
-            self._file_bytes = 0
-        self._parquet.write_table(table)
-        self._file_bytes += table.nbytes
-        return {"data/chunk_index": self._chunk_index, "data/file_index": self._file_index}
+        chunk_index, file_index = divmod(self._episode_index or 0, self.chunks_size)
+        path = self.root / layout.DATA_PATH.format(chunk_index=chunk_index, file_index=file_index)
+        _replace(path, lambda tmp: pq.write_table(table, tmp, compression="snappy"))
+        return {"data/chunk_index": chunk_index, "data/file_index": file_index}
 
     def _write_video(self, key: str, frames: np.ndarray) -> dict[str, Any]:
         # one file per episode: chunk/file advance together for every camera
@@ -356,3 +361,16 @@ class LeRobotWriter:
             f"episode {self._episode_index} frame {self._length} {key}: expected {dtype} {spec.shape}, "
             f"got {getattr(value, 'dtype', type(value).__name__)} {getattr(value, 'shape', '')}"
         )
+
+
+def _replace(path: Path, write: Callable[[Path], object]) -> None:
+    """Write ``path`` atomically: ``write`` fills a hidden temporary file beside it, flushed, then renamed over it.
+
+    A reader (or a process killed meanwhile) sees the old file or the new one, never a part of one.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    with tmp.open("rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

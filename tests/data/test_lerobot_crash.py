@@ -1,0 +1,80 @@
+"""A recording process killed mid-episode leaves the episodes it ended as a valid dataset."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from testbed.data.lerobot import FeatureSpec, LeRobotWriter, read_dataset, validate_dataset
+from testbed.data.lerobot import writer as writer_module
+
+REPO = Path(__file__).resolve().parents[2]
+
+# episode e has 40 + 10 e frames: state = e + frame / 100, action = -state
+_RECORD_THEN_DIE = textwrap.dedent(
+    """
+    import os, sys
+    from pathlib import Path
+    import numpy as np
+    from testbed.data.lerobot import FeatureSpec, LeRobotWriter
+
+    names = ["a", "b", "c"]
+    w = LeRobotWriter(Path(sys.argv[1]), fps=20, robot_type="gp7",
+                      features={"observation.state": FeatureSpec("float32", (3,), names),
+                                "action": FeatureSpec("float32", (3,), names)})
+    for e in range(3):
+        w.start_episode("sort")
+        for k in range(40 + 10 * e):
+            state = np.full(3, e + k / 100, np.float32)
+            w.add_frame({"observation.state": state, "action": -state}, k / 20)
+        if e < 2:
+            w.end_episode({"success": e == 1})
+    print("recorded", flush=True)
+    os._exit(1)  # killed mid-episode 3: no end_episode, no close
+    """
+)
+
+
+def test_killed_recorder_leaves_ended_episodes_valid(tmp_path: Path) -> None:
+    root = tmp_path / "ds"
+    done = subprocess.run([sys.executable, "-c", _RECORD_THEN_DIE, str(root)],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 1 and "recorded" in done.stdout, done.stderr[-2000:]
+    assert validate_dataset(root) == []
+    ds = read_dataset(root)
+    assert ds.num_episodes == 2 and ds.num_frames == 40 + 50
+    for e in range(2):
+        episode = ds.episode(e)
+        state = (e + np.arange(40 + 10 * e) / 100).astype(np.float32)
+        np.testing.assert_array_equal(episode["observation.state"], np.repeat(state[:, None], 3, axis=1))
+        np.testing.assert_array_equal(episode["action"], -episode["observation.state"])
+    assert [ep.extra["success"] for ep in ds.episodes] == [False, True]
+    assert not [p for p in root.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_dataset_is_valid_after_every_end_episode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a tiny metadata limit puts every episode's metadata row into a file of its own
+    monkeypatch.setattr(writer_module, "_EPISODES_FILE_LIMIT_BYTES", 1)
+    root = tmp_path / "ds"
+    names = ["a", "b"]
+    features = {"observation.state": FeatureSpec("float32", (2,), names), "action": FeatureSpec("float32", (2,), names)}
+    writer = LeRobotWriter(root, fps=10, robot_type="r", features=features, chunks_size=2)
+    for e in range(5):
+        writer.start_episode(f"task {e % 2}")
+        for k in range(5 + e):
+            writer.add_frame({"observation.state": np.full(2, k, np.float32), "action": np.full(2, e, np.float32)},
+                             k / 10)
+        writer.end_episode({"seed": e})
+        assert validate_dataset(root) == [], e
+        ds = read_dataset(root)
+        assert ds.num_episodes == e + 1
+        np.testing.assert_array_equal(ds.episode(e)["action"], np.full((5 + e, 2), e, np.float32))
+    writer.close()
+    assert len(list((root / "meta/episodes").glob("chunk-*/file-*.parquet"))) == 5
+    assert (root / "meta/episodes/chunk-002/file-000.parquet").exists()
+    assert [ep.extra["seed"] for ep in read_dataset(root).episodes] == list(range(5))
