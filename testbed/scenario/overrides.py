@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from testbed.errors import ScenarioError
+from testbed.scenario.source_map import load_value
 
 _INDEX = re.compile(r"^(?P<name>[^\[\]]+)(?P<indices>(\[\d+\])*)$")
 
@@ -32,9 +33,10 @@ def parse_override(text: str) -> tuple[list[str | int], Any]:
         raise ScenarioError(f"override {text!r}: expected key:=value (e.g. episodes:=3 or cell.conveyor.speed:=0.15)")
     key, raw = text.split(":=", 1)
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = load_value(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
-        raise ScenarioError(f"override {text!r}: value is not valid YAML ({exc.__class__.__name__})") from exc
+        problem = getattr(exc, "problem", None) or exc.__class__.__name__
+        raise ScenarioError(f"override {text!r}: value is not valid YAML ({problem})") from exc
     return parse_path(key.strip()), value
 
 
