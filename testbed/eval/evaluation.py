@@ -495,8 +495,8 @@ class Evaluation:
         from testbed.eval.cpu import process_cpu_s
 
         served = [e for e in ran if self._serve_key(e) == key]
-        self._server_cpu.append({"serve": json.loads(key), "cpu_s": round(process_cpu_s(pid) - cpu_at_ready_s, 4),
-                                 "episodes": served})
+        cpu_s = process_cpu_s(pid) - cpu_at_ready_s  # negative when the server is gone (its figures unreadable)
+        self._server_cpu.append({"serve": json.loads(key), "cpu_s": round(max(0.0, cpu_s), 4), "episodes": served})
 
     def _serve_key(self, episode: str) -> str | None:
         variation, policy, _ = parse_episode_id(episode)
