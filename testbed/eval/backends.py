@@ -33,6 +33,7 @@ JOIN_DEAD_S = 5.0  # a worker whose pipe closed is dying: how long to wait for i
 # an aborted worker ends its runs (run_aborted, the ended episodes' files) before it is killed: how long it gets
 ABORT_WAIT_S = 5.0
 RAY_START_TIMEOUT_S = 300.0  # for every actor to start (a cluster with too few free CPUs never starts the rest)
+RAY_CALL_TIMEOUT_S = 30.0  # for the queue actor to answer one call (a live one answers in milliseconds)
 
 
 class Backend(Protocol):
@@ -232,10 +233,17 @@ class EvalActor:
 
     def run_batch(self, batch_json: str, queue: Any) -> str:
         """Run one batch; rows go to ``queue`` as JSON text as they end; returns the done/error message as JSON."""
+        import ray
+
         batch = json.loads(batch_json)
 
         def emit(row: dict[str, Any]) -> None:
-            queue.put(json.dumps({"kind": "row", "worker": self.number, "row": row}))
+            text = json.dumps({"kind": "row", "worker": self.number, "row": row})
+            try:
+                ray.get(queue.actor.put_nowait.remote(text), timeout=RAY_CALL_TIMEOUT_S)
+            except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError) as exc:
+                raise WorkerFailed(f"Ray worker {self.number + 1} could not hand a result row to the evaluation's "
+                                   f"queue actor within {RAY_CALL_TIMEOUT_S:g} s ({type(exc).__name__})") from exc
 
         try:
             with self._lock:
@@ -343,7 +351,11 @@ class RayBackend:
         self._running[ref] = worker
 
     def poll(self, timeout_s: float) -> list[Message]:
-        """Rows from the queue, then the batches that ended (their rows were queued before they returned)."""
+        """Rows from the queue, then the batches that ended (their rows were queued before they returned).
+
+        Raises:
+            WorkerFailed: the queue actor did not answer within ``RAY_CALL_TIMEOUT_S`` or is gone.
+        """
         with self._signals_kept():
             return self._poll(timeout_s)
 
@@ -356,7 +368,7 @@ class RayBackend:
         for ref in ready:
             worker = self._running.pop(ref)
             try:
-                out.append(json.loads(ray.get(ref)))
+                out.append(json.loads(ray.get(ref, timeout=RAY_CALL_TIMEOUT_S)))
             except ray.exceptions.RayActorError as exc:
                 out.append({"kind": "died", "worker": worker, "detail": f"Ray actor died ({exc})"})
             except ray.exceptions.RayError as exc:
@@ -365,8 +377,20 @@ class RayBackend:
         return out
 
     def _drain(self) -> list[str]:
-        size = self._queue.size()
-        return list(self._queue.get_nowait_batch(size)) if size else []
+        """The rows queued so far, each call to the queue actor bounded by ``RAY_CALL_TIMEOUT_S``.
+
+        Raises:
+            WorkerFailed: the queue actor did not answer in time or is gone.
+        """
+        ray, queue = self._ray, self._queue.actor
+        try:
+            size = ray.get(queue.qsize.remote(), timeout=RAY_CALL_TIMEOUT_S)
+            return list(ray.get(queue.get_nowait_batch.remote(size), timeout=RAY_CALL_TIMEOUT_S)) if size else []
+        except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError) as exc:
+            what = f"did not answer within {RAY_CALL_TIMEOUT_S:g} s" if isinstance(
+                exc, ray.exceptions.GetTimeoutError) else f"is gone ({exc})"
+            raise WorkerFailed(f"the Ray queue actor that carries the workers' result rows {what}; the rows it "
+                               "held are lost with it") from exc
 
     def describe(self, worker: int) -> str:
         """``Ray worker N/W (host:pid)``."""

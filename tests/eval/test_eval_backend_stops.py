@@ -5,8 +5,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+
+from testbed.errors import WorkerFailed
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCH = "launch/factory_cell.yaml"
@@ -69,3 +72,34 @@ def test_an_aborted_evaluation_ends_every_ray_worker_run_with_run_aborted(tmp_pa
     stop_and_check(start_eval(tmp_path, "--ray", "local"), tmp_path, 2, start_timeout_s=180)
     for stream in (tmp_path.glob("*/workers/*/events.jsonl")):
         assert events(stream)[-1]["reason"] == "interrupted (stopped by the evaluation)"
+
+
+def test_ray_poll_fails_clearly_when_the_queue_actor_stops_answering(monkeypatch):
+    from testbed.eval import backends
+
+    monkeypatch.setattr(backends, "RAY_CALL_TIMEOUT_S", 2.0)  # the deadline itself, short for the test
+    backend = backends.RayBackend(1, "local")
+    ray, queue = backend._ray, backend._queue.actor
+    pid = ray.get(queue.__ray_call__.remote(lambda _actor: os.getpid()), timeout=60)
+    outcome: list[BaseException | list] = []
+
+    def poll() -> None:
+        try:
+            outcome.append(backend.poll(0.5))
+        except BaseException as exc:  # what poll raised is the result under test
+            outcome.append(exc)
+
+    os.kill(pid, signal.SIGSTOP)  # as a stalled node holding the queue actor
+    try:
+        thread = threading.Thread(target=poll, daemon=True)
+        thread.start()
+        thread.join(60)  # a hang check only: the deadline is 2 s
+        assert outcome, "poll(0.5) did not return within 60 s while the queue actor was stopped"
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        thread.join(30)
+        backend.close(abort=True)
+    (raised,) = outcome
+    assert isinstance(raised, WorkerFailed), raised
+    assert str(raised) == ("the Ray queue actor that carries the workers' result rows did not answer within 2 s; "
+                           "the rows it held are lost with it")
