@@ -40,6 +40,7 @@ _INITIAL_CAPACITY = 256
 # meta/episodes/chunk-XXX/file-XXX.parquet is rewritten at every end_episode; start a new one past this size
 _EPISODES_FILE_LIMIT_BYTES = 1024 * 1024
 _RESERVED_EPISODE_COLUMNS = ("episode_index", "tasks", "length", "dataset_from_index", "dataset_to_index")
+_EXTRA_KINDS = {pa.bool_(): "bool", pa.string(): "string", pa.int64(): "integer", pa.float64(): "number"}
 
 
 class LeRobotWriter:
@@ -103,6 +104,7 @@ class LeRobotWriter:
         self._vector_keys = tuple(k for k in self._user_keys if not self.features[k].is_visual)
 
         self._tasks: dict[str, int] = {}
+        self._tasks_written = 0  # tasks in meta/tasks.parquet
         self._episodes: list[dict[str, Any]] = []
         self._total_frames = 0
         self._closed = False
@@ -115,6 +117,10 @@ class LeRobotWriter:
         self._frames: dict[str, list[np.ndarray]] = {}
         self._timestamps = np.empty(0, dtype=np.float32)
         self._meta_file: tuple[int, int] = (0, 0)  # the episodes-metadata file new rows go to
+        self._meta_table: pa.Table | None = None  # that file's rows so far
+        self._fixed_schema: pa.Schema | None = None  # metadata columns every episode has, set by episode 0
+        # extra columns in order of first use: arrow type and the episode that fixed it
+        self._extra_types: dict[str, tuple[pa.DataType, int]] = {}
         self._dataset_stats: dict[str, FeatureStats] = {}  # aggregated over the ended episodes
         self._schema = pa.schema(
             [(k, self.features[k].arrow_type()) for k in self.features if self.features[k].dtype != "video"]
@@ -178,7 +184,14 @@ class LeRobotWriter:
 
         Args:
             extra: additional per-episode columns for ``meta/episodes`` (numbers, strings, bools),
-                e.g. ``{"success": True, "seed": 3}``.
+                e.g. ``{"success": True, "seed": 3}``. A key may first appear in any episode (earlier
+                episodes hold null) and may be left out (null); its type stays the one it first had,
+                except that integers and floats mix into a float column.
+
+        Raises:
+            DatasetError: no episode is open or it has no frames, or an ``extra`` key is reserved or
+                its value's type differs from earlier episodes' (naming the key and both episodes);
+                the episode then stays open, to be ended again or aborted.
         """
         if self._episode_index is None:
             raise DatasetError(f"{self.root}: end_episode() without an open episode")
@@ -186,14 +199,7 @@ class LeRobotWriter:
         if n == 0:
             raise DatasetError(f"{self.root}: episode {self._episode_index} has no frames")
         extra = dict(extra or {})
-        for key, value in extra.items():
-            if key in _RESERVED_EPISODE_COLUMNS or key.startswith(("data/", "videos/", "stats/", "meta/")):
-                raise DatasetError(f"episode {self._episode_index} extra[{key!r}]: name is reserved by the format")
-            if not isinstance(value, str | int | float | bool | np.generic):
-                raise DatasetError(
-                    f"episode {self._episode_index} extra[{key!r}]: expected a number, string or bool, "
-                    f"got {type(value).__name__}"
-                )
+        extra_types = self._check_extra(extra)
         start = self._total_frames
         columns: dict[str, np.ndarray] = {key: self._buffers[key][:n] for key in self._vector_keys}
         columns["timestamp"] = self._timestamps[:n]
@@ -225,15 +231,19 @@ class LeRobotWriter:
         for key, feature_stats in stats.items():
             for name, value in feature_stats.items():
                 row[f"stats/{key}/{name}"] = value.tolist()
-        row.update({k: v.item() if isinstance(v, np.generic) else v for k, v in extra.items()})
         row["meta/episodes/chunk_index"], row["meta/episodes/file_index"] = self._meta_file
+        if self._fixed_schema is None:
+            self._fixed_schema = pa.Table.from_pylist([row]).schema
+        row.update({k: v.item() if isinstance(v, np.generic) else v for k, v in extra.items()})
+        widened = extra_types != self._extra_types
+        self._extra_types = extra_types
         self._episodes.append(row)
         # pooled statistics combine pairwise exactly as over all episodes at once
         self._dataset_stats = aggregate_stats([self._dataset_stats, stats] if self._dataset_stats else [stats])
         self._total_frames += n
         self._episode_index = None
         self._frames = {}
-        self._write_meta()
+        self._write_meta(self._fixed_schema, widened)
 
     def close(self) -> None:
         """Finish the writer; every ended episode is already on disk with its metadata.
@@ -260,18 +270,69 @@ class LeRobotWriter:
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _write_meta(self) -> None:
-        """Rewrite tasks, episodes, stats and info for the episodes ended so far; ``info.json`` last."""
-        _replace(self.root / layout.TASKS_PATH, lambda tmp: pq.write_table(tasks_table(list(self._tasks)), tmp))
+    def _check_extra(self, extra: Mapping[str, Any]) -> dict[str, tuple[pa.DataType, int]]:
+        """The extra columns' types with this episode's values added; raise if a value does not fit."""
+        index = self._episode_index
+        types = dict(self._extra_types)
+        for key, value in extra.items():
+            where = f"{self.root}: episode {index} extra[{key!r}]"
+            if key in _RESERVED_EPISODE_COLUMNS or key.startswith(("data/", "videos/", "stats/", "meta/")):
+                raise DatasetError(f"{where}: name is reserved by the format")
+            if isinstance(value, bool | np.bool_):
+                kind = pa.bool_()
+            elif isinstance(value, str):
+                kind = pa.string()
+            elif isinstance(value, int | np.integer):
+                kind = pa.int64()
+            elif isinstance(value, float | np.floating):
+                kind = pa.float64()
+            else:
+                raise DatasetError(f"{where}: expected a number, string or bool, got {type(value).__name__}")
+            known, first = types.get(key, (kind, index))
+            if {known, kind} == {pa.int64(), pa.float64()}:
+                kind = pa.float64()  # integers and floats share a float column
+            elif known != kind:
+                raise DatasetError(
+                    f"{where}: expected {_EXTRA_KINDS[known]} like episode {first}'s, "
+                    f"got {_EXTRA_KINDS[kind]} {value!r}"
+                )
+            types[key] = (kind, first)
+        return types
+
+    def _write_meta(self, fixed_schema: pa.Schema, widened: bool) -> None:
+        """Rewrite tasks, episodes, stats and info for the episodes ended so far; ``info.json`` last.
+
+        Args:
+            fixed_schema: the metadata columns every episode has.
+            widened: the extra columns changed (a new key, or integers became floats): every
+                episodes-metadata file is rewritten with them, so that all share one schema.
+        """
+        if len(self._tasks) != self._tasks_written:
+            _replace(self.root / layout.TASKS_PATH, lambda tmp: pq.write_table(tasks_table(list(self._tasks)), tmp))
+            self._tasks_written = len(self._tasks)
+        schema = pa.schema([*fixed_schema, *(pa.field(k, t) for k, (t, _) in self._extra_types.items())])
+        if widened:
+            files: dict[tuple[int, int], list[dict[str, Any]]] = {}
+            for r in self._episodes:
+                files.setdefault((r["meta/episodes/chunk_index"], r["meta/episodes/file_index"]), []).append(r)
+            for (chunk_index, file_index), rows in files.items():
+                table = pa.Table.from_pylist(rows, schema=schema)
+                if (chunk_index, file_index) != self._meta_file:
+                    path = self.root / layout.EPISODES_PATH.format(chunk_index=chunk_index, file_index=file_index)
+                    _replace(path, lambda tmp, t=table: pq.write_table(t, tmp))
+            self._meta_table = pa.Table.from_pylist(files.get(self._meta_file, []), schema=schema)
+        else:
+            row = pa.Table.from_pylist(self._episodes[-1:], schema=schema)
+            if self._meta_table is not None:
+                row = pa.concat_tables([self._meta_table, row]).combine_chunks()
+            self._meta_table = row
         chunk_index, file_index = self._meta_file
         episodes_path = self.root / layout.EPISODES_PATH.format(chunk_index=chunk_index, file_index=file_index)
-        rows = [
-            r for r in self._episodes
-            if (r["meta/episodes/chunk_index"], r["meta/episodes/file_index"]) == self._meta_file
-        ]
-        _replace(episodes_path, lambda tmp: pq.write_table(pa.Table.from_pylist(rows), tmp))
+        table = self._meta_table
+        _replace(episodes_path, lambda tmp: pq.write_table(table, tmp))
         if episodes_path.stat().st_size >= _EPISODES_FILE_LIMIT_BYTES:
             self._meta_file = layout.next_chunk_file(chunk_index, file_index, self.chunks_size)
+            self._meta_table = None
         stats = stats_to_json(self._dataset_stats)
         _replace(self.root / layout.STATS_PATH, lambda tmp: tmp.write_text(json.dumps(stats, indent=2)))
         info = self._info()
