@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
-from ruckig import InputParameter, Result, Ruckig, Trajectory
+from ruckig import InputParameter, Result, Ruckig, Synchronization, Trajectory
 
 from testbed.control.kinematics import KinematicChain, axis_angle_matrix, rotation_error
 from testbed.errors import ControllerError
@@ -39,6 +39,9 @@ def sample_rows(motion: JointMotion, dt_s: float, t_from_s: float = 0.0) -> np.n
     if many is not None:
         return many(times)
     return np.array([motion.sample(t)[0] for t in times])
+
+
+END_TOLERANCE = 1e-12  # how far (relative, plus absolute) a planned motion may end from its target
 
 
 class PtpMotion:
@@ -78,10 +81,21 @@ class PtpMotion:
         inp.max_velocity = np.asarray(velocity, float).tolist()
         inp.max_acceleration = np.asarray(acceleration, float).tolist()
         inp.max_jerk = np.asarray(jerk, float).tolist()
-        self._traj = Trajectory(n)
-        result = self._otg.calculate(inp, self._traj)
-        if result not in (Result.Working, Result.Finished):
-            raise ControllerError(f"PtpMotion: ruckig could not plan {self.start} -> {self.end}: {result}")
+        # ruckig accepts a profile whose end is within its absolute position precision (~1e-8) of the
+        # target; on a tiny move the time-synchronized profile of a joint can stop that far short. Such
+        # a plan is redone phase-synchronized (all joints on one normalized profile), then unsynchronized.
+        for sync in (None, Synchronization.Phase, Synchronization.No):
+            if sync is not None:
+                inp.synchronization = sync
+            self._traj = Trajectory(n)
+            result = self._otg.calculate(inp, self._traj)
+            if result not in (Result.Working, Result.Finished):
+                raise ControllerError(f"PtpMotion: ruckig could not plan {self.start} -> {self.end}: {result}")
+            reached = np.asarray(self._traj.at_time(self._traj.duration)[0])
+            if np.all(np.abs(reached - self.end) <= END_TOLERANCE * (1.0 + np.abs(self.end))):
+                break
+        else:
+            raise ControllerError(f"PtpMotion: ruckig's plan {self.start} -> {self.end} ends at {reached}")
         self.duration_s = float(self._traj.duration)
 
     def sample(self, t_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

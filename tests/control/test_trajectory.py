@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from testbed.control import ControlLoop
@@ -40,6 +40,7 @@ def test_ptp_duration_matches_s_curve_formula() -> None:
     start=st.lists(st.floats(-2, 2), min_size=3, max_size=3),
     end=st.lists(st.floats(-2, 2), min_size=3, max_size=3),
 )
+@example(start=[0.0, 0.0, 0.0], end=[5.960464477539063e-08, 0.0, 5.960464477539063e-08])
 def test_ptp_is_time_synchronized_and_within_limits(start: list[float], end: list[float]) -> None:
     vmax, amax, jmax = np.array([1.0, 2.0, 3.0]), np.array([4.0, 5.0, 6.0]), np.array([40.0, 50.0, 60.0])
     m = PtpMotion(np.array(start), np.array(end), vmax, amax, jmax)
@@ -53,6 +54,20 @@ def test_ptp_is_time_synchronized_and_within_limits(start: list[float], end: lis
     moving = np.abs(np.array(end) - np.array(start)) > 1e-3
     late = [m.sample(m.duration_s * 0.9)[1]]
     assert np.all(np.abs(late[0][moving]) > 0)
+
+
+@pytest.mark.parametrize("size", [5.96e-08, 1e-8, 1e-9, 3e-7])
+def test_a_tiny_ptp_move_ends_exactly_at_its_target(size: float) -> None:
+    # ruckig's time-synchronized profile for the slower joint stopped ~1e-8 short of a tiny target
+    # (0 -> 5.96e-8 ended at 5.30e-8); the motion is replanned phase-synchronized instead
+    vmax, amax, jmax = np.array([1.0, 2.0, 3.0]), np.array([4.0, 5.0, 6.0]), np.array([40.0, 50.0, 60.0])
+    end = np.array([size, 0.0, size])
+    m = PtpMotion(np.zeros(3), end, vmax, amax, jmax)
+    assert np.allclose(m.sample(m.duration_s)[0], end, rtol=0, atol=1e-15)
+    for t in np.linspace(0, m.duration_s, 50):
+        p, v, a = m.sample(float(t))
+        assert np.all(np.abs(v) <= vmax) and np.all(np.abs(a) <= amax)
+        assert np.all((p >= -1e-18) & (p <= end + 1e-18))  # never past the target
 
 
 def test_trapezoid_profile_durations() -> None:
