@@ -120,6 +120,17 @@ class BCPolicy:
             )
         if k < 1:
             raise SpecMismatch(f"bc model: k must be positive, got {k}")
+        obs_dim = sum(int(np.prod(tensor.shape, dtype=np.int64)) for tensor in spec.observation.values())
+        for name, vector in (("obs_mean", obs_mean), ("obs_std", obs_std)):
+            if np.shape(vector) != (obs_dim,):
+                raise SpecMismatch(f"bc model: {name} has shape {np.shape(vector)}, expected ({obs_dim},) "
+                                   "(one entry per observation value of the spec)")
+            if not np.all(np.isfinite(vector)):
+                raise SpecMismatch(f"bc model: {name} holds NaN or infinite values")
+        if not np.all(np.asarray(obs_std) > 0):
+            raise SpecMismatch(f"bc model: obs_std must be positive everywhere, got {np.asarray(obs_std).tolist()}")
+        if obs.shape[1] != obs_dim:
+            raise SpecMismatch(f"bc model: obs has {obs.shape[1]} columns, the spec's observation {obs_dim}")
         self._spec = spec
         self.obs_mean = obs_mean.astype(np.float64)
         self.obs_std = obs_std.astype(np.float64)
@@ -221,8 +232,16 @@ class BCPolicy:
         if str(arrays.get("format", "")) != MODEL_FORMAT:
             raise DatasetError(f"{path}: not a BC model (expected format {MODEL_FORMAT!r})")
         try:
+            spec = spec_from_json(str(arrays["spec_json"]))
+        except KeyError as exc:
+            if "spec_json" not in arrays:
+                raise DatasetError(f"{path}: inconsistent BC model: 'spec_json' missing") from exc
+            raise DatasetError(f"{path}: spec_json: not a policy spec (missing {exc})") from exc
+        except (ValueError, TypeError, AttributeError, SpecMismatch) as exc:
+            raise DatasetError(f"{path}: spec_json: not a policy spec ({type(exc).__name__}: {exc})") from exc
+        try:
             return cls(
-                spec_from_json(str(arrays["spec_json"])),
+                spec,
                 obs_mean=arrays["obs_mean"],
                 obs_std=arrays["obs_std"],
                 obs=arrays["obs"],
@@ -231,7 +250,9 @@ class BCPolicy:
                 k=int(arrays["k"]) if k is None else int(k),
                 replan_every=int(arrays["replan_every"]) if replan_every is None else int(replan_every),
             )
-        except (KeyError, SpecMismatch) as exc:
+        except KeyError as exc:
+            raise DatasetError(f"{path}: inconsistent BC model: {exc} missing") from exc
+        except (ValueError, TypeError, SpecMismatch) as exc:
             raise DatasetError(f"{path}: inconsistent BC model: {exc}") from exc
 
 
