@@ -21,7 +21,7 @@ from testbed.bridge import codec
 from testbed.bridge.client import GrpcActionSource, parse_endpoint
 from testbed.bridge.generated import common_pb2, policy_pb2, policy_pb2_grpc
 from testbed.bridge.reference import sample_observation
-from testbed.errors import TestbedError
+from testbed.errors import BridgeConfigError, TestbedError
 from testbed.policies.protocol import PolicySpec
 
 
@@ -91,12 +91,20 @@ def check_policy_server(
     acts: int = 300,
     deadline_s: float = 2.0,
 ) -> CheckReport:
-    """Run every check against ``endpoint``; never raises for a misbehaving server."""
+    """Run every check against ``endpoint``; never raises for a misbehaving server.
+
+    Raises:
+        BridgeConfigError: the endpoint is malformed or ``tls_ca`` cannot be read.
+    """
     report = CheckReport(endpoint)
     target, tls = parse_endpoint(endpoint)
     metadata = (("authorization", f"Bearer {token}"),) if token else ()
     if tls or tls_ca is not None:
-        creds = grpc.ssl_channel_credentials(root_certificates=Path(tls_ca).read_bytes() if tls_ca else None)
+        try:
+            root = Path(tls_ca).read_bytes() if tls_ca else None
+        except OSError as exc:
+            raise BridgeConfigError(f"policy check --tls-ca {tls_ca}: cannot read it ({exc.strerror or exc})") from exc
+        creds = grpc.ssl_channel_credentials(root_certificates=root)
         channel = grpc.secure_channel(target, creds)
     else:
         channel = grpc.insecure_channel(target)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from pathlib import Path
 
@@ -56,10 +57,21 @@ def _token(var: str | None) -> str | None:
     return token
 
 
+def _positive(flag: str, value: float) -> float:
+    """``value`` if it is a finite positive number, else a ``BridgeConfigError`` naming ``flag``."""
+    if not (math.isfinite(value) and value > 0):
+        raise BridgeConfigError(f"{flag} {value}: expected a finite positive number")
+    return value
+
+
 def _serve(args: argparse.Namespace) -> int:
     from testbed.bridge.server import ServerOptions, serve
     from testbed.bridge.targets import parse_kwargs, resolve_policy_target
 
+    max_message_bytes = int(_positive("--max-message-mb", args.max_message_mb) * 1024 * 1024)
+    if not 0 < max_message_bytes < 2**31:  # gRPC takes a 32-bit signed size
+        raise BridgeConfigError(f"--max-message-mb {args.max_message_mb}: expected more than 0 and under 2048")
+    _positive("--workers", args.workers)
     options = ServerOptions(
         host=args.host,
         port=args.port,
@@ -67,7 +79,7 @@ def _serve(args: argparse.Namespace) -> int:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,
-        max_message_bytes=int(args.max_message_mb * 1024 * 1024),
+        max_message_bytes=max_message_bytes,
         max_workers=args.workers,
     )
     factory = resolve_policy_target(args.target, parse_kwargs(args.arg))
@@ -78,6 +90,8 @@ def _serve(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     from testbed.bridge.check import check_policy_server, format_report
 
+    _positive("--acts", args.acts)
+    _positive("--deadline-s", args.deadline_s)
     report = check_policy_server(
         args.endpoint, token=_token(args.token_env), tls_ca=args.tls_ca, acts=args.acts, deadline_s=args.deadline_s
     )

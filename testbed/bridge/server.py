@@ -118,6 +118,8 @@ class ServerOptions:
                            ("--tls-client-ca", self.tls_client_ca)):
             if path is not None and not Path(path).is_file():
                 raise BridgeConfigError(f"serve-policy {flag} {path}: file not found")
+        if not 0 <= self.port <= 65535:
+            raise BridgeConfigError(f"serve-policy --port {self.port}: expected 0..65535 (0 for any free port)")
         if min(self.max_message_bytes, self.max_workers, self.max_sessions, self.max_streams) <= 0:
             raise BridgeConfigError("serve-policy: message size, workers, sessions and streams must be positive")
 
@@ -125,10 +127,17 @@ class ServerOptions:
         """TLS server credentials, or None for plaintext."""
         if self.tls_cert is None or self.tls_key is None:
             return None
-        pair = (Path(self.tls_key).read_bytes(), Path(self.tls_cert).read_bytes())
-        client_ca = Path(self.tls_client_ca).read_bytes() if self.tls_client_ca else None
+        pair = (_read_file("--tls-key", self.tls_key), _read_file("--tls-cert", self.tls_cert))
+        client_ca = _read_file("--tls-client-ca", self.tls_client_ca) if self.tls_client_ca else None
         return grpc.ssl_server_credentials([pair], root_certificates=client_ca,
                                            require_client_auth=client_ca is not None)
+
+
+def _read_file(flag: str, path: Path) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise BridgeConfigError(f"serve-policy {flag} {path}: cannot read it ({exc.strerror or exc})") from exc
 
 
 class _Session:
@@ -582,7 +591,7 @@ def start_policy_server(factory: PolicyFactory, options: ServerOptions) -> Runni
     servicer.add_to_server(server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    address = f"{options.host}:{options.port}"
+    address = format_address(options.host, options.port)
     credentials = options.credentials()
     try:
         if credentials is None:

@@ -93,8 +93,11 @@ def resolve_policy_target(target: str, args: Mapping[str, str] | None = None) ->
     def factory() -> Policy:
         try:
             policy = constructor(*positional, **kwargs)
-        except TypeError as exc:
-            raise BridgeConfigError(f"serve-policy {target!r}: cannot build it with {kwargs}: {exc}") from exc
+        except (TypeError, ValueError) as exc:  # an argument of the wrong kind or value
+            given = " ".join(f"--arg {key}={value}" for key, value in (args or {}).items()) or "no --arg"
+            raise BridgeConfigError(
+                f"serve-policy {target!r}: cannot build it with {given}: {type(exc).__name__}: {exc}"
+            ) from exc
         if not isinstance(policy, Policy):
             raise BridgeConfigError(
                 f"serve-policy {target!r}: built a {type(policy).__name__}, "
