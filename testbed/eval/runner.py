@@ -259,16 +259,18 @@ def _closing_recorder(recorder: Recorder) -> Callable[..., bool]:
 
 
 def _tcp_speed_guard(scenario: Scenario, control: ControlLoop, models: list[RobotModel]) -> TcpSpeedGuard | None:
-    """The TCP speed limit for robots whose controller settings ask for it: held every tick, monitored at 20 Hz."""
-    limits = []
-    for robot, model in zip(scenario.cell.robots, models, strict=True):
-        settings = robot.controller
-        if settings.tcp_speed_limit_m_s is not None:
-            limits.append(settings.tcp_speed_limit_m_s)
-        elif settings.reduced_speed:
-            limits.append(model.reduced_tcp_speed_m_s)
-        else:
-            limits.append(math.inf)
+    """The TCP speed limit for robots whose controller settings ask for it: held every tick, monitored at 20 Hz.
+
+    Each robot's limit is the lowest that applies (``monitored_tcp_limit_m_s``), ``inf`` when none does.
+    """
+    from testbed.control.tcp_limit import monitored_tcp_limit_m_s
+
+    limits = [
+        monitored_tcp_limit_m_s(reduced_speed=robot.controller.reduced_speed,
+                                reduced_limit_m_s=model.reduced_tcp_speed_m_s,
+                                tcp_speed_limit_m_s=robot.controller.tcp_speed_limit_m_s)
+        for robot, model in zip(scenario.cell.robots, models, strict=True)
+    ]
     if all(math.isinf(x) for x in limits):
         return None
     # forward kinematics costs ~0.15 ms a robot: check at the monitoring rate, not every physics step

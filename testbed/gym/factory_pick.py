@@ -39,6 +39,7 @@ from gymnasium import spaces
 
 import testbed
 from testbed.control import ControlLoop, TcpSpeedGuard
+from testbed.control.tcp_limit import monitored_tcp_limit_m_s
 from testbed.errors import FeatureUnavailable, ScenarioError, SpecMismatch
 from testbed.policies.observations import ENV_STATE_NAMES, state_names
 from testbed.scenario import load
@@ -439,12 +440,14 @@ def _check_supported(scenario: Scenario, path: Path) -> None:
 
 
 def _tcp_speed_guard(settings: Any, control: ControlLoop, model: Any, every: int) -> TcpSpeedGuard | None:
-    """The TCP speed limit the robot's controller settings ask for, held every tick and checked at 20 Hz."""
-    if settings.tcp_speed_limit_m_s is not None:
-        limit = settings.tcp_speed_limit_m_s
-    elif settings.reduced_speed:
-        limit = model.reduced_tcp_speed_m_s
-    else:
+    """The TCP speed limit the robot's controller settings ask for, held every tick and checked at 20 Hz.
+
+    The lowest limit that applies (``monitored_tcp_limit_m_s``, as in runs); no guard when none does.
+    """
+    limit = monitored_tcp_limit_m_s(reduced_speed=settings.reduced_speed,
+                                    reduced_limit_m_s=model.reduced_tcp_speed_m_s,
+                                    tcp_speed_limit_m_s=settings.tcp_speed_limit_m_s)
+    if math.isinf(limit):
         return None
     return TcpSpeedGuard(control, [model], limits_m_s=[limit], every_n_ticks=every)
 
