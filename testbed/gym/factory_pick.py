@@ -224,6 +224,8 @@ class FactoryPickEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self.draw = draw_episode(self.scenario.randomize, self._run_seed, self._episode)
         cell.reset_episode(self.draw)
         control.reset(cell.read_joint_positions().copy())
+        if self._guard is not None:  # its check count and the loop's narrowed bound start over, as in runs
+            self._guard.reset()
         self._sent_version = -1  # the control loop's setpoint_version last sent to the motors: none this episode
         control.drain_events()
         self._target = control.setpoint[0, : self.n_joints].copy()
