@@ -176,8 +176,8 @@ def _lerobot_problems(path: Path) -> list[str]:
     problems = list(validate_dataset(path))
     try:
         fields = [k for k in read_dataset(path).features if k not in BOOKKEEPING_FEATURES]
-    except DatasetError as exc:
-        return [*problems, str(exc)] if str(exc) not in problems else problems
+    except DatasetError as exc:  # validate_dataset has named it already, maybe with a relative path
+        return problems if any(p in str(exc) for p in problems) else [*problems, str(exc)]
     card, card_problems = _card_problems(path, fields)
     if card is not None and card.kind not in ("episodes", "run"):
         card_problems.append(

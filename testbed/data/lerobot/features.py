@@ -126,16 +126,21 @@ class FeatureSpec:
         """Parse a ``features`` entry of ``meta/info.json``.
 
         Raises:
-            DatasetError: if ``dtype`` or ``shape`` is missing.
+            DatasetError: if ``dtype`` or ``shape`` is missing, ``shape`` is not a list of integers,
+                or ``names`` / ``info`` have the wrong kind.
         """
         if not isinstance(entry, Mapping) or "dtype" not in entry or "shape" not in entry:
             raise DatasetError(f"meta/info.json features[{key!r}]: expected an object with dtype and shape")
-        return cls(
-            dtype=str(entry["dtype"]),
-            shape=tuple(entry["shape"]),
-            names=entry.get("names"),
-            info=entry.get("info"),
-        )
+        shape = entry["shape"]
+        if not isinstance(shape, list | tuple) or not all(type(d) is int for d in shape):
+            raise DatasetError(f"meta/info.json features[{key!r}].shape: expected a list of integers, got {shape!r}")
+        names = entry.get("names")
+        if names is not None and not isinstance(names, list | tuple | Mapping):
+            raise DatasetError(f"meta/info.json features[{key!r}].names: expected a list or an object, got {names!r}")
+        info = entry.get("info")
+        if info is not None and not isinstance(info, Mapping):
+            raise DatasetError(f"meta/info.json features[{key!r}].info: expected an object, got {info!r}")
+        return cls(dtype=str(entry["dtype"]), shape=tuple(shape), names=names, info=info)
 
 
 def _flat_names(names: Sequence[str] | Mapping[str, Sequence[str]]) -> list[str]:

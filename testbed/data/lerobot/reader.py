@@ -78,6 +78,77 @@ def load_jsonl(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def read_parquet(path: Path, what: str = "parquet file") -> pa.Table:
+    """Read a whole parquet file, raising ``DatasetError`` that names it if it is missing or unreadable.
+
+    Args:
+        path: the file.
+        what: what the file is, for the message (e.g. ``"data file"``).
+    """
+    if not path.exists():
+        raise DatasetError(f"{path}: {what} is missing")
+    try:
+        return pq.read_table(path, memory_map=True)
+    except (pa.ArrowException, OSError) as exc:
+        raise DatasetError(f"{path}: {what} is not readable parquet (truncated or corrupt?): {exc}") from exc
+
+
+def fill_path(template: object, where: str, **fields: object) -> str:
+    """Fill a path template of ``meta/info.json`` (``data_path``, ``video_path``).
+
+    Raises:
+        DatasetError: naming ``where`` and the fields the template may use, if it is not a string
+            or asks for anything else.
+    """
+    names = ", ".join("{" + name + "}" for name in fields)
+    if not isinstance(template, str):
+        raise DatasetError(f"{where}: expected a path template string using {names}, got {template!r}")
+    try:
+        return template.format(**fields)
+    except (KeyError, IndexError, ValueError, AttributeError, TypeError) as exc:
+        raise DatasetError(
+            f"{where}: template {template!r} can only use {names} ({type(exc).__name__}: {exc})"
+        ) from exc
+
+
+def check_info(info: object, path: Path) -> dict[str, Any]:
+    """The parts of ``meta/info.json`` the reader relies on, checked: return it as a dict.
+
+    Raises:
+        DatasetError: naming the file and key, for a missing key, an unknown ``codebase_version``,
+            an ``fps`` that is not a number > 0, ``features`` that are not an object of feature
+            objects, or a ``data_path`` that is not a string.
+    """
+    if not isinstance(info, dict):
+        raise DatasetError(f"{path}: expected a JSON object")
+    for key in ("codebase_version", "fps", "features", "data_path"):
+        if key not in info:
+            raise DatasetError(f"{path}: key {key!r} is missing")
+    version = info["codebase_version"]
+    if version not in layout.SUPPORTED_VERSIONS:
+        raise DatasetError(
+            f"{path} codebase_version: expected one of {', '.join(layout.SUPPORTED_VERSIONS)}, got {version!r}"
+        )
+    fps = info["fps"]
+    if isinstance(fps, bool) or not isinstance(fps, int | float) or not fps > 0:
+        raise DatasetError(f"{path} fps: expected a number > 0 (frames per second), got {fps!r}")
+    features = info["features"]
+    if not isinstance(features, dict):
+        raise DatasetError(
+            f"{path} features: expected an object of feature name -> {{dtype, shape, names}}, "
+            f"got {type(features).__name__}"
+        )
+    for key, entry in features.items():
+        try:
+            FeatureSpec.from_json(key, entry)
+        except DatasetError as exc:  # its message starts with meta/info.json: name the whole path
+            raise DatasetError(f"{path.parent.parent}/{exc}") from exc
+    for key in ("data_path", "video_path"):
+        if info.get(key) is not None and not isinstance(info[key], str):
+            raise DatasetError(f"{path} {key}: expected a path template string, got {info[key]!r}")
+    return info
+
+
 def column_to_numpy(column: pa.ChunkedArray | pa.Array, spec: FeatureSpec) -> np.ndarray:
     """Convert a numeric parquet column to ``(frames,)`` for scalars or ``(frames, n)`` for vectors."""
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
@@ -140,7 +211,15 @@ class LeRobotDataset:
         """All frames of all episodes as one arrow table (camera images left encoded)."""
         paths = list(dict.fromkeys(ep.data_path for ep in self.episodes))
         tables = [self._table(path) for path in paths]
-        return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+        if len(tables) == 1:
+            return tables[0]
+        for path, table in zip(paths[1:], tables[1:], strict=True):
+            if table.schema != tables[0].schema:
+                raise DatasetError(
+                    f"{self.root / path}: columns differ from {paths[0]}'s ({table.schema.names} vs "
+                    f"{tables[0].schema.names}, or their types)"
+                )
+        return pa.concat_tables(tables)
 
     def episode(self, index: int) -> dict[str, np.ndarray]:
         """Every feature of episode ``index`` as numpy arrays.
@@ -192,10 +271,7 @@ class LeRobotDataset:
 
     def _table(self, path: str) -> pa.Table:
         if path not in self._tables:
-            full = self.root / path
-            if not full.exists():
-                raise DatasetError(f"{full}: data file is missing")
-            self._tables[path] = pq.read_table(full, memory_map=True)
+            self._tables[path] = read_parquet(self.root / path, "data file")
         return self._tables[path]
 
     def _images(self, column: pa.ChunkedArray, where: str) -> np.ndarray:
@@ -224,21 +300,25 @@ def read_dataset(root: Path) -> LeRobotDataset:
         DatasetError: naming the file and field when metadata is missing or malformed.
     """
     root = Path(root)
-    info = load_json(root / layout.INFO_PATH)
-    if not isinstance(info, dict):
-        raise DatasetError(f"{root / layout.INFO_PATH}: expected a JSON object")
-    for key in ("codebase_version", "fps", "features", "data_path"):
-        if key not in info:
-            raise DatasetError(f"{root / layout.INFO_PATH}: key {key!r} is missing")
-    version = info["codebase_version"]
-    if version == layout.V30:
+    info = check_info(load_json(root / layout.INFO_PATH), root / layout.INFO_PATH)
+    if info["codebase_version"] == layout.V30:
         return _read_v30(root, info)
-    if version == layout.V21:
-        return _read_v21(root, info)
-    raise DatasetError(
-        f"{root / layout.INFO_PATH} codebase_version: expected one of "
-        f"{', '.join(layout.SUPPORTED_VERSIONS)}, got {version!r}"
-    )
+    return _read_v21(root, info)
+
+
+def _number(row: Mapping[str, Any], key: str, where: str, kind: type[int] | type[float] = int) -> Any:
+    """``row[key]`` as ``kind``; ``DatasetError`` naming ``where`` and the column if it is missing or not a number."""
+    value = row.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise DatasetError(f"{where}: column {key!r}: expected a number, got {value!r}")
+    return kind(value)
+
+
+def _tasks_of(row: Mapping[str, Any], where: str) -> tuple[str, ...]:
+    tasks = row.get("tasks") or ()
+    if isinstance(tasks, str) or not all(isinstance(t, str) for t in tasks):
+        raise DatasetError(f"{where}: column 'tasks': expected a list of task texts, got {tasks!r}")
+    return tuple(tasks)
 
 
 def _stats_file(root: Path) -> dict[str, FeatureStats] | None:
@@ -251,25 +331,43 @@ def _read_v30(root: Path, info: dict[str, Any]) -> LeRobotDataset:
     files = sorted((root / layout.EPISODES_DIR).glob("chunk-*/file-*.parquet"))
     if not files:
         raise DatasetError(f"{root / layout.EPISODES_DIR}: no episode metadata files (chunk-XXX/file-XXX.parquet)")
-    rows = [row for path in files for row in pq.read_table(path).to_pylist()]
-    rows.sort(key=lambda r: r.get("episode_index", -1))
+    rows = [
+        {**row, "__file": path}
+        for path in files
+        for row in read_parquet(path, "episode metadata file").to_pylist()
+    ]
+    rows.sort(key=lambda r: r.get("episode_index") if isinstance(r.get("episode_index"), int) else -1)
     video_keys = [k for k, f in info["features"].items() if f.get("dtype") == "video"]
+    info_path = root / layout.INFO_PATH
     episodes = []
     for row in rows:
-        where = f"{root / layout.EPISODES_DIR} episode {row.get('episode_index')}"
+        where = f"{row.pop('__file')} episode {row.get('episode_index')}"
         for key in ("episode_index", "length", "data/chunk_index", "data/file_index", "dataset_from_index"):
             if row.get(key) is None:
                 raise DatasetError(f"{where}: column {key!r} is missing")
-        data_path = info["data_path"].format(chunk_index=row["data/chunk_index"], file_index=row["data/file_index"])
+        data_path = fill_path(
+            info["data_path"],
+            f"{info_path} data_path",
+            chunk_index=_number(row, "data/chunk_index", where),
+            file_index=_number(row, "data/file_index", where),
+        )
         videos = {}
         for key in video_keys:
             prefix = f"videos/{key}/"
             if row.get(prefix + "chunk_index") is None:
                 raise DatasetError(f"{where}: column {prefix}chunk_index is missing")
-            path = (info.get("video_path") or layout.VIDEO_PATH).format(
-                video_key=key, chunk_index=row[prefix + "chunk_index"], file_index=row[prefix + "file_index"]
+            path = fill_path(
+                info.get("video_path") or layout.VIDEO_PATH,
+                f"{info_path} video_path",
+                video_key=key,
+                chunk_index=_number(row, prefix + "chunk_index", where),
+                file_index=_number(row, prefix + "file_index", where),
             )
-            videos[key] = (path, float(row[prefix + "from_timestamp"]), float(row[prefix + "to_timestamp"]))
+            videos[key] = (
+                path,
+                _number(row, prefix + "from_timestamp", where, float),
+                _number(row, prefix + "to_timestamp", where, float),
+            )
         stats: dict[str, dict[str, Any]] = {}
         extra = {}
         for column, value in row.items():
@@ -285,15 +383,16 @@ def _read_v30(root: Path, info: dict[str, Any]) -> LeRobotDataset:
                 "dataset_to_index",
             ):
                 extra[column] = value
-        from_index = int(row["dataset_from_index"])
-        length = int(row["length"])
+        from_index = _number(row, "dataset_from_index", where)
+        length = _number(row, "length", where)
+        to_index = _number(row, "dataset_to_index", where) if row.get("dataset_to_index") is not None else None
         episodes.append(
             EpisodeLocation(
-                episode_index=int(row["episode_index"]),
+                episode_index=_number(row, "episode_index", where),
                 length=length,
-                tasks=tuple(row.get("tasks") or ()),
+                tasks=_tasks_of(row, where),
                 from_index=from_index,
-                to_index=int(row.get("dataset_to_index") or from_index + length),
+                to_index=to_index if to_index is not None else from_index + length,
                 data_path=data_path,
                 videos=videos,
                 stats=stats_from_json(stats, where) if stats else {},
@@ -304,42 +403,65 @@ def _read_v30(root: Path, info: dict[str, Any]) -> LeRobotDataset:
 
 
 def _read_v21(root: Path, info: dict[str, Any]) -> LeRobotDataset:
-    chunks_size = int(info.get("chunks_size", layout.DEFAULT_CHUNKS_SIZE))
-    task_rows = load_jsonl(root / layout.V21_TASKS_PATH)
-    tasks = {int(r["task_index"]): str(r["task"]) for r in task_rows}
+    info_path = root / layout.INFO_PATH
+    chunks_size = info.get("chunks_size", layout.DEFAULT_CHUNKS_SIZE)
+    if isinstance(chunks_size, bool) or not isinstance(chunks_size, int) or chunks_size <= 0:
+        raise DatasetError(f"{info_path} chunks_size: expected a positive integer, got {chunks_size!r}")
+    tasks_path = root / layout.V21_TASKS_PATH
+    tasks = {}
+    for number, r in enumerate(load_jsonl(tasks_path), start=1):
+        if not isinstance(r, dict) or not isinstance(r.get("task"), str):
+            raise DatasetError(f"{tasks_path}:{number}: expected an object with task_index and task, got {r!r}")
+        tasks[_number(r, "task_index", f"{tasks_path}:{number}")] = r["task"]
     stats_path = root / layout.V21_EPISODES_STATS_PATH
-    episode_stats = (
-        {int(r["episode_index"]): r.get("stats", {}) for r in load_jsonl(stats_path)} if stats_path.exists() else {}
-    )
-    rows = sorted(load_jsonl(root / layout.V21_EPISODES_PATH), key=lambda r: int(r["episode_index"]))
+    episode_stats = {}
+    for number, r in enumerate(load_jsonl(stats_path) if stats_path.exists() else [], start=1):
+        if not isinstance(r, dict):
+            raise DatasetError(f"{stats_path}:{number}: expected an object with episode_index and stats")
+        episode_stats[_number(r, "episode_index", f"{stats_path}:{number}")] = r.get("stats", {})
+    episodes_path = root / layout.V21_EPISODES_PATH
+    rows = []
+    for number, r in enumerate(load_jsonl(episodes_path), start=1):
+        if not isinstance(r, dict):
+            raise DatasetError(f"{episodes_path}:{number}: expected an object with episode_index, length and tasks")
+        where = f"{episodes_path}:{number}"
+        rows.append((_number(r, "episode_index", where), _number(r, "length", where), where, r))
+    rows.sort(key=lambda item: item[0])
     video_keys = [k for k, f in info["features"].items() if f.get("dtype") == "video"]
     episodes = []
     start = 0
-    for row in rows:
-        index = int(row["episode_index"])
-        length = int(row["length"])
+    for index, length, where, row in rows:
         chunk = index // chunks_size
         videos = {
             key: (
-                (info.get("video_path") or layout.V21_VIDEO_PATH).format(
-                    episode_chunk=chunk, video_key=key, episode_index=index
+                fill_path(
+                    info.get("video_path") or layout.V21_VIDEO_PATH,
+                    f"{info_path} video_path",
+                    episode_chunk=chunk,
+                    video_key=key,
+                    episode_index=index,
                 ),
                 0.0,
                 length / float(info["fps"]),
             )
             for key in video_keys
         }
-        where = f"{stats_path} episode {index}"
         episodes.append(
             EpisodeLocation(
                 episode_index=index,
                 length=length,
-                tasks=tuple(row.get("tasks") or ()),
+                tasks=_tasks_of(row, where),
                 from_index=start,
                 to_index=start + length,
-                data_path=info["data_path"].format(episode_chunk=chunk, episode_index=index),
+                data_path=fill_path(
+                    info["data_path"], f"{info_path} data_path", episode_chunk=chunk, episode_index=index
+                ),
                 videos=videos,
-                stats=stats_from_json(episode_stats[index], where) if index in episode_stats else {},
+                stats=(
+                    stats_from_json(episode_stats[index], f"{stats_path} episode {index}")
+                    if index in episode_stats
+                    else {}
+                ),
                 extra={k: v for k, v in row.items() if k not in ("episode_index", "length", "tasks")},
             )
         )

@@ -66,7 +66,10 @@ def read_tasks_parquet(path: Path) -> dict[int, str]:
     """
     if not path.exists():
         raise DatasetError(f"{path}: tasks file is missing")
-    table = pq.read_table(path)
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise DatasetError(f"{path}: tasks file is not readable parquet (truncated or corrupt?): {exc}") from exc
     text_column = next((c for c in ("task", _INDEX_COLUMN) if c in table.column_names), None)
     if text_column is None and table.schema.metadata and b"pandas" in table.schema.metadata:
         index_columns = json.loads(table.schema.metadata[b"pandas"]).get("index_columns", [])

@@ -63,19 +63,24 @@ def validate_dataset(root: Path) -> list[str]:
     problems += _check_features(info.get("features"))
     try:
         ds = read_dataset(root)
-    except (DatasetError, KeyError, TypeError, ValueError) as exc:
-        return [*problems, f"cannot read dataset: {exc}"]
+    except DatasetError as exc:
+        message = str(exc)  # the reader stops at the first problem; it may be one listed already
+        return problems if any(p in message for p in problems) else [*problems, message]
     problems += _check_counts(ds)
-    frames = _check_data(ds, problems)
-    if frames is not None:
-        problems += _check_stats(ds, frames)
+    try:
+        frames = _check_data(ds, problems)
+        if frames is not None:
+            problems += _check_stats(ds, frames)
+    except DatasetError as exc:  # a data file that cannot be read ends the checks that need it
+        problems.append(str(exc))
     return problems
 
 
 def _check_features(features: object) -> list[str]:
     where = f"{layout.INFO_PATH} features"
     if not isinstance(features, dict):
-        return [f"{where}: expected an object of feature name -> {{dtype, shape, names}}"]
+        kind = type(features).__name__
+        return [f"{where}: expected an object of feature name -> {{dtype, shape, names}}, got {kind}"]
     problems = []
     for key in DEFAULT_FEATURE_DTYPES:
         if key not in features:
