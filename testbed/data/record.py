@@ -1,7 +1,9 @@
 """Recording as data: dataset features from a policy spec, the run loop's LeRobot recorder, the default card.
 
 The run loop calls ``lerobot_recorder``'s factory with the running policy's spec;
-running a scenario to record it is ``testbed.eval.record.record_dataset``.
+running a scenario to record it is ``testbed.eval.record.record_dataset``. The
+recorder writes the dataset's ``card.yaml`` as it opens, so that the episodes
+on disk validate from the first ``end_episode`` on, even if the run is killed.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from testbed.data.card import DataClass, DatasetCard, Origin, Terms
+from testbed.data.card import CARD_FILENAME, DataClass, DatasetCard, Origin, Provenance, Terms, save_card
 
 if TYPE_CHECKING:
     from testbed.data.lerobot import FeatureSpec, LeRobotWriter
@@ -52,13 +54,31 @@ def episode_features(spec: PolicySpec, joint_names: Sequence[str]) -> dict[str, 
     return features
 
 
+def recording_card(name: str, features: Sequence[str], spec: PolicySpec) -> DatasetCard:
+    """``default_card`` for a recorded dataset: every feature public, the recording policy as provenance."""
+    return default_card(name).model_copy(
+        update={
+            "kind": "episodes",
+            "data_classes": dict.fromkeys(features, DataClass.PUBLIC),
+            "provenance": Provenance(policy=f"{spec.model_name}@{spec.model_version}"),
+        }
+    )
+
+
 def lerobot_recorder(out_dir: Path) -> Callable[[PolicySpec, RobotModel], LeRobotWriter]:
-    """A recorder factory for the run loop: a LeRobot v3.0 writer at ``out_dir`` shaped by the policy's spec."""
+    """A recorder factory for the run loop: a LeRobot v3.0 writer at ``out_dir`` shaped by the policy's spec.
+
+    The factory also writes ``out_dir/card.yaml`` (``recording_card``); ``testbed datasets record``
+    replaces it with a card naming the scenario, seed and run when the recording ends.
+    """
 
     def make(spec: PolicySpec, robot: RobotModel) -> LeRobotWriter:
         from testbed.data.lerobot import LeRobotWriter
 
         features = episode_features(spec, robot.joint_names)
-        return LeRobotWriter(out_dir, fps=spec.control_hz, robot_type=robot.name, features=features)
+        writer = LeRobotWriter(out_dir, fps=spec.control_hz, robot_type=robot.name, features=features)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_card(recording_card(out_dir.name, list(features), spec), out_dir / CARD_FILENAME)
+        return writer
 
     return make
