@@ -307,6 +307,21 @@ class Segment:
 
     step: Step
     motion: JointMotion
+    caps: MotionCaps | None = None
+
+
+@dataclass(frozen=True)
+class MotionCaps:
+    """What a program line is programmed to: a blend with its neighbour keeps within the higher of theirs.
+
+    Args:
+        joint_velocity, joint_acceleration: per-joint bounds ``(n_joints,)`` (MOVJ: its VJ share of the limits).
+        tcp_speed_m_s: TCP speed bound (MOVL/MOVC: its V; MOVJ: the TCP speed limit).
+    """
+
+    joint_velocity: np.ndarray
+    joint_acceleration: np.ndarray
+    tcp_speed_m_s: float
 
 
 @dataclass(frozen=True)
@@ -431,6 +446,8 @@ def plan_job(
                 motion = PtpMotion(q, target, model.velocity * frac, model.acceleration * frac,
                                    model.jerk * frac)
                 motion = _limit_tcp_speed(motion, chain, tcp_limit)
+                caps = MotionCaps(np.asarray(model.velocity, float) * frac,
+                                  np.asarray(model.acceleration, float) * frac, tcp_limit)
             else:
                 speed = step.speed / 1000.0 * speed_scale
                 if speed > tcp_limit + 1e-12:
@@ -446,28 +463,67 @@ def plan_job(
                 path = line_path(start_pose, ends[0]) if step.op == "MOVL" else arc_path(start_pose, *ends)
                 motion = plan_cartesian(chain, q, path, speed, PATH_ACCEL_M_S2 * speed_scale, model.velocity,
                                         orientation=orient, dt_s=ROW_DT_S)
+                caps = MotionCaps(np.asarray(model.velocity, float), np.asarray(model.acceleration, float), speed)
         except ControllerError as exc:
             raise step.fail(str(exc)) from exc
-        group.append(Segment(step, motion))
+        group.append(Segment(step, motion, caps))
         q = np.asarray(motion.end, float).copy()
     if group:
         blocks.append(group)
     # blended here, with the planning: blending a group takes ~1-3 ms, too long for a 1 ms control cycle
     program = JobProgram(job, q_start, tuple(
-        MotionBlock(tuple(seg.step for seg in b), blend_group(b)) if isinstance(b, list) else b for b in blocks
+        MotionBlock(tuple(seg.step for seg in b), blend_group(b, chain=chain)) if isinstance(b, list) else b
+        for b in blocks
     ))
     return JobPlan(job, q_start, blocks, program)
 
 
-def blend_group(group: Sequence[Segment], dt_s: float = ROW_DT_S) -> np.ndarray:
+def blend_group(group: Sequence[Segment], dt_s: float = ROW_DT_S, *,
+                chain: KinematicChain | None = None) -> np.ndarray:
     """Rows of a motion group, overlapping consecutive segments by their PL level.
 
     Segment i+1 starts ``PL/8 * min(d_i, d_{i+1}) / 2`` before segment i ends and its
     motion is added to the tail of segment i (superposition blending); PL=0 is an exact stop.
+
+    Superposed motions add their speeds. With ``chain`` and both segments' ``caps``, a blend
+    whose rows would be faster than both lines are programmed to (joint velocity, joint
+    acceleration, TCP speed; each bound the higher of the two lines' or of what either motion
+    alone does there) is made longer: its overlap shrinks (bisection, ``BLEND_BISECTIONS``
+    steps; overlap 0 is an exact stop) until every row of the blend is within them. Blends
+    within bounds, and groups without blends, are rows as superposed.
     """
+    overlaps = [prev.step.pl / 8.0 * 0.5 * min(prev.motion.duration_s, nxt.motion.duration_s)
+                for prev, nxt in itertools.pairwise(group)]
+    rows, starts = _superpose(group, overlaps, dt_s)
+    if chain is None:
+        return rows
+    # left to right: a blend's rows depend on the overlaps before it only (blends do not overlap each other)
+    for k, (prev, nxt) in enumerate(itertools.pairwise(group)):
+        if overlaps[k] <= 0 or prev.caps is None or nxt.caps is None:
+            continue
+        if _blend_within_caps(rows, starts, k, group, chain, dt_s):
+            continue
+        programmed, ok, too_fast = overlaps[k], 0.0, 1.0
+        for _ in range(BLEND_BISECTIONS):
+            mid = 0.5 * (ok + too_fast)
+            overlaps[k] = programmed * mid
+            rows, starts = _superpose(group, overlaps, dt_s)
+            if _blend_within_caps(rows, starts, k, group, chain, dt_s):
+                ok = mid
+            else:
+                too_fast = mid
+        overlaps[k] = programmed * ok
+        rows, starts = _superpose(group, overlaps, dt_s)
+    return rows
+
+
+BLEND_BISECTIONS = 10  # a too-fast blend's overlap is found within 1/1024 of its programmed length
+
+
+def _superpose(group: Sequence[Segment], overlaps: Sequence[float], dt_s: float) -> tuple[np.ndarray, list[float]]:
+    """Rows of the group with segment i+1 starting ``overlaps[i]`` before segment i ends; and the start times."""
     starts = [0.0]
-    for prev, nxt in itertools.pairwise(group):
-        overlap = prev.step.pl / 8.0 * 0.5 * min(prev.motion.duration_s, nxt.motion.duration_s)
+    for prev, overlap in zip(group, overlaps, strict=False):
         starts.append(starts[-1] + prev.motion.duration_s - overlap)
     total = max(s + seg.motion.duration_s for s, seg in zip(starts, group, strict=True))
     n_rows = max(1, math.ceil(total / dt_s - 1e-9) + 1)
@@ -478,7 +534,46 @@ def blend_group(group: Sequence[Segment], dt_s: float = ROW_DT_S) -> np.ndarray:
         for k, t in enumerate(times):
             if t >= s:
                 rows[k] += seg.motion.sample(float(t - s))[0] - start
-    return rows
+    return rows, starts
+
+
+def _blend_within_caps(rows: np.ndarray, starts: Sequence[float], k: int, group: Sequence[Segment],
+                       chain: KinematicChain, dt_s: float) -> bool:
+    """Whether the rows of the blend of segments k and k+1 keep within the two lines' bounds.
+
+    Rows are compared by finite differences ``dt_s`` apart, as the loop streams them, from one
+    row before the blend starts to one after it ends. Each bound is the higher of the two lines'
+    programmed one and of what each motion alone does over the same rows (a blend may be as
+    fast as the moves it joins, never faster).
+    """
+    a, b = group[k], group[k + 1]
+    assert a.caps is not None and b.caps is not None
+    t0, t1 = starts[k + 1], starts[k] + a.motion.duration_s
+    k0 = max(0, math.floor(t0 / dt_s) - 1)
+    k1 = min(len(rows) - 1, math.ceil(t1 / dt_s) + 1)
+    if k1 - k0 < 2:
+        return True
+    times = np.arange(k0, k1 + 1) * dt_s
+    blended = rows[k0:k1 + 1]
+    alone = [np.array([seg.motion.sample(max(float(t - s), 0.0))[0] for t in times])
+             for s, seg in ((starts[k], a), (starts[k + 1], b))]
+    tol = 1.0 + 1e-9
+
+    def peak(x: np.ndarray, order: int) -> np.ndarray:
+        return np.max(np.abs(np.diff(x, order, axis=0)), axis=0) / dt_s**order
+
+    for order, cap in ((1, np.maximum(a.caps.joint_velocity, b.caps.joint_velocity)),
+                       (2, np.maximum(a.caps.joint_acceleration, b.caps.joint_acceleration))):
+        bound = np.maximum(cap, np.maximum(peak(alone[0], order), peak(alone[1], order)))
+        if np.any(peak(blended, order) > bound * tol):
+            return False
+
+    def tcp_peak(x: np.ndarray) -> float:
+        tips = np.array([chain.forward(q)[:3, 3] for q in x])
+        return float(np.max(np.linalg.norm(np.diff(tips, axis=0), axis=1))) / dt_s
+
+    bound = max(a.caps.tcp_speed_m_s, b.caps.tcp_speed_m_s, tcp_peak(alone[0]), tcp_peak(alone[1]))
+    return tcp_peak(blended) <= bound * tol
 
 
 # --------------------------------------------------------------------------- running
