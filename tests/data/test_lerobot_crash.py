@@ -78,3 +78,19 @@ def test_dataset_is_valid_after_every_end_episode(tmp_path: Path, monkeypatch: p
     assert len(list((root / "meta/episodes").glob("chunk-*/file-*.parquet"))) == 5
     assert (root / "meta/episodes/chunk-002/file-000.parquet").exists()
     assert [ep.extra["seed"] for ep in read_dataset(root).episodes] == list(range(5))
+
+
+def test_a_data_file_no_episode_points_to_is_named(tmp_path: Path) -> None:
+    # what a kill between an episode's data file and its metadata would leave: LeRobot would load the rows
+    root = tmp_path / "ds"
+    names = ["a", "b"]
+    features = {"observation.state": FeatureSpec("float32", (2,), names), "action": FeatureSpec("float32", (2,), names)}
+    with LeRobotWriter(root, fps=10, robot_type="r", features=features) as writer:
+        writer.start_episode("pick")
+        writer.add_frame({"observation.state": np.zeros(2, np.float32), "action": np.zeros(2, np.float32)}, 0.0)
+        writer.end_episode()
+    (root / "data/chunk-000/file-001.parquet").write_bytes((root / "data/chunk-000/file-000.parquet").read_bytes())
+    problems = validate_dataset(root)
+    assert len(problems) == 1 and problems[0].startswith(
+        "data/chunk-000/file-001.parquet: data file no episode in meta/episodes points to"
+    ), problems

@@ -150,6 +150,14 @@ def _check_data(ds: LeRobotDataset, problems: list[str]) -> dict[str, np.ndarray
     for path in missing:
         users = [ep.episode_index for ep in ds.episodes if ep.data_path == path]
         problems.append(f"{path}: data file is missing (episodes {users[:10]})")
+    if ds.version == layout.V30:  # LeRobot loads every data/*/*.parquet, listed in the metadata or not
+        known = {Path(p) for p in paths}
+        for path in sorted((ds.root / "data").glob("*/*.parquet")):
+            if path.relative_to(ds.root) not in known:
+                problems.append(
+                    f"{path.relative_to(ds.root)}: data file no episode in {layout.EPISODES_DIR} points to "
+                    "(LeRobot would load its rows too); remove it or add its episodes"
+                )
     if missing:
         return None
     table = ds.frames()
