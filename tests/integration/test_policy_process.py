@@ -8,11 +8,11 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from process_helpers import process_ended, wait_for
 
 from testbed.bridge import GrpcActionSource, spawn_policy_server
 from testbed.errors import PolicyUnavailable
@@ -97,28 +97,14 @@ def test_a_child_that_fails_to_start_names_its_log(tmp_path: Path) -> None:
     assert "cannot import module 'no_such_team_module'" in log.read_text()
 
 
-def test_a_killed_child_says_how_it_ended(tmp_path: Path) -> None:
+def test_a_killed_child_says_how_itprocess_ended(tmp_path: Path) -> None:
     with spawn_policy_server(HOLD, log_path=tmp_path / "policy.log") as server:
         server.proc.kill()
         server.proc.wait(10)
         assert server.exit_status() == "killed by SIGKILL"
 
 
-def _ended(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state in ("Z", "X")  # a zombie has ended; whether anyone reaps it is not the child's doing
 
-
-def _wait_for(condition, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def test_the_child_stops_and_closes_its_policies_when_its_parent_is_killed(tmp_path: Path) -> None:
@@ -128,16 +114,16 @@ def test_the_child_stops_and_closes_its_policies_when_its_parent_is_killed(tmp_p
                                         stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
     child = 0
     try:
-        assert _wait_for(pid_file.exists, 60), (tmp_path / "orchestrator.out").read_text()
+        assert wait_for(pid_file.exists, 60), (tmp_path / "orchestrator.out").read_text()
         child = int(pid_file.read_text())
         orchestrator.kill()  # SIGKILL: the orchestrator cannot clean up after itself
         orchestrator.wait(10)
-        assert _wait_for(lambda: _ended(child), 30), "the orphaned policy server kept running"
+        assert wait_for(lambda: process_ended(child), 30), "the orphaned policy server kept running"
     finally:
         if orchestrator.poll() is None:
             orchestrator.kill()
             orchestrator.wait(10)
-        if child and not _ended(child):
+        if child and not process_ended(child):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child, signal.SIGKILL)
     text = log.read_text()

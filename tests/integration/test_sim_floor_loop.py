@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-from types import ModuleType
-
-BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "sim.py"
-
-
-def _benchmark() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("sim_benchmark", BENCHMARK)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from benchmark_module import load_benchmark
 
 
 def test_the_floor_loop_leaves_every_part_where_the_run_left_it_and_misses_nothing() -> None:
-    sim = _benchmark()
+    sim = load_benchmark("sim")
     recorded = sim._recorded_world_calls(1)
     kinds = {name for _, name, _ in recorded[0]["calls"]}
     assert kinds == {"spawn", "set_suction", "apply_joint_commands"}

@@ -11,8 +11,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from process_helpers import process_ended, wait_for
 
 from testbed.bridge.server import PARENT_PID_ENV
 
@@ -46,21 +47,7 @@ else:
 """
 
 
-def _ended(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state in ("Z", "X")  # a zombie has ended; reaping it is init's business
 
-
-def _wait_for(condition, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def _orphan(kind: str, tmp_path: Path) -> int:
@@ -74,9 +61,9 @@ def _orphan(kind: str, tmp_path: Path) -> int:
 
 def _assert_gone(child: int, what: str) -> None:
     try:
-        assert _wait_for(lambda: _ended(child), GONE_WITHIN_S), f"the orphaned {what} kept running"
+        assert wait_for(lambda: process_ended(child), GONE_WITHIN_S), f"the orphaned {what} kept running"
     finally:
-        if not _ended(child):
+        if not process_ended(child):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child, signal.SIGKILL)
 
