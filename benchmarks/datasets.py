@@ -1,7 +1,10 @@
 """Frames/s writing and reading state+action episodes in the LeRobot format.
 
-Prints one JSON object: ``write_frames_per_s`` (LeRobotWriter, one add_frame
-call per frame, metadata and stats included), ``read_frames_per_s``
+Prints one JSON object: ``write_frames_per_s`` (LeRobotWriter with its default
+checkpoint window, one add_frame call per frame, metadata and stats included),
+``write_every_episode_on_disk_frames_per_s`` (a checkpoint at every episode's
+end, as a recording run writes, and ``read_every_episode_on_disk_frames_per_s``
+reading that dataset back), ``read_frames_per_s``
 (read_dataset then every episode as numpy arrays), and the floor: plain
 pyarrow writing and reading the same arrays (``pyarrow_write_frames_per_s``,
 ``pyarrow_read_frames_per_s``). Best of three runs each.
@@ -20,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from testbed.data.lerobot import FeatureSpec, LeRobotWriter, read_dataset
+from testbed.data.lerobot.writer import DEFAULT_CHECKPOINT_S
 
 EPISODES = 100
 FRAMES_PER_EPISODE = 500
@@ -38,12 +42,13 @@ def make_episodes() -> list[dict[str, np.ndarray]]:
     ]
 
 
-def write_testbed(root: Path, episodes: list[dict[str, np.ndarray]]) -> None:
+def write_testbed(root: Path, episodes: list[dict[str, np.ndarray]],
+                  checkpoint_s: float = DEFAULT_CHECKPOINT_S) -> None:
     features = {
         "observation.state": FeatureSpec("float32", (STATE_DIM,), [f"j{i}" for i in range(STATE_DIM)]),
         "action": FeatureSpec("float32", (ACTION_DIM,), [f"a{i}" for i in range(ACTION_DIM)]),
     }
-    with LeRobotWriter(root, fps=50, robot_type="cobot7", features=features) as writer:
+    with LeRobotWriter(root, fps=50, robot_type="cobot7", features=features, checkpoint_s=checkpoint_s) as writer:
         for arrays in episodes:
             writer.start_episode("pick part")
             state, action = arrays["observation.state"], arrays["action"]
@@ -129,6 +134,10 @@ def main() -> None:
         "action_dim": ACTION_DIM,
         "write_frames_per_s": round(best_rate(lambda r: write_testbed(r, episodes), frames)),
         "read_frames_per_s": round(best_read_rate(lambda r: write_testbed(r, episodes), read_testbed, frames)),
+        # as a recording run writes: every ended episode on disk at once (a checkpoint per episode)
+        "write_every_episode_on_disk_frames_per_s": round(best_rate(lambda r: write_testbed(r, episodes, 0.0), frames)),
+        "read_every_episode_on_disk_frames_per_s": round(
+            best_read_rate(lambda r: write_testbed(r, episodes, 0.0), read_testbed, frames)),
         "pyarrow_write_frames_per_s": round(best_rate(lambda r: write_pyarrow(r, episodes), frames)),
         "pyarrow_read_frames_per_s": round(best_read_rate(lambda r: write_pyarrow(r, episodes), read_pyarrow, frames)),
         "targets": {"write_frames_per_s": 50_000, "read_frames_per_s": 200_000},

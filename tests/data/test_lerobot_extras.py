@@ -19,7 +19,7 @@ NAMES = ["a", "b", "c"]
 
 def writer(root: Path) -> LeRobotWriter:
     features = {"observation.state": FeatureSpec("float32", (3,), NAMES), "action": FeatureSpec("float32", (3,), NAMES)}
-    return LeRobotWriter(root, fps=20, robot_type="gp7", features=features)
+    return LeRobotWriter(root, fps=20, robot_type="gp7", features=features, checkpoint_s=0.0)
 
 
 def metadata_schemas(root: Path) -> list[object]:

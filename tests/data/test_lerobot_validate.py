@@ -101,7 +101,7 @@ def test_wrong_frame_counts_are_named(tmp_path: Path) -> None:
     pq.write_table(table, episodes)
     edit_json(root / "meta/info.json", {("total_frames",): 30})
     problems = validate_dataset(root)
-    assert "data/chunk-000/file-001.parquet episode 1: metadata length is 7, the data holds 8 frames" in problems
+    assert "data/chunk-000/file-000.parquet episode 1: metadata length is 7, the data holds 8 frames" in problems
     assert "meta/info.json total_frames: says 30, episode lengths add up to 18" in problems
     assert any("episode 1: dataset_from_index..dataset_to_index is 5..13 for length 7" in p for p in problems)
     assert "data: files hold 19 frames, meta/info.json total_frames says 30" in problems

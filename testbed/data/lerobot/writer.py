@@ -1,13 +1,17 @@
 """``LeRobotWriter``: record episodes as a LeRobot v3.0 dataset.
 
-Frames are collected per episode in preallocated numpy buffers. Every
-``end_episode`` leaves the episodes ended so far as a complete, valid dataset
-on disk: the episode's frames go to a data file of their own
-(``data/chunk-XXX/file-XXX.parquet``, file index = episode index, so earlier
-files are never rewritten) and the metadata (tasks, episodes, stats, info) is
-rewritten, each file through a temporary file, flushed and renamed over the
-old one, ``info.json`` last. A process killed mid-episode loses only the open
-episode; ``close()`` has nothing left to write.
+Frames are collected per episode in preallocated numpy buffers. A checkpoint
+leaves the episodes ended so far as a complete, valid dataset on disk: the
+episodes ended since the last checkpoint go to a new data file
+(``data/chunk-XXX/file-XXX.parquet``; earlier files are never rewritten) and
+the metadata (tasks, episodes, stats, info) is rewritten, each file through a
+temporary file, flushed and renamed over the old one, ``info.json`` last.
+``end_episode`` makes a checkpoint when ``checkpoint_s`` has passed since the
+last one (0: at every episode's end) and ``close()`` makes the last one, so a
+process killed at any moment keeps every episode that ended ``checkpoint_s``
+or more before it. A checkpoint costs ~10 ms whatever it holds (a few small
+parquet writes), hence the window: the run recorder checkpoints every episode
+(episodes end ~0.5 s apart there), bulk writers batch.
 
 Camera features are stored as ``image`` (PNG bytes in the parquet data,
 lossless, readable without a video decoder) unless ``video=True``, which
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -37,6 +42,7 @@ from testbed.data.lerobot.video import encode_video, video_info
 from testbed.errors import DatasetError
 
 _INITIAL_CAPACITY = 256
+DEFAULT_CHECKPOINT_S = 1.0
 # meta/episodes/chunk-XXX/file-XXX.parquet is rewritten at every end_episode; start a new one past this size
 _EPISODES_FILE_LIMIT_BYTES = 1024 * 1024
 _RESERVED_EPISODE_COLUMNS = ("episode_index", "tasks", "length", "dataset_from_index", "dataset_to_index")
@@ -54,9 +60,11 @@ class LeRobotWriter:
             ``observation.images.<camera>``; the bookkeeping columns are added.
         chunks_size: files per ``chunk-XXX`` directory.
         video: store camera features as mp4 (``video``) rather than PNG (``image``).
-        data_files_size_mb: recorded as ``data_files_size_in_mb`` in ``meta/info.json``, the file size
-            LeRobot packs to when it appends to the dataset; this writer gives every episode a data
-            file of its own, so that an ended episode is on disk without rewriting earlier files.
+        data_files_size_mb: the size a data file grows to within one checkpoint (0: an episode per file),
+            recorded as ``data_files_size_in_mb`` in ``meta/info.json``; every checkpoint starts a new
+            data file, so that ended episodes are on disk without rewriting earlier files.
+        checkpoint_s: ``end_episode`` writes the episodes ended so far to disk once this many seconds
+            (wall time) have passed since the last checkpoint; 0 writes at every episode's end.
 
     Raises:
         DatasetError: for a bad feature spec or a root that already has a dataset.
@@ -72,8 +80,12 @@ class LeRobotWriter:
         chunks_size: int = layout.DEFAULT_CHUNKS_SIZE,
         video: bool = False,
         data_files_size_mb: int = layout.DEFAULT_DATA_FILE_SIZE_MB,
+        checkpoint_s: float = DEFAULT_CHECKPOINT_S,
     ) -> None:
         self.root = Path(root)
+        if not checkpoint_s >= 0:
+            raise DatasetError(f"{self.root}: checkpoint_s must be >= 0 seconds, got {checkpoint_s}")
+        self.checkpoint_s = checkpoint_s
         if not fps > 0:
             raise DatasetError(f"{self.root}: fps must be positive, got {fps}")
         if chunks_size <= 0:
@@ -126,6 +138,10 @@ class LeRobotWriter:
             [(k, self.features[k].arrow_type()) for k in self.features if self.features[k].dtype != "video"]
         )
         self._video_file = 0
+        self._pending: list[tuple[dict[str, Any], pa.Table]] = []  # ended, not yet on disk: (metadata row, data)
+        self._data_file: tuple[int, int] = (0, 0)  # the next checkpoint's data file
+        self._widened = False  # the extra columns changed since the last checkpoint
+        self._last_checkpoint = time.monotonic()
 
     def start_episode(self, task: str) -> int:
         """Open a new episode for ``task`` (natural language) and return its index."""
@@ -225,7 +241,8 @@ class LeRobotWriter:
                     [pa.array([encode_png(f) for f in frames], pa.binary()), pa.nulls(n, pa.string())],
                     names=["bytes", "path"],
                 )
-        row.update(self._write_data(columns, arrays))
+        table = self._data_table(columns, arrays)
+        row["data/chunk_index"] = row["data/file_index"] = -1  # the checkpoint that writes the data sets them
         row["dataset_from_index"] = start
         row["dataset_to_index"] = start + n
         for key, feature_stats in stats.items():
@@ -235,18 +252,46 @@ class LeRobotWriter:
         if self._fixed_schema is None:
             self._fixed_schema = pa.Table.from_pylist([row]).schema
         row.update({k: v.item() if isinstance(v, np.generic) else v for k, v in extra.items()})
-        widened = extra_types != self._extra_types
+        self._widened = self._widened or extra_types != self._extra_types
         self._extra_types = extra_types
         self._episodes.append(row)
+        self._pending.append((row, table))
         # pooled statistics combine pairwise exactly as over all episodes at once
         self._dataset_stats = aggregate_stats([self._dataset_stats, stats] if self._dataset_stats else [stats])
         self._total_frames += n
         self._episode_index = None
         self._frames = {}
-        self._write_meta(self._fixed_schema, widened)
+        if time.monotonic() - self._last_checkpoint >= self.checkpoint_s:
+            self.checkpoint()
+
+    def checkpoint(self) -> None:
+        """Write the episodes ended since the last checkpoint: new data files (each up to ``data_files_size_mb``,
+        at least one episode), then the metadata."""
+        self._check_open()
+        if not self._pending:
+            return
+        limit = self._data_files_size_mb * 1024 * 1024
+        files: list[list[tuple[dict[str, Any], pa.Table]]] = [[]]
+        for episode in self._pending:  # a file holds at least one episode and, past that, up to ~the size limit
+            if files[-1] and sum(t.nbytes for _, t in files[-1]) + episode[1].nbytes > limit:
+                files.append([])
+            files[-1].append(episode)
+        for episodes in files:
+            chunk_index, file_index = self._data_file
+            table = pa.concat_tables([t for _, t in episodes]) if len(episodes) > 1 else episodes[0][1]
+            path = self.root / layout.DATA_PATH.format(chunk_index=chunk_index, file_index=file_index)
+            _replace(path, lambda tmp, t=table: pq.write_table(t, tmp, compression="snappy"))
+            for row, _ in episodes:
+                row["data/chunk_index"], row["data/file_index"] = chunk_index, file_index
+            self._data_file = layout.next_chunk_file(chunk_index, file_index, self.chunks_size)
+        assert self._fixed_schema is not None
+        self._write_meta(self._fixed_schema, self._widened, len(self._pending))
+        self._pending = []
+        self._widened = False
+        self._last_checkpoint = time.monotonic()
 
     def close(self) -> None:
-        """Finish the writer; every ended episode is already on disk with its metadata.
+        """Write what is left (the last checkpoint) and finish the writer.
 
         Raises:
             DatasetError: if an episode is still open or none was ever ended.
@@ -257,6 +302,7 @@ class LeRobotWriter:
             raise DatasetError(f"{self.root}: episode {self._episode_index} is still open; call end_episode()")
         if not self._episodes:
             raise DatasetError(f"{self.root}: no episodes recorded; a dataset needs at least one")
+        self.checkpoint()
         self._closed = True
 
     def __enter__(self) -> LeRobotWriter:
@@ -299,13 +345,14 @@ class LeRobotWriter:
             types[key] = (kind, first)
         return types
 
-    def _write_meta(self, fixed_schema: pa.Schema, widened: bool) -> None:
+    def _write_meta(self, fixed_schema: pa.Schema, widened: bool, new_rows: int) -> None:
         """Rewrite tasks, episodes, stats and info for the episodes ended so far; ``info.json`` last.
 
         Args:
             fixed_schema: the metadata columns every episode has.
             widened: the extra columns changed (a new key, or integers became floats): every
                 episodes-metadata file is rewritten with them, so that all share one schema.
+            new_rows: episodes ended since the last checkpoint (the last rows of ``_episodes``).
         """
         if len(self._tasks) != self._tasks_written:
             _replace(self.root / layout.TASKS_PATH, lambda tmp: pq.write_table(tasks_table(list(self._tasks)), tmp))
@@ -322,7 +369,7 @@ class LeRobotWriter:
                     _replace(path, lambda tmp, t=table: pq.write_table(t, tmp))
             self._meta_table = pa.Table.from_pylist(files.get(self._meta_file, []), schema=schema)
         else:
-            row = pa.Table.from_pylist(self._episodes[-1:], schema=schema)
+            row = pa.Table.from_pylist(self._episodes[-new_rows:], schema=schema)
             if self._meta_table is not None:
                 row = pa.concat_tables([self._meta_table, row]).combine_chunks()
             self._meta_table = row
@@ -360,7 +407,7 @@ class LeRobotWriter:
     def _task_name(self, index: int) -> str:
         return next(task for task, i in self._tasks.items() if i == index)
 
-    def _write_data(self, columns: Mapping[str, np.ndarray], images: Mapping[str, pa.Array]) -> dict[str, int]:
+    def _data_table(self, columns: Mapping[str, np.ndarray], images: Mapping[str, pa.Array]) -> pa.Table:
         arrays = []
         for field in self._schema:
             if field.name in images:
@@ -371,11 +418,7 @@ class LeRobotWriter:
                 arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), field.type.list_size))
             else:
                 arrays.append(pa.array(values.reshape(-1), field.type))
-        table = pa.Table.from_arrays(arrays, schema=self._schema)
-        chunk_index, file_index = divmod(self._episode_index or 0, self.chunks_size)
-        path = self.root / layout.DATA_PATH.format(chunk_index=chunk_index, file_index=file_index)
-        _replace(path, lambda tmp: pq.write_table(table, tmp, compression="snappy"))
-        return {"data/chunk_index": chunk_index, "data/file_index": file_index}
+        return pa.Table.from_arrays(arrays, schema=self._schema)
 
     def _write_video(self, key: str, frames: np.ndarray) -> dict[str, Any]:
         # one file per episode: chunk/file advance together for every camera
