@@ -134,7 +134,7 @@ def start_ros2(scenario: Scenario, cell: Cell, events: EventStream, backend: Any
         return None
     from testbed.ros2 import Ros2Bridge, Ros2Settings
 
-    settings = Ros2Settings(domain_id=cfg.domain_id, namespace=cfg.namespace, rate_hz=cfg.rate_hz, images=cfg.images)
+    settings = Ros2Settings.of(cfg)
     bridge = Ros2Bridge(settings, cell_spec(scenario, cell), events, backend)
     stack.enter_context(bridge)
     return RunRos2(bridge, cfg.rate_hz)

@@ -73,12 +73,16 @@ class ControllerLifecycleNode(LifecycleNode):
             hand-off in the run's process).
         context: the run's rclpy context.
         report: called with (kind, fields) for events the run should record (refused requests).
+        accept_requests: False for a node reachable beyond this machine (ROS 2 has no authentication here):
+            it still follows and shows the controller's state, but refuses every transition asked from the
+            graph and has no ``clear_stop`` or ``protective_stop`` service.
     """
 
     def __init__(self, robot: str, namespace: str, name: str, backend: LifecycleBackend, context: Any,
-                 report: Callable[[str, dict[str, Any]], None]) -> None:
+                 report: Callable[[str, dict[str, Any]], None], accept_requests: bool = True) -> None:
         super().__init__(name, namespace=namespace, context=context)
         self.robot = robot
+        self.accept_requests = accept_requests
         self._backend = backend
         self._report = report
         self._following: str | None = None  # set while the node follows the controller instead of driving it
@@ -86,8 +90,9 @@ class ControllerLifecycleNode(LifecycleNode):
         change_state = self._service_change_state
         original = change_state.callback
         change_state.callback = lambda req, resp: self._guarded_change_state(original, req, resp)
-        self.create_service(Trigger, "~/clear_stop", self._on_clear_stop)
-        self.create_service(Trigger, "~/protective_stop", self._on_protective_stop)
+        if accept_requests:
+            self.create_service(Trigger, "~/clear_stop", self._on_clear_stop)
+            self.create_service(Trigger, "~/protective_stop", self._on_protective_stop)
 
     def ros2_state(self) -> str:
         """The ROS 2 lifecycle state's label (``active``, ``inactive``, ...)."""
@@ -205,6 +210,12 @@ class ControllerLifecycleNode(LifecycleNode):
         return response
 
     def _guarded_change_state(self, original: Callable[[Any, Any], Any], request: Any, response: Any) -> Any:
+        if not self.accept_requests:
+            label = request.transition.label or str(request.transition.id)
+            self._report("lifecycle_refused", {"transition": label, "reason": "the node is reachable beyond this "
+                                               "machine (ros2.discovery_range: subnet): it takes no requests"})
+            response.success = False
+            return response
         # rclpy raises out of the executor for a transition the state machine does not have from here
         try:
             return original(request, response)

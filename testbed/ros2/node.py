@@ -18,6 +18,7 @@ if one of them does not end; one that died while the run went on said so when it
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -65,12 +66,42 @@ def require_ros2() -> None:
 
 @dataclass(frozen=True)
 class Ros2Settings:
-    """The node's settings (the launch file's ``ros2`` section, without ``enabled``)."""
+    """The node's settings (the launch file's ``ros2`` section, without ``enabled``).
+
+    ``discovery_range`` is the node process's ``ROS_AUTOMATIC_DISCOVERY_RANGE`` (``localhost``: only this
+    machine reaches the node; ``subnet``: any host on the network, for a node that only publishes).
+    """
 
     domain_id: int | None = None
     namespace: str = "/cell"
     rate_hz: float = 50.0
     images: bool = True
+    discovery_range: str = "localhost"
+
+    @classmethod
+    def of(cls, section: Any) -> Ros2Settings:
+        """The settings of a launch file's ``ros2`` section (``testbed.scenario.schema.Ros2Config``)."""
+        return cls(domain_id=section.domain_id, namespace=section.namespace, rate_hz=section.rate_hz,
+                   images=section.images, discovery_range=section.discovery_range)
+
+    @property
+    def loopback(self) -> bool:
+        """True when only this machine can reach the node (the graph may then send it commands)."""
+        return self.discovery_range == "localhost"
+
+
+def node_environment(settings: Ros2Settings, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The node process's environment: ``base`` (the run's, by default) with the settings' discovery range.
+
+    ROS 2 has no authentication (this install's Fast DDS has no SROS2 security), so on loopback the static
+    peers a caller's environment may name are dropped too: they would reach the node from other hosts.
+    """
+    env = dict(os.environ if base is None else base)
+    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = settings.discovery_range.upper()
+    env.pop("ROS_LOCALHOST_ONLY", None)  # deprecated in Jazzy; the range says it
+    if settings.loopback:
+        env.pop("ROS_STATIC_PEERS", None)
+    return env
 
 
 def node_name(scenario: str) -> str:
@@ -94,6 +125,12 @@ class Ros2Bridge:
     """
 
     def __init__(self, settings: Ros2Settings, cell: CellSpec, events: Any, backend: Any) -> None:
+        if settings.discovery_range not in ("localhost", "subnet"):
+            raise TestbedError(f"ros2.discovery_range: expected localhost or subnet, got {settings.discovery_range!r}")
+        takers = [r.name for r in cell.robots if r.commandable]
+        if not settings.loopback and takers:
+            raise TestbedError(f"ros2.discovery_range: subnet would let any host on the network command "
+                               f"{', '.join(takers)} (ROS 2 has no authentication here); commands stay on loopback")
         self.settings = settings
         self.cell = cell
         self.names = TopicNames(settings.namespace)
@@ -124,7 +161,7 @@ class Ros2Bridge:
         with theirs:
             self._process = subprocess.Popen([sys.executable, "-m", "testbed.ros2.process", str(theirs.fileno())],
                                              pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
-                                             stdout=subprocess.DEVNULL)
+                                             stdout=subprocess.DEVNULL, env=node_environment(self.settings))
         self._conn = Connection(ours.detach())
         try:
             self._send("start", self.settings, self.cell)

@@ -449,11 +449,12 @@ class NodeProcess:
         for robot in cell.robots:
             ns, name = names.controller_node(robot.name)
             lc = ControllerLifecycleNode(robot.name, ns, name, self.backend, self.context,
-                                         lambda kind, fields, r=robot.name: self.link.send("report", kind, r, fields))
+                                         lambda kind, fields, r=robot.name: self.link.send("report", kind, r, fields),
+                                         accept_requests=settings.loopback)
             self.lifecycle[robot.name] = lc
             self.nodes.append(lc)
         self.publisher = CellPublisher(node, names, cell, lambda r: self.lifecycle[r].ros2_state())
-        for robot in cell.robots:
+        for robot in cell.robots if settings.loopback else ():  # beyond loopback the node only publishes
             node.create_subscription(JointTrajectory, names.joint_trajectory(robot.name),
                                      lambda msg, r=robot.name: self.link.send(
                                          "trajectory", r, list(msg.joint_names), points_of(msg)), qos.STATE)

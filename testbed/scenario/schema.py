@@ -287,6 +287,11 @@ class Ros2Config(Strict):
         "external", description="robots that follow joint_trajectory: external ones only, or all (a trajectory "
                                 "then takes over from the robot's policy or job until it ends)")
     images: bool = Field(True, description="publish camera images as they are rendered")
+    discovery_range: Literal["localhost", "subnet"] = Field(
+        "localhost", description="ROS_AUTOMATIC_DISCOVERY_RANGE of the node's process: localhost (only this machine "
+                                 "reaches the node) or subnet (any host on the network; ROS 2 has no authentication, "
+                                 "so only with no robot that follows joint_trajectory, and the node then refuses "
+                                 "lifecycle requests)")
 
 
 class SuccessConfig(Strict):
@@ -432,6 +437,23 @@ class Scenario(Strict):
         if self.policy.request_mode == "blocking" and self.sim.realtime:
             raise ValueError("policy.request_mode blocking is a lockstep baseline; real-time runs are pipelined")
         return self
+
+    @field_validator("ros2")
+    @classmethod
+    def _no_unauthenticated_commands_beyond_loopback(cls, ros2: Ros2Config, info: ValidationInfo) -> Ros2Config:
+        cell = info.data.get("cell")
+        if not ros2.enabled or ros2.discovery_range == "localhost" or cell is None:
+            return ros2
+        takers = [f"cell.robots[{i}] ({r.name})" for i, r in enumerate(cell.robots)
+                  if r.external or ros2.commands == "all"]
+        if takers:
+            why = "commands: all" if ros2.commands == "all" else "external: true"
+            raise ValueError(
+                f"discovery_range: subnet lets any host on the network reach the node, and {', '.join(takers)} "
+                f"would follow its joint_trajectory commands ({why}); ROS 2 has no authentication without SROS2 "
+                "security, which this install's Fast DDS lacks (built without security), so commands stay on "
+                "loopback: use discovery_range: localhost, or publish only (no external robots, commands: external)")
+        return ros2
 
     name: str = Field(min_length=1)
     seed: int = Field(0, ge=0)
