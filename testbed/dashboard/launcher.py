@@ -41,7 +41,8 @@ STOP_WAIT_S = 10.0
 # in launch/: a dashboard token lets a user start those scenarios, not run arbitrary code or hand the robots to the
 # network. Setting -> why it is protected. ROS 2: enabling it and widening `commands` open an unauthenticated
 # joint_trajectory path; `domain_id` and `namespace` choose whose trajectories reach the robots (another cell's
-# namespace or domain would drive this cell's arms); `rate_hz` and `images` only shape what is published.
+# namespace or domain would drive this cell's arms); `discovery_range` lets the whole network reach the node (even
+# one that only publishes); `rate_hz` and `images` only shape what is published.
 PROTECTED: dict[str, str] = {
     "policy.builtin": "it names code to run",
     "policy.serve": "it names code to run",
@@ -59,12 +60,14 @@ PROTECTED: dict[str, str] = {
     "ros2.commands": "it lets ROS 2 clients on the network command more robots",
     "ros2.domain_id": "it picks which ROS 2 network may command the robots",
     "ros2.namespace": "it picks whose ROS 2 trajectories reach the robots",
+    "ros2.discovery_range": "it lets hosts on the network reach the ROS 2 node",
 }
 # values a protected setting may still be changed to: each removes or narrows what the launch file allowed
 SAFE_VALUES: dict[str, tuple[Any, ...]] = {
     "policy.builtin": (None, "expert"), "policy.serve": (None, "expert"), "policy.endpoint": (None,),
     "policy.protocol": ("testbed",),  # only valid without an endpoint or with the launch file's grpc:// one
     "cell.robots[*].external": (False,), "ros2.enabled": (False,), "ros2.commands": ("external",),
+    "ros2.discovery_range": ("localhost",),
 }
 
 

@@ -65,3 +65,17 @@ def test_a_switch_to_an_openpi_server_names_both_the_endpoint_and_the_protocol(t
 ])
 def test_overrides_that_close_or_keep_the_command_paths_are_accepted(launcher, launch, overrides):
     assert launcher.check(launch, overrides) == REPO / "launch" / launch
+
+
+def test_widening_the_ros2_discovery_range_is_refused_and_narrowing_it_accepted(tmp_path: Path) -> None:
+    launch_dir = tmp_path / "launch"
+    launch_dir.mkdir()
+    (launch_dir / "publisher.yaml").write_text("name: publisher\nros2: {enabled: true}\n", encoding="utf-8")
+    (launch_dir / "wide.yaml").write_text("name: wide\nros2: {enabled: true, discovery_range: subnet}\n",
+                                          encoding="utf-8")
+    guard = Launcher(tmp_path / "runs", launch_dir)
+    load(launch_dir / "publisher.yaml", ["ros2.discovery_range:=subnet"])  # valid: only the dashboard refuses it
+    with pytest.raises(LaunchRefused, match=r"ros2.discovery_range cannot be changed from the dashboard \(it lets "
+                                            r"hosts on the network reach the ROS 2 node\)"):
+        guard.check("publisher.yaml", ["ros2.discovery_range:=subnet"])
+    assert guard.check("wide.yaml", ["ros2.discovery_range:=localhost"]) == launch_dir / "wide.yaml"
