@@ -33,10 +33,11 @@ from typing import Any
 import numpy as np
 import yaml
 
-from testbed.control.kinematics import KinematicChain, rpy_matrix
+from testbed.control.kinematics import KinematicChain, rotation_error, rpy_matrix
 from testbed.control.lifecycle import LifecycleState
 from testbed.control.loop import ControlLoop
 from testbed.control.trajectory import (
+    CartesianPath,
     JointMotion,
     PtpMotion,
     SampledMotion,
@@ -44,6 +45,7 @@ from testbed.control.trajectory import (
     line_path,
     plan_cartesian,
     sample_rows,
+    trapezoid_profile,
 )
 from testbed.errors import ControllerError, JobError
 
@@ -402,6 +404,93 @@ def _limit_tcp_speed(motion: JointMotion, chain: KinematicChain, limit_m_s: floa
     return SampledMotion(rows, ROW_DT_S * speed / limit_m_s)
 
 
+MAX_SLOWDOWN = 20.0  # a linear/circular move is slowed at most this much to fit the joint limits
+_RETIMES = 12  # tries to find the slowdown (each one a full pass of path IK)
+
+
+def _row_peaks(rows: np.ndarray, model: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Per joint, peak finite-difference velocity and acceleration over ``ROW_DT_S`` rows (from and
+    to rest: the rows are padded with their ends), as fractions of the model's limits."""
+    padded = np.vstack([rows[:1], rows, rows[-1:]])
+    vel = np.max(np.abs(np.diff(padded, axis=0)), axis=0) / ROW_DT_S / np.asarray(model.velocity, float)
+    acc = np.max(np.abs(np.diff(padded, 2, axis=0)), axis=0) / ROW_DT_S**2 / np.asarray(model.acceleration, float)
+    return vel, acc
+
+
+def _follow_path(step: Step, chain: KinematicChain, q_start: np.ndarray, path: CartesianPath, speed_m_s: float,
+                 accel_m_s2: float, orientation: str, slowdown: float = 1.0) -> SampledMotion:
+    """Rows ``ROW_DT_S`` apart along ``path`` on a trapezoid of ``speed_m_s``/``accel_m_s2``, both slowed
+    uniformly (speed / ``slowdown``, acceleration / ``slowdown``^2), each row's IK
+    continued from the one before (``KinematicChain.track``: tight, no jitter, limits avoided in the null space).
+
+    The motion lasts the profile's duration (the last row, the path's end, is held from then on), as
+    ``plan_cartesian``'s does: lines blend and follow each other at the same times."""
+    duration, s_of_t = trapezoid_profile(path.length_m, speed_m_s / slowdown, accel_m_s2 / slowdown**2)
+    length = max(path.length_m, 1e-12)
+    rot_len = float(np.linalg.norm(rotation_error(path.pose(1.0)[:3, :3], path.pose(0.0)[:3, :3])))
+    if duration == 0.0 and rot_len > 0:  # pure reorientation, as plan_cartesian: ~0.5 rad/s, slowed alike
+        duration, s_of_t = trapezoid_profile(rot_len, 0.5 / slowdown, 2.0 / slowdown**2)
+        length = rot_len
+    n = max(2, math.ceil(duration / ROW_DT_S - 1e-9) + 1)
+    rows = np.zeros((n, chain.n_joints))
+    q = np.asarray(q_start, float).copy()
+    for k in range(n):
+        s = s_of_t(min(k * ROW_DT_S, duration)) if duration > 0 else length
+        result = chain.track(path.pose(s / length), q, orientation=orientation)
+        if not result.ok:
+            raise step.fail(f"path unreachable at {100 * s / length:.0f}% of its length: IK error "
+                            f"{result.position_error_m * 1e3:.2f} mm, {math.degrees(result.rotation_error_rad):.2f} "
+                            "deg within the joint limits")
+        q = result.q
+        rows[k] = q
+    motion = SampledMotion(rows, ROW_DT_S)
+    motion.duration_s = min(motion.duration_s, duration) if duration > 0 else motion.duration_s
+    return motion
+
+
+def _plan_path(step: Step, chain: KinematicChain, q: np.ndarray, path: CartesianPath, speed_m_s: float,
+               accel_m_s2: float, model: Any, orientation: str) -> JointMotion:
+    """A MOVL/MOVC motion whose rows keep within every joint's velocity and acceleration limits.
+
+    ``plan_cartesian``'s motion is kept as it is when its rows fit. Otherwise (or when its IK fails)
+    the path is followed again row by row (``_follow_path``) and, if that is still too fast at V, slowed down uniformly
+    (speed / k, acceleration / k^2) until the rows fit.
+
+    Raises:
+        JobError: no slowdown up to ``MAX_SLOWDOWN`` fits (a jump between rows: an IK branch change or
+            a singularity on the path), naming the line and the joint.
+    """
+    try:
+        motion = plan_cartesian(chain, q, path, speed_m_s, accel_m_s2, model.velocity, orientation=orientation,
+                                dt_s=ROW_DT_S)
+    except ControllerError:
+        pass  # its IK stalls where a joint sits at a limit; the path is followed again below
+    else:
+        vel, acc = _row_peaks(sample_rows(motion, ROW_DT_S), model)
+        if np.all(vel <= 1.0) and np.all(acc <= 1.0):
+            return motion
+    tol = 1.0 - 1e-3  # aim a little inside the limits: the rows of a slower pass are not exactly scaled
+    k = 1.0
+    for _ in range(_RETIMES):
+        motion = _follow_path(step, chain, q, path, speed_m_s, accel_m_s2, orientation, k)
+        vel, acc = _row_peaks(sample_rows(motion, ROW_DT_S), model)
+        need = max(float(vel.max()), math.sqrt(float(acc.max())))
+        if need <= 1.0:
+            return motion
+        if k >= MAX_SLOWDOWN:
+            break
+        k = min(MAX_SLOWDOWN, k * max(need / tol, 1.01))
+    ratio = np.maximum(vel, acc)
+    j = int(np.argmax(ratio))
+    name = chain.joint_names[j] if j < len(chain.joint_names) else f"joint {j}"
+    what = "velocity" if vel[j] >= acc[j] else "acceleration"
+    raise step.fail(
+        f"joint {name} cannot follow the path within its {what} limit: {ratio[j]:.1f}x the limit even "
+        f"slowed to 1/{k:g} of V (a jump between rows: the path crosses a singularity or the arm changes "
+        "configuration)"
+    )
+
+
 def plan_job(
     job: Job,
     model: Any,
@@ -461,8 +550,7 @@ def plan_job(
                     q_pose = _joint_target(step, pose, chain, model, q)
                     ends.append(chain.forward(q_pose) if pose.joints is not None else pose.matrix())
                 path = line_path(start_pose, ends[0]) if step.op == "MOVL" else arc_path(start_pose, *ends)
-                motion = plan_cartesian(chain, q, path, speed, PATH_ACCEL_M_S2 * speed_scale, model.velocity,
-                                        orientation=orient, dt_s=ROW_DT_S)
+                motion = _plan_path(step, chain, q, path, speed, PATH_ACCEL_M_S2 * speed_scale, model, orient)
                 caps = MotionCaps(np.asarray(model.velocity, float), np.asarray(model.acceleration, float), speed)
         except ControllerError as exc:
             raise step.fail(str(exc)) from exc

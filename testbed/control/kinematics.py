@@ -256,6 +256,64 @@ class KinematicChain:
         assert best is not None
         return IKResult(best.q, best.ok, best.position_error_m, best.rotation_error_rad, used)
 
+    def track(
+        self,
+        target: np.ndarray,
+        q_prev: np.ndarray,
+        *,
+        orientation: str = "full",
+        limit_margin: float = 0.15,
+        tol_m: float = 1e-8,
+        tol_rad: float = 1e-7,
+        max_iter: int = 30,
+    ) -> IKResult:
+        """Continue a path: joint positions near ``q_prev`` (the previous path point's) reaching ``target``.
+
+        Unlike ``inverse`` (which stops anywhere within its tolerance, so consecutive path points jitter
+        by up to that much, and restarts elsewhere when stuck), this converges tightly with undamped
+        Newton steps from ``q_prev`` and stays on its branch. On a redundant chain the steps are
+        weighted least-norm: a joint within ``limit_margin`` (fraction of its range) of a limit moves
+        less the closer it gets (weight 1/distance), so it slows to its limit gradually while the
+        other joints take over, instead of stopping there abruptly (which kinks the others' motion).
+        A joint that would still pass a limit is held there while the others finish.
+
+        Returns:
+            ``IKResult``; ``ok`` tells whether the tolerances were met.
+        """
+        target = np.asarray(target, dtype=float)
+        rows = {"full": [0, 1, 2, 3, 4, 5], "yaw": [0, 1, 2, 5], "none": [0, 1, 2]}.get(orientation)
+        if rows is None:
+            raise ValueError(f"orientation must be 'full', 'yaw' or 'none', got {orientation!r}")
+        q = np.clip(np.asarray(q_prev, dtype=float), self.lower, self.upper)
+        finite = np.isfinite(self.lower) & np.isfinite(self.upper)
+        margin = np.where(finite, limit_margin * (self.upper - self.lower), np.inf)
+        yaw = None
+        if 5 in rows and len(rows) < 6:
+            pose = self.forward(q)
+            yaw = _YawTrack(float(np.arctan2(target[1, 0], target[0, 0])), float(np.arctan2(pose[1, 0], pose[0, 0])), 0)
+        held = np.zeros(self.n_joints, dtype=bool)
+        e, pos_err, rot_err = self._error(target, q, rows, yaw)
+        for it in range(1, max_iter + 1):
+            if pos_err <= tol_m and rot_err <= tol_rad:
+                return IKResult(q, True, pos_err, rot_err, it - 1)
+            jac = self.jacobian(q)[rows]
+            scale = np.ones(self.n_joints)  # square root of each joint's inverse weight
+            if self.n_joints > len(rows) and limit_margin > 0:
+                room = np.minimum(self.upper - q, q - self.lower) / margin
+                scale = np.sqrt(np.clip(room, 1e-3, 1.0))
+            free = ~held
+            dq = np.zeros(self.n_joints)
+            dq[free] = scale[free] * (np.linalg.pinv(jac[:, free] * scale[free], rcond=1e-6) @ e)
+            step = float(np.max(np.abs(dq)))
+            if step > 0.5:  # as in ``inverse``: the linearisation holds only nearby
+                dq *= 0.5 / step
+            nxt = q + dq
+            held |= (nxt < self.lower) | (nxt > self.upper)
+            q = np.clip(nxt, self.lower, self.upper)
+            e, pos_err, rot_err = self._error(target, q, rows, yaw)
+        ok = pos_err <= tol_m and rot_err <= tol_rad
+        return IKResult(q, ok, pos_err, rot_err, max_iter)
+
     def _error(
         self, target: np.ndarray, q: np.ndarray, rows: list[int], yaw: _YawTrack | None
     ) -> tuple[np.ndarray, float, float]:
