@@ -54,22 +54,27 @@ def episode_features(spec: PolicySpec, joint_names: Sequence[str]) -> dict[str, 
     return features
 
 
-def recording_card(name: str, features: Sequence[str], spec: PolicySpec) -> DatasetCard:
-    """``default_card`` for a recorded dataset: every feature public, the recording policy as provenance."""
+def recording_card(name: str, features: Sequence[str], spec: PolicySpec,
+                   provenance: Provenance | None = None) -> DatasetCard:
+    """``default_card`` for a recorded dataset: every feature public, the recording policy as provenance
+    (added to ``provenance``: the scenario, seed and run that recorded it, when the caller knows them)."""
+    policy = f"{spec.model_name}@{spec.model_version}"
     return default_card(name).model_copy(
         update={
             "kind": "episodes",
             "data_classes": dict.fromkeys(features, DataClass.PUBLIC),
-            "provenance": Provenance(policy=f"{spec.model_name}@{spec.model_version}"),
+            "provenance": (provenance or Provenance()).model_copy(update={"policy": policy}),
         }
     )
 
 
-def lerobot_recorder(out_dir: Path) -> Callable[[PolicySpec, RobotModel], LeRobotWriter]:
+def lerobot_recorder(out_dir: Path, provenance: Provenance | None = None
+                     ) -> Callable[[PolicySpec, RobotModel], LeRobotWriter]:
     """A recorder factory for the run loop: a LeRobot v3.0 writer at ``out_dir`` shaped by the policy's spec.
 
-    The factory also writes ``out_dir/card.yaml`` (``recording_card``); ``testbed datasets record``
-    replaces it with a card naming the scenario, seed and run when the recording ends.
+    The factory also writes ``out_dir/card.yaml`` (``recording_card``, with ``provenance``: the run's
+    scenario, seed and run id); ``testbed datasets record`` replaces it with a card naming the command
+    that recorded it when the recording ends.
     """
 
     def make(spec: PolicySpec, robot: RobotModel) -> LeRobotWriter:
@@ -80,7 +85,7 @@ def lerobot_recorder(out_dir: Path) -> Callable[[PolicySpec, RobotModel], LeRobo
         writer = LeRobotWriter(out_dir, fps=spec.control_hz, robot_type=robot.name, features=features,
                                checkpoint_s=0.0)
         out_dir.mkdir(parents=True, exist_ok=True)
-        save_card(recording_card(out_dir.name, list(features), spec), out_dir / CARD_FILENAME)
+        save_card(recording_card(out_dir.name, list(features), spec, provenance), out_dir / CARD_FILENAME)
         return writer
 
     return make

@@ -131,9 +131,12 @@ def run_scenario(loaded: LoadedScenario, *, runs_dir: Path = Path("runs"),
         sites.start_audit(run_dir, run_id, stack)
         arrivals = [sites.plan.filter_arrivals(a) for a in arrivals]
         if make_recorder is None and scenario.record:
+            from testbed.data.card import Provenance
             from testbed.data.record import lerobot_recorder
 
-            make_recorder = lerobot_recorder(run_dir / "dataset")
+            make_recorder = lerobot_recorder(run_dir / "dataset", Provenance(
+                scenario=str(loaded.path), seed=scenario.seed, generator="testbed launch (record: true)",
+                derived_from=f"run {run_id}"))
         recorder = None
         if make_recorder is not None:
             if len(policy_drivers) != 1:

@@ -30,6 +30,9 @@ def test_record_true_run_dataset_validates_with_its_card(tmp_path: Path, capsys:
     assert capsys.readouterr().out.strip().endswith(": ok")
     card = load_card(dataset)
     assert card.kind == "episodes" and card.provenance.policy is not None and "expert" in card.provenance.policy
+    # the run that recorded it: enough to reproduce the dataset
+    assert card.provenance.scenario == str(LAUNCH) and card.provenance.seed == loaded.scenario.seed
+    assert card.provenance.derived_from == f"run {result.run_id}"
     assert set(card.data_classes) == {"observation.state", "observation.environment_state", "action"}
 
 
