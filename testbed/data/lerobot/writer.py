@@ -272,10 +272,13 @@ class LeRobotWriter:
             return
         limit = self._data_files_size_mb * 1024 * 1024
         files: list[list[tuple[dict[str, Any], pa.Table]]] = [[]]
+        size = 0  # of the last file's tables
         for episode in self._pending:  # a file holds at least one episode and, past that, up to ~the size limit
-            if files[-1] and sum(t.nbytes for _, t in files[-1]) + episode[1].nbytes > limit:
+            if files[-1] and size + episode[1].nbytes > limit:
                 files.append([])
+                size = 0
             files[-1].append(episode)
+            size += episode[1].nbytes
         for episodes in files:
             chunk_index, file_index = self._data_file
             table = pa.concat_tables([t for _, t in episodes]) if len(episodes) > 1 else episodes[0][1]
