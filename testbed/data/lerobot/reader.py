@@ -15,13 +15,12 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from testbed.data.lerobot import layout
 from testbed.data.lerobot.features import FeatureSpec
 from testbed.data.lerobot.images import decode_image
 from testbed.data.lerobot.stats import FeatureStats, aggregate_stats, stats_from_json
-from testbed.data.lerobot.tables import read_tasks_parquet
+from testbed.data.lerobot.tables import read_parquet, read_tasks_parquet
 from testbed.data.lerobot.video import decode_video
 from testbed.errors import DatasetError
 
@@ -76,21 +75,6 @@ def load_jsonl(path: Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError as exc:
             raise DatasetError(f"{path}:{number}: not valid JSON ({exc})") from exc
     return rows
-
-
-def read_parquet(path: Path, what: str = "parquet file") -> pa.Table:
-    """Read a whole parquet file, raising ``DatasetError`` that names it if it is missing or unreadable.
-
-    Args:
-        path: the file.
-        what: what the file is, for the message (e.g. ``"data file"``).
-    """
-    if not path.exists():
-        raise DatasetError(f"{path}: {what} is missing")
-    try:
-        return pq.read_table(path, memory_map=True)
-    except (pa.ArrowException, OSError) as exc:
-        raise DatasetError(f"{path}: {what} is not readable parquet (truncated or corrupt?): {exc}") from exc
 
 
 def fill_path(template: object, where: str, **fields: object) -> str:

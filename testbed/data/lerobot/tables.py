@@ -58,18 +58,28 @@ def tasks_table(tasks: list[str]) -> pa.Table:
     return pa.Table.from_arrays([pa.array(range(len(tasks)), pa.int64()), pa.array(tasks, pa.string())], schema=schema)
 
 
+def read_parquet(path: Path, what: str = "parquet file") -> pa.Table:
+    """Read a whole parquet file, raising ``DatasetError`` that names it if it is missing or unreadable.
+
+    Args:
+        path: the file.
+        what: what the file is, for the message (e.g. ``"data file"``).
+    """
+    if not path.exists():
+        raise DatasetError(f"{path}: {what} is missing")
+    try:
+        return pq.read_table(path, memory_map=True)
+    except (pa.ArrowException, OSError) as exc:
+        raise DatasetError(f"{path}: {what} is not readable parquet (truncated or corrupt?): {exc}") from exc
+
+
 def read_tasks_parquet(path: Path) -> dict[int, str]:
     """task_index -> task text from a v3.0 ``meta/tasks.parquet``.
 
     Raises:
         DatasetError: naming the file if it is missing or has no task text column.
     """
-    if not path.exists():
-        raise DatasetError(f"{path}: tasks file is missing")
-    try:
-        table = pq.read_table(path)
-    except (pa.ArrowException, OSError) as exc:
-        raise DatasetError(f"{path}: tasks file is not readable parquet (truncated or corrupt?): {exc}") from exc
+    table = read_parquet(path, "tasks file")
     text_column = next((c for c in ("task", _INDEX_COLUMN) if c in table.column_names), None)
     if text_column is None and table.schema.metadata and b"pandas" in table.schema.metadata:
         index_columns = json.loads(table.schema.metadata[b"pandas"]).get("index_columns", [])
