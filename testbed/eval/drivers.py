@@ -366,14 +366,14 @@ class JobDriver:
             return
         robot = self.cell.robots[self.index]
         if self.runner is None:
-            runner = JobRunner(self.job, robot.model, ep.control, self.index,
-                               speed_scale=ep.control.effective_speed_scale(self.index),
-                               plan_cache=self.plans)
             try:
-                if ep.realtime:
-                    program = self._program(ep)
-                    if program is None:
-                        return  # the robot holds where it stands until its plan is ready
+                program = self._program(ep) if ep.realtime else None
+                if ep.realtime and program is None:
+                    return  # the robot holds where it stands until its plan is ready
+                runner = JobRunner(self.job, robot.model, ep.control, self.index,
+                                   speed_scale=ep.control.effective_speed_scale(self.index),
+                                   plan_cache=self.plans)
+                if program is not None:
                     runner.start_program(t, program)
                 else:
                     runner.start(t)
