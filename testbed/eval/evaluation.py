@@ -44,7 +44,7 @@ from testbed.eval.journal import (
 from testbed.eval.metrics import build_metrics
 from testbed.eval.runner import create_run_dir, noting_failure
 from testbed.eval.sweep import PolicyChoice, Variation, episode_id, parse_episode_id, policies, variations
-from testbed.eval.tasks import WORKER_ENV, Batch, Row, tally_of
+from testbed.eval.tasks import WORKER_ENV, Batch, Row, serve_key, tally_of
 from testbed.scenario.loader import LoadedScenario, load
 
 if TYPE_CHECKING:
@@ -292,7 +292,7 @@ def make_batches(plan: Plan, pending: set[str], workers: int, runs_dir: Path,
         todo = [e for e in range(plan.episodes) if episode_id(group.variation.id, group.policy.name, e) in pending]
         for start in range(0, len(todo), size):
             serve = group.serve
-            endpoint = shared_endpoints.get(json.dumps(serve, sort_keys=True)) if serve is not None else None
+            endpoint = shared_endpoints.get(serve_key(serve)) if serve is not None else None
             batches.append({
                 "batch": len(batches), "launch": str(plan.launch), "overrides": list(group.overrides),
                 "variation": group.variation.id, "variation_label": group.variation.label,
@@ -480,7 +480,7 @@ class Evaluation:
         for group in self.plan.groups:
             if group.serve is None:
                 continue
-            key = json.dumps(group.serve, sort_keys=True)
+            key = serve_key(group.serve)
             if key not in endpoints:
                 log = self.run_dir / "logs" / f"policy-{group.policy.name}-{len(endpoints)}.log"
                 server = stack.enter_context(spawn_policy_server(group.serve["target"], group.serve["args"],
@@ -501,7 +501,7 @@ class Evaluation:
     def _serve_key(self, episode: str) -> str | None:
         variation, policy, _ = parse_episode_id(episode)
         group = self.plan.group(variation, policy)
-        return json.dumps(group.serve, sort_keys=True) if group is not None and group.serve is not None else None
+        return serve_key(group.serve) if group is not None and group.serve is not None else None
 
     def _note_session(self, started: float, ran: list[str], outcome: str) -> None:
         line = {"ended": datetime.now(UTC).isoformat(timespec="seconds"), "outcome": outcome,

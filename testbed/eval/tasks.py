@@ -67,11 +67,16 @@ def endpoint_overrides(endpoint: str) -> list[str]:
             f"policy.endpoint:={json.dumps(endpoint)}"]
 
 
+def serve_key(serve: dict[str, Any]) -> str:
+    """The key one served policy {target, args} goes by: the same server for the same target and arguments."""
+    return json.dumps(serve, sort_keys=True)
+
+
 def policy_server(serve: dict[str, Any], log_dir: Path) -> PolicyServerProcess:
     """This process's server for ``serve`` {target, args}: started once, then reused (restarted if it ended)."""
     from testbed.bridge.spawn import spawn_policy_server
 
-    key = json.dumps(serve, sort_keys=True)
+    key = serve_key(serve)
     server = _SERVERS.get(key)
     if server is not None and server.exit_status() is not None:
         server.stop(1.0)
