@@ -66,21 +66,18 @@ class TcpSpeedGuard:
         self._count = 0
         self.last_speeds_m_s = np.zeros(loop.n_robots)
         self._hold = hold
-        self._reach_m = [chain.axis_reach_m() for chain in self._chains] if hold else []
         if hold:
-            loop.limit_tcp_speed(self.limits_m_s, self._reach_m)
+            loop.limit_tcp_speed(self.limits_m_s, [chain.axis_reach_m() for chain in self._chains])
 
     def reset(self) -> None:
         """Start over as if new: at a new episode, right after ``ControlLoop.reset``.
 
-        The next check is ``every_n_ticks`` calls away again and, with ``hold``, the loop's bound
-        is the whole range's again (no narrowed reach), so an episode's checks and set-points do
+        The next check is ``every_n_ticks`` calls away again (``ControlLoop.reset`` has already put
+        the loop's TCP bound back to the whole range's), so an episode's checks and set-points do
         not depend on the episodes run before it.
         """
         self._count = 0
         self.last_speeds_m_s.fill(0.0)
-        if self._hold:
-            self._loop.limit_tcp_speed(self.limits_m_s, self._reach_m)
 
     def check(self) -> list[int]:
         """Check (every ``every_n_ticks`` calls) and protective-stop too-fast robots; returns their indices.

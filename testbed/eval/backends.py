@@ -229,6 +229,9 @@ class EvalActor:
                 return False
             ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self._batch_thread),
                                                        ctypes.py_object(StopRequested))
+            # one stop per batch: if it lands in the batch's own cleanup, a second stop must not reach the
+            # thread after it went back to Ray's pool
+            self._batch_thread = None
             return True
 
     def run_batch(self, batch_json: str, queue: Any) -> str:
