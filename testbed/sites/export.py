@@ -175,18 +175,23 @@ def export_dataset(
         DatasetError: the source is not a dataset, a field has no data class, or ``out`` is not empty.
     """
     source, out = Path(source), Path(out)
+    log = AuditLog(audit) if audit is not None else None  # opened first: no export goes out unrecorded
     try:
-        report = _export(source, out, to_site, to_jurisdiction, profiles, dict(conditions or {}), drop, key_file)
-    except ComplianceDenied as exc:
-        if audit is not None:
-            _audit(audit, "dataset_export_refused", source=str(source), out=str(out), to_site=to_site,
-                   to_jurisdiction=to_jurisdiction, reason=str(exc), refused=list(getattr(exc, "refused", ())))
-        raise
-    if audit is not None:
-        record = report.to_json()
-        record["dataset_kind"] = record.pop("kind")  # ``kind`` is the audit record's own
-        _audit(audit, "dataset_export", out=str(out), **record)
-    return report
+        try:
+            report = _export(source, out, to_site, to_jurisdiction, profiles, dict(conditions or {}), drop, key_file)
+        except ComplianceDenied as exc:
+            if log is not None:
+                log.append("dataset_export_refused", source=str(source), out=str(out), to_site=to_site,
+                           to_jurisdiction=to_jurisdiction, reason=str(exc), refused=list(getattr(exc, "refused", ())))
+            raise
+        if log is not None:
+            record = report.to_json()
+            record["dataset_kind"] = record.pop("kind")  # ``kind`` is the audit record's own
+            log.append("dataset_export", out=str(out), **record)
+        return report
+    finally:
+        if log is not None:
+            log.detach()
 
 
 class ExportRefused(ComplianceDenied):
@@ -195,14 +200,6 @@ class ExportRefused(ComplianceDenied):
     def __init__(self, message: str, refused: Sequence[Mapping[str, Any]]) -> None:
         super().__init__(message)
         self.refused = tuple(refused)
-
-
-def _audit(path: str | Path, kind: str, **fields: Any) -> None:
-    log = AuditLog(path)
-    try:
-        log.append(kind, **fields)
-    finally:
-        log.detach()
 
 
 def _export(
