@@ -27,13 +27,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+from testbed.bridge.lifeline import LIFELINE_ENV, popen_with_lifeline
 from testbed.errors import TestbedError
 from testbed.venv_cache import VenvBuildError, cached_venv, venv_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPAT_DIR = REPO_ROOT / "compat" / "openpi"
 REQUIREMENTS = COMPAT_DIR / "requirements.txt"
-LIFELINE_ENV = "TESTBED_PARENT_PIPE_FD"
 
 # Runs compat/openpi/serve_policy.py as ``python script.py`` would, after starting a thread that
 # exits the process once the read end of the lifeline pipe sees end-of-file: the write end is
@@ -161,21 +161,13 @@ class OpenPiServer:
             port = self.port or free_port()
             # A file, not a pipe: a server logging tracebacks must never block on a full pipe.
             log = tempfile.TemporaryFile()  # noqa: SIM115 - kept open while the server runs, closed in stop()
-            lifeline_read, lifeline_write = os.pipe()  # non-inheritable: pass_fds gives this child the read end
             try:
-                proc = subprocess.Popen(
+                proc, lifeline_write = popen_with_lifeline(
                     [str(python), "-c", _BOOTSTRAP, str(script), "--port", str(port), *self._args],
-                    stdout=subprocess.DEVNULL,
-                    stderr=log,
-                    env={**os.environ, "PYTHONUNBUFFERED": "1", LIFELINE_ENV: str(lifeline_read)},
-                    pass_fds=(lifeline_read,),
-                )
+                    {**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.DEVNULL, stderr=log)
             except BaseException:
-                os.close(lifeline_write)
                 log.close()
                 raise
-            finally:
-                os.close(lifeline_read)
             try:
                 healthy = self._wait_healthy(proc, port, timeout_s)
             except BaseException:  # e.g. Ctrl-C while it starts: no server is left behind

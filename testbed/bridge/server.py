@@ -49,6 +49,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from testbed.bridge import codec
 from testbed.bridge.generated import common_pb2, policy_pb2, policy_pb2_grpc
 from testbed.bridge.handles import GrpcServerHandle, format_address
+from testbed.bridge.lifeline import LIFELINE_ENV
 from testbed.errors import BridgeConfigError, SpecMismatch
 from testbed.policies.protocol import ClosablePolicy, Policy, PolicySpec
 
@@ -57,7 +58,7 @@ SERVICE_NAME = "testbed.v1.PolicyService"
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 _HEALTH_PREFIX = "/grpc.health.v1.Health/"
 PARENT_PID_ENV = "TESTBED_PARENT_PID"
-PARENT_PIPE_ENV = "TESTBED_PARENT_PIPE_FD"
+PARENT_PIPE_ENV = LIFELINE_ENV
 PARENT_GONE_EXIT_S = 30.0  # a server whose parent is gone exits this long after, stopped cleanly or not
 CLOSE_WAIT_S = 10.0  # at stop, how long a policy still inside a call may keep its close() waiting
 

@@ -22,7 +22,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from testbed.bridge.handles import ServerHandle
-from testbed.bridge.server import PARENT_PID_ENV, PARENT_PIPE_ENV
+from testbed.bridge.lifeline import popen_with_lifeline
+from testbed.bridge.server import PARENT_PID_ENV
 from testbed.errors import PolicyUnavailable
 
 TOKEN_ENV = "TESTBED_POLICY_TOKEN"
@@ -135,21 +136,11 @@ def spawn_policy_server(
     else:
         path, temporary = Path(log_path), False
         path.parent.mkdir(parents=True, exist_ok=True)
-    # the lifeline: the child holds the read end; the write end is only ever here (both are
-    # non-inheritable, pass_fds hands the read end to this child alone), so the child reads
-    # end-of-file once this process is gone, even if that happens before it started watching
-    lifeline_read, lifeline_write = os.pipe()
-    child_env[PARENT_PIPE_ENV] = str(lifeline_read)
-    try:
-        with open(path, "ab") as log:
-            start = log.tell()
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    env=child_env, pass_fds=(lifeline_read,))
-    except BaseException:
-        os.close(lifeline_write)
-        raise
-    finally:
-        os.close(lifeline_read)
+    # the child stops by itself once this process is gone: see testbed.bridge.lifeline
+    with open(path, "ab") as log:
+        start = log.tell()
+        proc, lifeline_write = popen_with_lifeline(argv, child_env, stdin=subprocess.DEVNULL, stdout=log,
+                                                   stderr=subprocess.STDOUT)
     try:
         address = _wait_for_address(proc, path, start, startup_timeout_s)
     except BaseException:  # e.g. Ctrl-C while the model loads: no child is left behind
