@@ -168,11 +168,9 @@ class OpenPiServer:
             except BaseException:
                 log.close()
                 raise
+            healthy = False  # and so on Ctrl-C while it starts: no server is left behind
             try:
                 healthy = self._wait_healthy(proc, port, timeout_s)
-            except BaseException:  # e.g. Ctrl-C while it starts: no server is left behind
-                healthy = False
-                raise
             finally:
                 if not healthy:
                     proc.kill()
