@@ -55,14 +55,16 @@ def episode_features(spec: PolicySpec, joint_names: Sequence[str]) -> dict[str, 
 
 
 def recording_card(name: str, features: Sequence[str], spec: PolicySpec,
-                   provenance: Provenance | None = None) -> DatasetCard:
-    """``default_card`` for a recorded dataset: every feature public, the recording policy as provenance
-    (added to ``provenance``: the scenario, seed and run that recorded it, when the caller knows them)."""
+                   provenance: Provenance | None = None, base: DatasetCard | None = None) -> DatasetCard:
+    """The card of a recorded dataset: ``base`` (default: ``default_card``) with each feature's class from it
+    (public when it names none), the recording policy added to ``provenance`` (the scenario, seed and run
+    that recorded it, when the caller knows them)."""
+    base = base or default_card(name)
     policy = f"{spec.model_name}@{spec.model_version}"
-    return default_card(name).model_copy(
+    return base.model_copy(
         update={
             "kind": "episodes",
-            "data_classes": dict.fromkeys(features, DataClass.PUBLIC),
+            "data_classes": {key: base.data_classes.get(key, DataClass.PUBLIC) for key in features},
             "provenance": (provenance or Provenance()).model_copy(update={"policy": policy}),
         }
     )

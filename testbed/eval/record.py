@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from testbed.data.card import DataClass, DatasetCard, Provenance, save_card
+from testbed.data.card import DatasetCard, Provenance, save_card
 from testbed.data.lerobot import LeRobotWriter
-from testbed.data.record import default_card, episode_features, lerobot_recorder
+from testbed.data.record import episode_features, lerobot_recorder, recording_card
 from testbed.errors import DatasetError
 from testbed.eval.runner import run_scenario
 from testbed.policies.protocol import PolicySpec
@@ -84,14 +84,11 @@ def record_dataset(
     spec = specs[0]
     features = episode_features(spec, load_robot(scenario.cell.robots[0].model).joint_names)
 
-    base = card or default_card(out_dir.name)
     provenance = Provenance(
         scenario=str(launch_file),
-        policy=f"{spec.model_name}@{spec.model_version}",
         seed=scenario.seed,
         generator=" ".join(["testbed datasets record", str(launch_file), *overrides, f"--episodes {episodes}"]),
         derived_from=f"run {result.run_id}",
     )
-    classes = {key: base.data_classes.get(key, DataClass.PUBLIC) for key in features}
-    save_card(base.model_copy(update={"kind": "episodes", "data_classes": classes, "provenance": provenance}), out_dir)
+    save_card(recording_card(out_dir.name, list(features), spec, provenance, base=card), out_dir)
     return RecordResult(out_dir, result.run_dir, result.metrics)
