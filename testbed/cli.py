@@ -9,13 +9,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
-import signal
 import sys
-import threading
 from collections.abc import Sequence
 
-from testbed import __version__
+from testbed import __version__, interrupts
 from testbed.errors import TestbedError
+from testbed.interrupts import Terminated
 from testbed.quiet import import_pybullet_quietly
 
 COMMAND_MODULES = (
@@ -39,18 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread so runs unwind and end their records with ``run_aborted``."""
-
-
-def _raise_terminated(signum: int, _frame: object) -> None:
-    raise Terminated(f"terminated by {signal.Signals(signum).name}")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; user mistakes print one line and return 2."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _raise_terminated)
+    interrupts.install()
     import_pybullet_quietly()
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)

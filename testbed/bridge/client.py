@@ -53,6 +53,7 @@ from urllib.parse import urlsplit
 import grpc
 import numpy as np
 
+from testbed import interrupts
 from testbed.bridge import codec
 from testbed.bridge.generated import policy_pb2, policy_pb2_grpc
 from testbed.bridge.server import DEFAULT_MAX_MESSAGE_BYTES, SESSION_HEADER, channel_options
@@ -214,7 +215,7 @@ class GrpcActionSource:
         self._session_task: asyncio.Task[None] | None = None
 
         self._loop = _take_loop()
-        with self._cond:
+        with self._cond, self._signals_held():
             self._sending: asyncio.Event = self._call(self._make_event())  # connected, the sender waits
             self._channel: grpc.aio.Channel = self._call(self._open_channel())
             self._stub = policy_pb2_grpc.PolicyServiceStub(self._channel)
@@ -234,7 +235,7 @@ class GrpcActionSource:
             PolicyUnavailable: the server cannot be reached within the deadline.
             SpecMismatch: the server's spec is malformed.
         """
-        with self._cond:
+        with self._cond, self._signals_held():
             if self._spec is not None:
                 return self._spec
             spec = self._call(self._fetch_spec(), timeout_s=self._deadline_s + 1.0)
@@ -253,7 +254,7 @@ class GrpcActionSource:
         Raises:
             PolicyUnavailable: the Reset call failed; the source stays usable.
         """
-        with self._cond:
+        with self._cond, self._signals_held():
             self._episode = int(episode)
             self._pending = None
             self._ready = None
@@ -270,7 +271,7 @@ class GrpcActionSource:
 
     def submit(self, obs: Mapping[str, np.ndarray], step: int) -> None:
         """Queue ``obs`` (taken at policy step ``step``) for the policy; returns at once."""
-        with self._cond:
+        with self._cond, self._signals_held():
             if self._closed:
                 return
             if self._dead is not None:
@@ -296,7 +297,7 @@ class GrpcActionSource:
             PolicyClientFailed: the client itself failed (raised once; every time if its supervisor ended).
         """
         end = None if timeout_s is None else time.monotonic() + max(0.0, timeout_s)
-        with self._cond:
+        with self._cond, self._signals_held():
             if (self._ready is not None or self._failure is not None or self._unavailable is not None
                     or (timeout_s is not None and timeout_s <= 0)):
                 # collect what arrived while the caller worked: a newer chunk, or news of the connection.
@@ -341,7 +342,7 @@ class GrpcActionSource:
         Raises:
             PolicyClientFailed: the supervisor task did not end (the loop is then not reused).
         """
-        with self._cond:
+        with self._cond, self._signals_held():
             if self._closed:
                 return
             self._closed = True
@@ -384,6 +385,19 @@ class GrpcActionSource:
             return
         with ThreadPoolExecutor(1, thread_name_prefix="grpc-policy-client") as helper:
             helper.submit(self._loop.run_forever).result()
+
+    def _signals_held(self) -> interrupts.Held:
+        """SIGTERM and Ctrl-C kept for the length of a call, then raised (the caller holds ``_cond``).
+
+        Raised in the middle of an asyncio call (``call_soon``, a gRPC callback) they would lose a
+        task's wake-up or be dropped; a wait for an answer ends early instead (``_end_wait``).
+        """
+        return interrupts.Held(self._end_wait)
+
+    def _end_wait(self) -> None:
+        """Called by a signal handler: end a wait in ``_await_arrival`` (a no-op if none is on)."""
+        if self._waiting:
+            self._loop.call_soon_threadsafe(self._notify)
 
     def _pump(self, iterations: int) -> None:
         """Turn the private loop ``iterations`` times without blocking (caller holds ``_cond``).

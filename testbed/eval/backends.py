@@ -23,9 +23,9 @@ from multiprocessing.connection import Connection, wait
 from typing import Any, Protocol
 
 from testbed.bridge.spawn import describe_exit
-from testbed.cli import Terminated, _raise_terminated
 from testbed.errors import FeatureUnavailable, ScenarioError, TestbedError, WorkerFailed
 from testbed.eval.tasks import WORKER_ENV, Batch, close_policy_servers, run_batch, worker_environment, worker_name
+from testbed.interrupts import Terminated, raise_terminated
 from testbed.quiet import import_pybullet_quietly
 
 Message = dict[str, Any]
@@ -65,7 +65,7 @@ def _local_worker(conn: Connection, number: int, parent_pid: int) -> None:
     # Ctrl-C reaches the whole process group: the orchestrator decides, workers carry on until told or ended
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # close(abort=True) terminates the worker: unwind as the command line does, so its runs end with run_aborted
-    signal.signal(signal.SIGTERM, _raise_terminated)
+    signal.signal(signal.SIGTERM, raise_terminated)
     import_pybullet_quietly()
     try:
         while True:

@@ -43,4 +43,7 @@ class JointTrace:
         schema = pa.schema([("t_s", pa.float64()), ("episode", pa.int32()), ("robot", pa.string()),
                             ("joint_names", pa.list_(pa.string())), ("position", pa.list_(pa.float64())),
                             ("command", pa.list_(pa.float64())), ("tcp_pose_world", pa.list_(pa.float64()))])
-        pq.write_table(pa.table(self._rows, schema=schema), self.path)
+        # a signal between two of add's appends leaves one row short in some columns: drop that row
+        rows = min(len(column) for column in self._rows.values())
+        columns = {name: column[:rows] for name, column in self._rows.items()}
+        pq.write_table(pa.table(columns, schema=schema), self.path)
