@@ -121,8 +121,15 @@ class ServerOptions:
                 raise BridgeConfigError(f"serve-policy {flag} {path}: file not found")
         if not 0 <= self.port <= 65535:
             raise BridgeConfigError(f"serve-policy --port {self.port}: expected 0..65535 (0 for any free port)")
-        if min(self.max_message_bytes, self.max_workers, self.max_sessions, self.max_streams) <= 0:
-            raise BridgeConfigError("serve-policy: message size, workers, sessions and streams must be positive")
+        size = self.max_message_bytes
+        # gRPC takes a 32-bit signed size: 2 GiB and above overflowed deep inside grpc.server, and a float or
+        # bool cap was passed on as a size of its own (0.5 -> no message fits)
+        if isinstance(size, bool) or not isinstance(size, int) or not 0 < size < 2**31:
+            shown = f"{size / 2**20:g}" if isinstance(size, int | float) and not isinstance(size, bool) else "?"
+            raise BridgeConfigError(f"serve-policy --max-message-mb {shown} (max_message_bytes={size!r}): expected "
+                                    "a whole number of bytes, more than 0 and under 2048 MiB (2**31)")
+        if min(self.max_workers, self.max_sessions, self.max_streams) <= 0:
+            raise BridgeConfigError("serve-policy: workers, sessions and streams must be positive")
 
     def credentials(self) -> grpc.ServerCredentials | None:
         """TLS server credentials, or None for plaintext."""

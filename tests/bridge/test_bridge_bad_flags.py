@@ -27,6 +27,13 @@ def _cli(*argv: str) -> subprocess.CompletedProcess[str]:
     (("serve-policy", "expert", "--arg", "control_hz=abc"), "cannot build it with --arg control_hz=abc: ValueError"),
     (("serve-policy", "expert", "--max-message-mb", "nan"), "--max-message-mb nan: expected a finite positive"),
     (("serve-policy", "expert", "--max-message-mb", "inf"), "--max-message-mb inf: expected a finite positive"),
+    (("serve-policy", "expert", "--max-message-mb", "-1"), "--max-message-mb -1.0: expected a finite positive"),
+    # the range is ServerOptions' own check, the one a program starting a server through the API gets
+    (("serve-policy", "expert", "--max-message-mb", "2048"),
+     "--max-message-mb 2048 (max_message_bytes=2147483648): expected a whole number of bytes, more than 0 and under "
+     "2048 MiB"),
+    (("serve-policy", "expert", "--max-message-mb", "1e-9"),
+     "--max-message-mb 0 (max_message_bytes=0): expected a whole number of bytes, more than 0"),
     (("policy", "check", "grpc://127.0.0.1:1", "--tls-ca", "/nonexistent/ca.pem"),
      "--tls-ca /nonexistent/ca.pem: cannot read it"),
     (("policy", "check", "grpc://127.0.0.1:1", "--deadline-s", "nan"), "--deadline-s nan: expected a finite positive"),
