@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from testbed.control.kinematics import KinematicChain, rotation_error, rpy_matrix
+from testbed.control.kinematics import KinematicChain, rpy_matrix
 from testbed.control.lifecycle import LifecycleState
 from testbed.control.loop import ControlLoop
 from testbed.control.trajectory import (
@@ -43,9 +43,10 @@ from testbed.control.trajectory import (
     SampledMotion,
     arc_path,
     line_path,
+    path_profile,
+    peak_tcp_speed,
     plan_cartesian,
     sample_rows,
-    trapezoid_profile,
 )
 from testbed.errors import ControllerError, JobError
 
@@ -397,8 +398,7 @@ def _limit_tcp_speed(motion: JointMotion, chain: KinematicChain, limit_m_s: floa
     rows = sample_rows(motion, ROW_DT_S)
     if len(rows) < 2:
         return motion
-    tips = np.array([chain.forward(q)[:3, 3] for q in rows])
-    speed = float(np.max(np.linalg.norm(np.diff(tips, axis=0), axis=1))) / ROW_DT_S
+    speed = peak_tcp_speed(chain, rows, ROW_DT_S)
     if speed <= limit_m_s:
         return motion
     return SampledMotion(rows, ROW_DT_S * speed / limit_m_s)
@@ -425,12 +425,7 @@ def _follow_path(step: Step, chain: KinematicChain, q_start: np.ndarray, path: C
 
     The motion lasts the profile's duration (the last row, the path's end, is held from then on), as
     ``plan_cartesian``'s does: lines blend and follow each other at the same times."""
-    duration, s_of_t = trapezoid_profile(path.length_m, speed_m_s / slowdown, accel_m_s2 / slowdown**2)
-    length = max(path.length_m, 1e-12)
-    rot_len = float(np.linalg.norm(rotation_error(path.pose(1.0)[:3, :3], path.pose(0.0)[:3, :3])))
-    if duration == 0.0 and rot_len > 0:  # pure reorientation, as plan_cartesian: ~0.5 rad/s, slowed alike
-        duration, s_of_t = trapezoid_profile(rot_len, 0.5 / slowdown, 2.0 / slowdown**2)
-        length = rot_len
+    duration, s_of_t, length = path_profile(path, speed_m_s, accel_m_s2, slowdown)
     n = max(2, math.ceil(duration / ROW_DT_S - 1e-9) + 1)
     rows = np.zeros((n, chain.n_joints))
     q = np.asarray(q_start, float).copy()
@@ -656,12 +651,9 @@ def _blend_within_caps(rows: np.ndarray, starts: Sequence[float], k: int, group:
         if np.any(peak(blended, order) > bound * tol):
             return False
 
-    def tcp_peak(x: np.ndarray) -> float:
-        tips = np.array([chain.forward(q)[:3, 3] for q in x])
-        return float(np.max(np.linalg.norm(np.diff(tips, axis=0), axis=1))) / dt_s
-
-    bound = max(a.caps.tcp_speed_m_s, b.caps.tcp_speed_m_s, tcp_peak(alone[0]), tcp_peak(alone[1]))
-    return tcp_peak(blended) <= bound * tol
+    bound = max(a.caps.tcp_speed_m_s, b.caps.tcp_speed_m_s, peak_tcp_speed(chain, alone[0], dt_s),
+                peak_tcp_speed(chain, alone[1], dt_s))
+    return peak_tcp_speed(chain, blended, dt_s) <= bound * tol
 
 
 # --------------------------------------------------------------------------- running

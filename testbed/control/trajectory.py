@@ -163,6 +163,35 @@ class CartesianPath:
     length_m: float
 
 
+REORIENT_SPEED_RAD_S = 0.5  # a path that only turns the tool is timed on its angle at this speed ...
+REORIENT_ACCEL_RAD_S2 = 2.0  # ... and acceleration
+
+
+def path_profile(path: CartesianPath, speed_m_s: float, accel_m_s2: float,
+                 slowdown: float = 1.0) -> tuple[float, Callable[[float], float], float]:
+    """The trapezoid a TCP path is timed on: ``(duration_s, s(t), length)``, the path's ``u`` being ``s(t) / length``.
+
+    Speed and acceleration are slowed uniformly by ``slowdown`` (speed / k, acceleration / k^2: the same
+    motion ``k`` times longer). A path without length that turns the tool is timed on its rotation angle
+    (``length`` is then that angle, rad) at ``REORIENT_SPEED_RAD_S``/``REORIENT_ACCEL_RAD_S2``, slowed alike.
+    """
+    duration, s_of_t = trapezoid_profile(path.length_m, speed_m_s / slowdown, accel_m_s2 / slowdown**2)
+    rot_len = float(np.linalg.norm(rotation_error(path.pose(1.0)[:3, :3], path.pose(0.0)[:3, :3])))
+    if duration == 0.0 and rot_len > 0:
+        duration, s_of_t = trapezoid_profile(rot_len, REORIENT_SPEED_RAD_S / slowdown,
+                                             REORIENT_ACCEL_RAD_S2 / slowdown**2)
+        return duration, s_of_t, rot_len
+    return duration, s_of_t, max(path.length_m, 1e-12)
+
+
+def peak_tcp_speed(chain: KinematicChain, rows: np.ndarray, dt_s: float) -> float:
+    """Highest TCP speed (m/s) between consecutive joint rows ``dt_s`` apart, by forward kinematics; 0 for one row."""
+    if len(rows) < 2:
+        return 0.0
+    tips = np.array([chain.forward(q)[:3, 3] for q in rows])
+    return float(np.max(np.linalg.norm(np.diff(tips, axis=0), axis=1))) / dt_s
+
+
 def line_path(start: np.ndarray, end: np.ndarray) -> CartesianPath:
     """Straight line between two 4x4 poses, orientation turned at a constant rate (slerp)."""
     rot_vec = rotation_error(end[:3, :3], start[:3, :3])
@@ -238,13 +267,7 @@ def plan_cartesian(
         ControllerError: a point of the path has no IK solution within the joint limits
             (the message gives the fraction of the path and the remaining error).
     """
-    duration, s_of_t = trapezoid_profile(path.length_m, speed_m_s, accel_m_s2)
-    rot_len = float(np.linalg.norm(rotation_error(path.pose(1.0)[:3, :3], path.pose(0.0)[:3, :3])))
-    if duration == 0.0 and rot_len > 0:  # pure reorientation: ~0.5 rad/s
-        duration, s_of_t = trapezoid_profile(rot_len, 0.5, 2.0)
-        length = rot_len
-    else:
-        length = max(path.length_m, 1e-12)
+    duration, s_of_t, length = path_profile(path, speed_m_s, accel_m_s2)
     n = max(2, math.ceil(duration / dt_s) + 1)
     times = np.linspace(0.0, duration, n)
     rows = np.zeros((n, chain.n_joints))
