@@ -3,9 +3,9 @@
 Each line is one JSON object in canonical form (sorted keys, no spaces, UTF-8) with ``seq`` (0, 1, ...),
 ``prev`` (the previous line's hash; 64 zeros for the first) and ``hash``: SHA-256 of the line's canonical
 JSON without ``hash``. Editing, deleting, inserting or reordering a line breaks the chain at that line.
-Cutting lines off the end leaves a valid chain, so the writer also keeps ``audit.head`` (the last ``seq``
-and ``hash``, replaced atomically after every append) and ends a finished log with an ``audit_closed``
-record; ``verify`` checks both.
+Cutting lines off the end leaves a valid chain, so the writer also keeps a head file beside the log (the last
+``seq`` and ``hash``, replaced atomically after every append; ``audit.head`` for ``audit.jsonl``, ``X.head`` for
+``X.jsonl``) and ends a finished log with an ``audit_closed`` record; ``verify`` checks both.
 """
 
 from __future__ import annotations
@@ -27,6 +27,15 @@ CLOSED = "audit_closed"
 
 class AuditError(TestbedError):
     """An audit log cannot be continued (its chain is broken) or written."""
+
+
+def head_path(path: str | Path) -> Path:
+    """The head file of the log at ``path``: ``audit.head`` for ``audit.jsonl``, ``X.head`` for ``X.jsonl``.
+
+    Each log has its own, so two logs in one directory (a run's and a dataset's export log) never share one.
+    """
+    path = Path(path)
+    return path.with_suffix(".head") if path.suffix not in ("", ".head") else path.with_name(path.name + ".head")
 
 
 def canonical(record: dict[str, Any]) -> str:
@@ -74,24 +83,32 @@ class AuditLog:
         path: the ``audit.jsonl`` file (a run directory's, normally).
 
     Raises:
-        AuditError: the existing log is broken or already closed.
+        AuditError: the existing log is broken or already closed, or it cannot be read or created (names the
+            path and the system's reason).
     """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.head_path = self.path.with_name(HEAD_FILENAME)
+        self.head_path = head_path(self.path)
         self._seq = 0
         self._prev = GENESIS
-        if self.path.exists() and self.path.stat().st_size > 0:
-            verdict = verify(self.path)
-            if not verdict.ok:
-                raise AuditError(f"cannot continue {verdict.describe(self.path)}")
-            if verdict.closed:
-                raise AuditError(f"{self.path}: the log is closed; a new run writes a new log")
-            last = json.loads(self.path.read_bytes().splitlines()[-1])
-            self._seq, self._prev = last["seq"] + 1, last["hash"]
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "ab")  # noqa: SIM115 - held open for the run, closed by close()
+        try:
+            if self.path.exists() and self.path.stat().st_size > 0:
+                verdict = verify(self.path)
+                if not verdict.ok:
+                    raise AuditError(f"cannot continue {verdict.describe(self.path)}")
+                if verdict.closed:
+                    raise AuditError(f"{self.path}: the log is closed; a new run writes a new log")
+                last = json.loads(self.path.read_bytes().splitlines()[-1])
+                self._seq, self._prev = last["seq"] + 1, last["hash"]
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "ab")  # noqa: SIM115 - held open for the run, closed by close()
+        except OSError as exc:
+            raise AuditError(f"{self.path}: cannot open the audit log for appending ({exc.strerror or exc})") from exc
+        # the head file is replaced through a temporary beside it: find out now, not after the first record
+        if not os.access(self.head_path.parent, os.W_OK):
+            self._file.close()
+            raise AuditError(f"{self.path}: cannot write its head file in {self.head_path.parent} (not writable)")
 
     @property
     def closed(self) -> bool:
@@ -187,19 +204,20 @@ def verify(path: str | Path) -> Verdict:
     if closed and last is not None and last.get("lines") != count:
         return Verdict(False, count, count, f"the closing record counts {last.get('lines')} line(s), the log has "
                                             f"{count}")
-    head = _read_head(path.with_name(HEAD_FILENAME))
+    head_file = head_path(path)
+    head = _read_head(head_file)
     if head is None:
         if closed:
             return Verdict(True, count, None, "closed; no head file", closed=True)
-        return Verdict(False, count, count + 1, f"no {HEAD_FILENAME} and no closing record: lines may have been cut "
+        return Verdict(False, count, count + 1, f"no {head_file.name} and no closing record: lines may have been cut "
                                                 "from the end")
     head_seq, head_hash = head
     if head_seq >= count:
-        return Verdict(False, count, count + 1, f"missing: {HEAD_FILENAME} says the log has {head_seq + 1} line(s) "
+        return Verdict(False, count, count + 1, f"missing: {head_file.name} says the log has {head_seq + 1} line(s) "
                                                 f"ending in hash {head_hash[:12]}..., the file has {count} (cut from "
                                                 "the end)")
     if head_seq != count - 1 or head_hash != prev:
-        return Verdict(False, count, head_seq + 1, f"{HEAD_FILENAME} says line {head_seq + 1} has hash "
+        return Verdict(False, count, head_seq + 1, f"{head_file.name} says line {head_seq + 1} has hash "
                                                    f"{head_hash[:12]}..., the log does not match it")
     return Verdict(True, count, None, "closed" if closed else "open (the run has not closed it yet)", closed=closed)
 

@@ -24,8 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="observations the policy reads (default: every one the cell can produce)")
     check.set_defaults(func=_check)
 
-    verify = sub.add_parser("verify", help="recompute a run's audit-log hash chain; name the first broken line")
-    verify.add_argument("run", type=Path, help="run directory (or its audit.jsonl)")
+    verify = sub.add_parser("verify", help="recompute an audit log's hash chain; name the first broken line")
+    verify.add_argument("run", type=Path, help="run directory (or its audit.jsonl), an export log (DATASET.audit.jsonl "
+                                               "or an --audit FILE), or a dataset directory (its export log)")
     verify.set_defaults(func=_verify)
 
     datasets = subparsers.choices["datasets"].get_default("subcommands")
@@ -43,8 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="leave this field behind (LeRobot: also a column or file meta/info.json does not declare)")
     export.add_argument("--key-file", type=Path, default=None, help="the origin site's pseudonymization key")
     export.add_argument("--audit", type=Path, default=None, metavar="FILE",
-                        help="append this export, or its refusal, to FILE: a hash-chained audit log kept at the "
-                             "origin (check it with `testbed sites verify FILE`)")
+                        help="the hash-chained audit log kept at the origin that this export, or its refusal, is "
+                             "appended to (default: DIR.audit.jsonl beside the dataset; every export is audited; "
+                             "check it with `testbed sites verify FILE`)")
     export.set_defaults(func=_export)
 
 
@@ -120,10 +122,15 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from testbed.sites.audit import AuditError, verify
+    from testbed.sites.audit import AUDIT_FILENAME, AuditError, verify
+    from testbed.sites.export import default_audit_path
 
-    verdict = verify(args.run)
-    path = args.run / "audit.jsonl" if args.run.is_dir() else args.run
+    path = args.run
+    if path.is_dir():
+        exports = default_audit_path(path)
+        # a dataset directory holds no log of its own: its exports are audited beside it
+        path = exports if not (path / AUDIT_FILENAME).exists() and exports.is_file() else path / AUDIT_FILENAME
+    verdict = verify(path)
     if not verdict.ok:
         raise AuditError(verdict.describe(path))
     print(verdict.describe(path))
@@ -147,7 +154,7 @@ def _conditions(given: list[str]) -> dict[str, Any]:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from testbed.sites.export import REPORT_FILENAME, export_dataset
+    from testbed.sites.export import REPORT_FILENAME, default_audit_path, export_dataset
     from testbed.sites.flows import check_conditions
     from testbed.sites.profile import load_profiles
 
@@ -187,7 +194,6 @@ def _export(args: argparse.Namespace) -> int:
     if report.left_behind:
         shown = ", ".join(f"{x['kind']} {x['name']}" for x in report.left_behind)
         print(f"  left behind (not declared in meta/info.json): {shown}")
-    if args.audit is not None:
-        print(f"  audited: {args.audit}")
+    print(f"  audited: {args.audit if args.audit is not None else default_audit_path(args.dir)}")
     print(f"  decisions per field: {args.out / REPORT_FILENAME}; new card: {args.out / 'card.yaml'}")
     return 0

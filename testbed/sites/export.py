@@ -10,8 +10,10 @@ LeRobot datasets (allow and drop only: their features are arrays). Of a LeRobot 
 format consists of leave, written from the decided features; a column or file that ``meta/info.json`` does not
 declare is refused unless the exporter leaves it behind by name (``testbed.sites.lerobot_export``).
 
-Every export, and every refused one, can be appended to a hash-chained audit log kept at the origin
-(``audit=``, ``testbed datasets export --audit FILE``); ``export_report.json`` lists what was left behind.
+Every export attempt (allowed, refused, or failed on the way) is appended to a hash-chained audit log kept at
+the origin: ``<dataset>.audit.jsonl`` beside the dataset directory unless ``audit=`` (``--audit FILE``) names
+another. A default log that cannot be written refuses the export before anything is read or written: no export
+goes unaudited. ``export_report.json`` lists what was left behind.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from testbed.data.inspect import RAW_LOG_FILENAME, dataset_kind
 from testbed.data.orders import ORDERS_FILENAME
 from testbed.errors import ComplianceDenied, DatasetError
 from testbed.scenario.schema import ConditionRecord
-from testbed.sites.audit import AuditLog
+from testbed.sites.audit import AuditError, AuditLog
 from testbed.sites.keys import load_or_create_key
 from testbed.sites.lerobot_export import Inventory, Undeclared, lerobot_inventory, write_lerobot
 from testbed.sites.profile import Citation, Profiles, Transformation
@@ -48,6 +50,7 @@ UNDECLARED_LEFT = "not declared in meta/info.json features, so no rule decides i
 DERIVED_COLUMNS: Mapping[str, str | None] = {"row": None, "utc_offset_min": "timestamp",
                                              "part_type_raw": "part_type"}
 LEROBOT_BOOKKEEPING = frozenset({"timestamp", "frame_index", "episode_index", "index", "task_index"})
+AUDIT_SUFFIX = ".audit.jsonl"
 
 
 @dataclass(frozen=True)
@@ -163,8 +166,9 @@ def export_dataset(
         drop: fields the exporter chooses to leave behind; for a LeRobot dataset also a column or file that
             ``meta/info.json`` does not declare (``operator_id``, ``orders.csv``), which is refused otherwise.
         key_file: the origin site's pseudonymization key (default: ``testbed.sites.keys`` for its site).
-        audit: a hash-chained audit log (``testbed.sites.audit``) to append this export to, refused or not:
-            ``dataset_export`` with the report, or ``dataset_export_refused`` with the reason and what was refused.
+        audit: the hash-chained audit log (``testbed.sites.audit``) this attempt is appended to, whatever its
+            outcome: ``dataset_export`` with the report, ``dataset_export_refused`` with the reason and what was
+            refused, or ``dataset_export_failed`` with the error. Default: ``default_audit_path(source)``.
 
     Returns:
         the report, also written as ``out/export_report.json``.
@@ -173,25 +177,53 @@ def export_dataset(
         ComplianceDenied: a field may not leave (names the field, the rule and its citation), the terms
             let nothing leave, or a LeRobot dataset holds columns or files no feature declares (names each).
         DatasetError: the source is not a dataset, a field has no data class, or ``out`` is not empty.
+        AuditError: the audit log cannot be opened or continued (nothing is exported).
     """
     source, out = Path(source), Path(out)
-    log = AuditLog(audit) if audit is not None else None  # opened first: no export goes out unrecorded
+    kind = dataset_kind(source)  # not a dataset: nothing to export, nothing to audit
+    had_files = out.is_dir() and any(out.iterdir())  # such an out is refused: whatever is in it is not ours
+    log = _open_audit(source, audit)  # opened first: no export goes out unrecorded
+    attempt = {"source": str(source), "out": str(out), "to_site": to_site, "to_jurisdiction": to_jurisdiction}
     try:
-        try:
-            report = _export(source, out, to_site, to_jurisdiction, profiles, dict(conditions or {}), drop, key_file)
-        except ComplianceDenied as exc:
-            if log is not None:
-                log.append("dataset_export_refused", source=str(source), out=str(out), to_site=to_site,
-                           to_jurisdiction=to_jurisdiction, reason=str(exc), refused=list(getattr(exc, "refused", ())))
-            raise
-        if log is not None:
-            record = report.to_json()
-            record["dataset_kind"] = record.pop("kind")  # ``kind`` is the audit record's own
-            log.append("dataset_export", out=str(out), **record)
-        return report
+        report = _export(source, kind, out, to_site, to_jurisdiction, profiles, dict(conditions or {}), drop,
+                         key_file)
+    except ComplianceDenied as exc:
+        log.append("dataset_export_refused", **attempt, reason=str(exc), refused=list(getattr(exc, "refused", ())))
+        log.detach()
+        raise
+    except BaseException as exc:  # a failure part-way may have written some of out: that is recorded too
+        wrote = not had_files and out.is_dir() and any(out.iterdir())
+        log.append("dataset_export_failed", **attempt, error=f"{type(exc).__name__}: {exc}", out_written=wrote)
+        log.detach()
+        raise
+    record = report.to_json()
+    record["dataset_kind"] = record.pop("kind")  # ``kind`` is the audit record's own
+    try:
+        log.append("dataset_export", out=str(out), **record)
     finally:
-        if log is not None:
-            log.detach()
+        log.detach()
+    return report
+
+
+def default_audit_path(source: str | Path) -> Path:
+    """Where an export of ``source`` is audited unless told otherwise: ``<dataset>.audit.jsonl`` beside it.
+
+    Beside the dataset, not in it (the dataset's files, and so its digest, stay as they are), and not in the
+    exporter's home: everyone who exports the dataset appends to the one log its keeper can find next to it.
+    """
+    resolved = Path(source).resolve()
+    return resolved.with_name(resolved.name + AUDIT_SUFFIX)
+
+
+def _open_audit(source: Path, audit: str | Path | None) -> AuditLog:
+    if audit is not None:
+        return AuditLog(audit)
+    path = default_audit_path(source)
+    try:
+        return AuditLog(path)
+    except AuditError as exc:
+        raise AuditError(f"{exc}; nothing was exported: every export is audited, by default in {path.name} beside "
+                         "the dataset; name a writable log with --audit FILE") from exc
 
 
 class ExportRefused(ComplianceDenied):
@@ -204,6 +236,7 @@ class ExportRefused(ComplianceDenied):
 
 def _export(
     source: Path,
+    kind: str,
     out: Path,
     to_site: str,
     to_jurisdiction: str,
@@ -212,10 +245,11 @@ def _export(
     drop: Sequence[str],
     key_file: str | Path | None,
 ) -> ExportReport:
-    kind = dataset_kind(source)
     card = load_card(source)
-    columns = _fields_of(source, kind)
     inventory = lerobot_inventory(source) if kind == "lerobot" else None
+    # a LeRobot dataset's fields are its features: the inventory has read meta/info.json, once
+    columns = _fields_of(source, kind) if inventory is None else [
+        k for k in inventory.info["features"] if k not in LEROBOT_BOOKKEEPING]
     undeclared: dict[str, Undeclared] = inventory.undeclared if inventory is not None else {}
     unknown = [c for c in drop if c not in columns and c not in undeclared]
     if unknown:
@@ -272,13 +306,11 @@ def _export(
 
 
 def _fields_of(source: Path, kind: str) -> list[str]:
+    """The columns of an order log or order table."""
     if kind == "order_log":
         with (source / RAW_LOG_FILENAME).open(newline="", encoding="utf-8-sig") as f:
             return [c.strip() for c in next(csv.reader(f), [])]
-    if kind == "orders":
-        return list(pq.read_schema(source / ORDERS_FILENAME).names)
-    info = json.loads((source / "meta" / "info.json").read_text(encoding="utf-8"))
-    return [k for k in info.get("features", {}) if k not in LEROBOT_BOOKKEEPING]
+    return list(pq.read_schema(source / ORDERS_FILENAME).names)
 
 
 def _classes_of(name: str, card: DatasetCard) -> tuple[str, ...] | None:

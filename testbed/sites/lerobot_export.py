@@ -97,13 +97,13 @@ class Inventory:
 def lerobot_inventory(src: Path) -> Inventory:
     """Read ``src`` and list what in it no feature of ``meta/info.json`` declares.
 
+    ``meta/info.json`` is read once, by the dataset reader (which checks it); ``Inventory.info`` is that reading.
+
     Raises:
         DatasetError: the dataset's metadata cannot be read, or a path it names leaves the dataset.
     """
-    info = load_json(src / layout.INFO_PATH)
-    if not isinstance(info, dict) or not isinstance(info.get("features"), dict):
-        raise DatasetError(f"{src / layout.INFO_PATH}: expected a JSON object with features")
     ds = read_dataset(src)
+    info = ds.info
     features = ds.features
     videos_of = [k for k, spec in features.items() if spec.dtype == "video"]
     columns = {k for k, spec in features.items() if spec.dtype != "video"} | BOOKKEEPING_FEATURES

@@ -22,6 +22,8 @@ CONFIDENTIAL = sorted(k for k, v in load_card(KR_ORDERS).data_classes.items() if
 
 
 def to_us(profiles, out, source=KR_ORDERS, **kwargs):
+    # the default log goes beside the source: never beside the shipped dataset in the repository
+    kwargs.setdefault("audit", Path(out).parent / "origin" / "exports.jsonl")
     return export_dataset(source, out, to_site="us-west", to_jurisdiction="US", profiles=profiles, **kwargs)
 
 
@@ -150,7 +152,7 @@ def test_an_export_never_writes_into_a_non_empty_directory(profiles, tmp_path):
 def test_a_lerobot_dataset_exports_with_a_feature_left_behind(profiles, tmp_path):
     out = tmp_path / "demos"
     report = export_dataset(DEMOS, out, to_site="jp-cell", to_jurisdiction="JP", profiles=profiles,
-                            drop=["observation.environment_state"])
+                            drop=["observation.environment_state"], audit=tmp_path / "origin" / "exports.jsonl")
     assert report.by_action() == {"allow": ["observation.state", "action"],
                                   "drop": ["observation.environment_state"]}
     assert check_dataset(out) == []

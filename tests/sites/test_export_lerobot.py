@@ -225,3 +225,20 @@ def test_a_v21_dataset_is_checked_and_written_the_same_way(profiles, tmp_path):
     to_us(profiles, src, out, drop=["badge", "shift_lead"])
     assert check_dataset(out) == []
     assert b"B-77" not in every_byte(out) and b"Kim" not in every_byte(out)
+
+
+def test_an_export_parses_meta_info_json_once(profiles, demos, tmp_path, monkeypatch):
+    info = demos / "meta" / "info.json"
+    reads = []
+    real = Path.read_text
+
+    def counted(self, *args, **kwargs):
+        if self == info:
+            reads.append(self)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", counted)
+    report = to_us(profiles, demos, tmp_path / "out")
+    assert report.by_action() == {"allow": ["observation.state", "observation.environment_state", "action"]}
+    # parsed once, by the dataset reader; the card's provenance digest hashes its bytes (read_bytes) apart
+    assert len(reads) == 1
