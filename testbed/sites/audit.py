@@ -206,6 +206,12 @@ def verify(path: str | Path) -> Verdict:
                                             f"{count}")
     head_file = head_path(path)
     head = _read_head(head_file)
+    if head is None and head_file.name != HEAD_FILENAME:
+        # a log written before each log had a head file of its own kept its end in the directory's audit.head:
+        # taken only where it names exactly this log's last line
+        shared = _read_head(path.with_name(HEAD_FILENAME))
+        if shared is not None and shared == (count - 1, prev):
+            head = shared
     if head is None:
         if closed:
             return Verdict(True, count, None, "closed; no head file", closed=True)

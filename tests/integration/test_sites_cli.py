@@ -73,7 +73,7 @@ def test_sites_verify_names_the_first_broken_line(run_cli, tmp_path):
 def test_datasets_export_sends_the_kr_log_to_a_us_site(run_cli, tmp_path):
     out = tmp_path / "us"
     done = run_cli("datasets", "export", "datasets/kr_electronics_orders", "--to-site", "us-west-models",
-                   "--launch", "launch/trilateral.yaml", "--out", str(out))
+                   "--launch", "launch/trilateral.yaml", "--out", str(out), "--audit", str(tmp_path / "audit.jsonl"))
     assert done.returncode == 0, done.stderr
     assert "pseudonymize: operator_id  (kr-pipa-28-8-personal-abroad)" in done.stdout
     data = (out / "orders.csv").read_bytes()
@@ -95,5 +95,6 @@ def test_datasets_export_refused_by_the_terms_exits_2_with_the_citation(run_cli,
 
 def test_datasets_export_with_a_malformed_condition_is_one_line(run_cli, tmp_path):
     line = one_error_line(run_cli("datasets", "export", "datasets/kr_electronics_orders", "--to-site", "US",
-                                  "--out", str(tmp_path / "o"), "--condition", "kr-pipa-28-8-personal-abroad=ok"))
+                                  "--out", str(tmp_path / "o"), "--condition", "kr-pipa-28-8-personal-abroad=ok",
+                                  "--audit", str(tmp_path / "audit.jsonl")))
     assert "expected RULE=KIND:REF" in line

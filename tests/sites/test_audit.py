@@ -154,3 +154,14 @@ def test_any_changed_byte_is_detected(tmp_path_factory, data):
     raw[at] = new
     path.write_bytes(bytes(raw))
     assert not verify(path).ok
+
+
+def test_a_log_from_before_per_log_heads_verifies_by_the_shared_head_only_where_it_matches(tmp_path):
+    path = tmp_path / "exports.jsonl"
+    AuditLog(path).append("flow", n=1)
+    AuditLog(path).append("flow", n=2)
+    (tmp_path / "exports.head").rename(tmp_path / "audit.head")  # where such a log kept its end
+    assert verify(path).ok
+    write(path, lines(path)[:1])  # its last line cut: the shared head no longer names this log's end
+    verdict = verify(path)
+    assert not verdict.ok and "no exports.head" in verdict.reason
