@@ -65,7 +65,7 @@ class RobotModel:
     velocity_gain: np.ndarray
     max_force: np.ndarray
     home: np.ndarray
-    cycle_s: float
+    cycle_s: float  # the real controller's cycle, for reference: the simulated loop ticks once per physics step
     tcp_link: str
     flange_link: str
     payload_kg: float
