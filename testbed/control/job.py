@@ -26,7 +26,7 @@ import itertools
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -311,6 +311,26 @@ class Segment:
     step: Step
     motion: JointMotion
     caps: MotionCaps | None = None
+    slowed: SlowedMove | None = None
+
+
+@dataclass(frozen=True)
+class SlowedMove:
+    """A MOVL/MOVC line planned slower than its V, so that every joint keeps within its limits.
+
+    Args:
+        step: the program line.
+        factor: the move takes this many times as long as it would at its V (> 1).
+        speed_m_s: the TCP speed it asked for (its V, times any speed override).
+        reached_m_s: the highest TCP speed of its planned rows (``ROW_DT_S`` apart).
+        offset_s: when the move starts, from the start of its ``MotionBlock`` (0 until blended).
+    """
+
+    step: Step
+    factor: float
+    speed_m_s: float
+    reached_m_s: float
+    offset_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -334,10 +354,12 @@ class MotionBlock:
     Args:
         steps: the motion lines, in program order.
         rows: ``(rows, n_joints)`` joint positions.
+        slowed: its lines planned slower than their V, in program order (``offset_s`` from the block's start).
     """
 
     steps: tuple[Step, ...]
     rows: np.ndarray
+    slowed: tuple[SlowedMove, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -355,6 +377,11 @@ class JobProgram:
     job: Job
     q_start: np.ndarray
     blocks: tuple[MotionBlock | Step, ...]
+
+    @property
+    def slowed(self) -> tuple[SlowedMove, ...]:
+        """Every MOVL/MOVC line planned slower than its V, in program order."""
+        return tuple(move for block in self.blocks if isinstance(block, MotionBlock) for move in block.slowed)
 
 
 @dataclass
@@ -405,7 +432,10 @@ def _limit_tcp_speed(motion: JointMotion, chain: KinematicChain, limit_m_s: floa
 
 
 MAX_SLOWDOWN = 20.0  # a linear/circular move is slowed at most this much to fit the joint limits
-_RETIMES = 12  # tries to find the slowdown (each one a full pass of path IK)
+_RETIMES = 12  # at most this many passes of path IK to find the slowdown (two when the first estimate fits)
+# the slowdown is aimed this far inside the limits: a slower pass's rows scale only nearly as 1/k (velocity)
+# and 1/k^2 (acceleration); the sia10f's lines came within 0.2-0.5 % of the estimate
+_SLOWDOWN_AIM = 0.99
 
 
 def _row_peaks(rows: np.ndarray, model: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -449,7 +479,9 @@ def _plan_path(step: Step, chain: KinematicChain, q: np.ndarray, path: Cartesian
 
     ``plan_cartesian``'s motion is kept as it is when its rows fit. Otherwise (or when its IK fails)
     the path is followed again row by row (``_follow_path``) and, if that is still too fast at V, slowed down uniformly
-    (speed / k, acceleration / k^2) until the rows fit.
+    (speed / k, acceleration / k^2) until the rows fit. Slowed so, joint velocities scale ~1/k and accelerations
+    ~1/k^2: the first pass's peak ratio ``max(vel, sqrt(acc))`` gives k (aimed ``_SLOWDOWN_AIM`` inside), which a
+    second pass checks; only if it does not fit is k raised again from that pass's ratio.
 
     Raises:
         JobError: no slowdown up to ``MAX_SLOWDOWN`` fits (a jump between rows: an IK branch change or
@@ -464,7 +496,6 @@ def _plan_path(step: Step, chain: KinematicChain, q: np.ndarray, path: Cartesian
         vel, acc = _row_peaks(sample_rows(motion, ROW_DT_S), model)
         if np.all(vel <= 1.0) and np.all(acc <= 1.0):
             return motion
-    tol = 1.0 - 1e-3  # aim a little inside the limits: the rows of a slower pass are not exactly scaled
     k = 1.0
     for _ in range(_RETIMES):
         motion = _follow_path(step, chain, q, path, speed_m_s, accel_m_s2, orientation, k)
@@ -474,7 +505,7 @@ def _plan_path(step: Step, chain: KinematicChain, q: np.ndarray, path: Cartesian
             return motion
         if k >= MAX_SLOWDOWN:
             break
-        k = min(MAX_SLOWDOWN, k * max(need / tol, 1.01))
+        k = min(MAX_SLOWDOWN, k * max(need / _SLOWDOWN_AIM, 1.01))
     ratio = np.maximum(vel, acc)
     j = int(np.argmax(ratio))
     name = chain.joint_names[j] if j < len(chain.joint_names) else f"joint {j}"
@@ -532,6 +563,7 @@ def plan_job(
                 motion = _limit_tcp_speed(motion, chain, tcp_limit)
                 caps = MotionCaps(np.asarray(model.velocity, float) * frac,
                                   np.asarray(model.acceleration, float) * frac, tcp_limit)
+                slowed = None  # a MOVJ is timed by its VJ, and stretched only to the TCP speed limit
             else:
                 speed = step.speed / 1000.0 * speed_scale
                 if speed > tcp_limit + 1e-12:
@@ -547,18 +579,34 @@ def plan_job(
                 path = line_path(start_pose, ends[0]) if step.op == "MOVL" else arc_path(start_pose, *ends)
                 motion = _plan_path(step, chain, q, path, speed, PATH_ACCEL_M_S2 * speed_scale, model, orient)
                 caps = MotionCaps(np.asarray(model.velocity, float), np.asarray(model.acceleration, float), speed)
+                slowed = _slowed_move(step, motion, path, speed, PATH_ACCEL_M_S2 * speed_scale, chain)
         except ControllerError as exc:
             raise step.fail(str(exc)) from exc
-        group.append(Segment(step, motion, caps))
+        group.append(Segment(step, motion, caps, slowed))
         q = np.asarray(motion.end, float).copy()
     if group:
         blocks.append(group)
     # blended here, with the planning: blending a group takes ~1-3 ms, too long for a 1 ms control cycle
-    program = JobProgram(job, q_start, tuple(
-        MotionBlock(tuple(seg.step for seg in b), blend_group(b, chain=chain)) if isinstance(b, list) else b
-        for b in blocks
-    ))
+    program = JobProgram(job, q_start, tuple(_motion_block(b, chain) if isinstance(b, list) else b for b in blocks))
     return JobPlan(job, q_start, blocks, program)
+
+
+def _slowed_move(step: Step, motion: JointMotion, path: CartesianPath, speed_m_s: float, accel_m_s2: float,
+                 chain: KinematicChain) -> SlowedMove | None:
+    """What a MOVL/MOVC's planned motion gave up of its V (None if it moves at it): its duration over the profile's."""
+    nominal_s = path_profile(path, speed_m_s, accel_m_s2)[0]
+    if nominal_s <= 0.0 or motion.duration_s <= nominal_s * (1.0 + 1e-6):
+        return None
+    reached = peak_tcp_speed(chain, sample_rows(motion, ROW_DT_S), ROW_DT_S)
+    return SlowedMove(step, motion.duration_s / nominal_s, speed_m_s, reached)
+
+
+def _motion_block(group: Sequence[Segment], chain: KinematicChain) -> MotionBlock:
+    """A motion group blended into rows, with its slowed lines placed at their starts within the rows."""
+    rows, starts = _blend(group, ROW_DT_S, chain)
+    slowed = tuple(replace(seg.slowed, offset_s=start) for seg, start in zip(group, starts, strict=True)
+                   if seg.slowed is not None)
+    return MotionBlock(tuple(seg.step for seg in group), rows, slowed)
 
 
 def blend_group(group: Sequence[Segment], dt_s: float = ROW_DT_S, *,
@@ -575,11 +623,16 @@ def blend_group(group: Sequence[Segment], dt_s: float = ROW_DT_S, *,
     steps; overlap 0 is an exact stop) until every row of the blend is within them. Blends
     within bounds, and groups without blends, are rows as superposed.
     """
+    return _blend(group, dt_s, chain)[0]
+
+
+def _blend(group: Sequence[Segment], dt_s: float, chain: KinematicChain | None) -> tuple[np.ndarray, list[float]]:
+    """``blend_group``'s rows, and when each segment starts in them (s from the first row)."""
     overlaps = [prev.step.pl / 8.0 * 0.5 * min(prev.motion.duration_s, nxt.motion.duration_s)
                 for prev, nxt in itertools.pairwise(group)]
     rows, starts = _superpose(group, overlaps, dt_s)
     if chain is None:
-        return rows
+        return rows, starts
     # left to right: a blend's rows depend on the overlaps before it only (blends do not overlap each other)
     for k, (prev, nxt) in enumerate(itertools.pairwise(group)):
         if overlaps[k] <= 0 or prev.caps is None or nxt.caps is None:
@@ -597,7 +650,7 @@ def blend_group(group: Sequence[Segment], dt_s: float = ROW_DT_S, *,
                 too_fast = mid
         overlaps[k] = programmed * ok
         rows, starts = _superpose(group, overlaps, dt_s)
-    return rows
+    return rows, starts
 
 
 BLEND_BISECTIONS = 10  # a too-fast blend's overlap is found within 1/1024 of its programmed length
@@ -667,6 +720,7 @@ class JobOutputs:
         step: index of the program line being executed (len(program) when done).
         failed: why the job stopped early (WAIT timeout, controller stop), else None.
         outputs: every DOUT channel set this tick (channel -> level).
+        slowed: the lines planned slower than their V that started this tick.
     """
 
     gripper: bool | None
@@ -674,6 +728,7 @@ class JobOutputs:
     step: int
     failed: str | None = None
     outputs: dict[int, bool] = field(default_factory=dict)
+    slowed: tuple[SlowedMove, ...] = ()
 
 
 class JobRunner:
@@ -709,6 +764,7 @@ class JobRunner:
         self._block = 0
         self._block_start = 0.0
         self._block_end: float | None = None
+        self._slowed_ahead: tuple[SlowedMove, ...] = ()  # slowed lines of the motion block not yet started
         self._done = False
         self._failed: str | None = None
 
@@ -764,12 +820,15 @@ class JobRunner:
         if program is None:
             raise JobError(f"{self.job.source}: JobRunner.tick called before start()")
         outputs: dict[int, bool] = {}
+        slowed: tuple[SlowedMove, ...] = ()
         if not self._done and self._loop.state(self._robot) is not LifecycleState.ACTIVE:
             self._stop(f"controller is {self._loop.state(self._robot).name}")
         while not self._done:
             block = program.blocks[self._block]
             if isinstance(block, MotionBlock):
                 assert self._block_end is not None
+                if self._slowed_ahead:
+                    slowed += self._started_slowed(t_s)
                 if t_s < self._block_end:
                     break
             elif block.op == "DOUT":
@@ -795,16 +854,28 @@ class JobRunner:
             step=self._current_step(),
             failed=self._failed,
             outputs=outputs,
+            slowed=slowed,
         )
+
+    def _started_slowed(self, t_s: float) -> tuple[SlowedMove, ...]:
+        """The slowed lines of the current motion block that have started by ``t_s`` and were not reported yet."""
+        ahead = self._slowed_ahead
+        n = 0
+        while n < len(ahead) and t_s >= self._block_start + ahead[n].offset_s - 1e-9:
+            n += 1
+        self._slowed_ahead = ahead[n:]
+        return ahead[:n]
 
     def _enter(self, t_s: float) -> None:
         assert self._program is not None
         self._block_start = t_s
         self._block_end = None
         block = self._program.blocks[self._block]
+        self._slowed_ahead = ()
         if isinstance(block, MotionBlock):
             self._loop.submit_chunk(self._robot, block.rows, t_s, ROW_DT_S, hold_after=True)
             self._block_end = t_s + (len(block.rows) - 1) * ROW_DT_S
+            self._slowed_ahead = block.slowed
 
     def _stop(self, why: str) -> None:
         self._failed = why

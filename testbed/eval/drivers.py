@@ -324,6 +324,9 @@ class JobDriver:
     starts it; the episode's first plan is asked for at ``reset``, before its loop starts. In
     lockstep the cycle plans itself: simulated time stands still meanwhile, so outcomes depend on
     the launch file and seed alone.
+
+    Events: ``job_start``, ``job_end``, ``job_failed``, and ``move_slowed`` at the cycle a MOVL/MOVC
+    starts that the plan slowed below its V to keep the joints within their limits (each time it runs).
     """
 
     next_step = 0  # every step
@@ -386,6 +389,10 @@ class JobDriver:
         self.runner.set_input(PART_HELD_INPUT, robot.held is not None)
         self.runner.set_input(PART_READY_INPUT, self.cell.part_ready(self.index))
         out = self.runner.tick(t)
+        for move in out.slowed:  # a line the plan slowed below its V to keep the joints within their limits
+            ep.events.emit("move_slowed", t, ep.index, self.name, job=self.job.name, step=move.step.index,
+                           line=move.step.text, where=move.step.where, factor=round(move.factor, 4),
+                           speed_m_s=round(move.speed_m_s, 4), reached_m_s=round(move.reached_m_s, 4))
         if out.gripper is not None and out.gripper != robot.suction_on:
             self.cell.set_suction(self.index, out.gripper)
         if out.failed is not None:

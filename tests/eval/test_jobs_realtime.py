@@ -88,6 +88,7 @@ def test_real_time_jobs_are_planned_in_a_child_process_and_still_run(tmp_path, p
     for pose, program in driver.programs.items():
         here = lockstep.plans[pose].program
         assert [type(b) for b in program.blocks] == [type(b) for b in here.blocks]
+        assert program.slowed == here.slowed
         for mine, theirs in zip(program.blocks, here.blocks, strict=True):
             if isinstance(mine, MotionBlock):
                 np.testing.assert_array_equal(mine.rows, theirs.rows)
