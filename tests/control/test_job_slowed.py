@@ -10,6 +10,7 @@ import pytest
 import testbed.control.job as job_module
 from testbed.control import ControlLoop
 from testbed.control.job import MAX_SLOWDOWN, ROW_DT_S, JobRunner, MotionBlock, parse_job_text, plan_job
+from testbed.control.job_process import JobPlanningProcess
 from testbed.control.kinematics import KinematicChain
 from testbed.control.trajectory import line_path, path_profile, peak_tcp_speed, sample_rows
 from testbed.robots import load_robot
@@ -109,3 +110,11 @@ def test_the_runner_reports_a_slowed_line_once_at_the_tick_it_starts(sia10f, slo
     ((t_reported, moves),) = reported
     assert moves == (moved,)
     assert moved.offset_s <= t_reported + 1e-9 < moved.offset_s + 0.001  # the first cycle of the line
+
+
+def test_a_program_planned_in_the_child_process_carries_the_same_slowed_lines(sia10f, slowed_plan):
+    model, _ = sia10f
+    plan, _ = slowed_plan
+    with JobPlanningProcess() as planner:
+        program = planner.plan(plan.job, model, np.asarray(model.home))
+    assert program.slowed == plan.program.slowed and len(program.slowed) == 1
