@@ -51,6 +51,45 @@ def vector_stats(values: np.ndarray) -> FeatureStats:
     return stats
 
 
+def columns_stats(columns: Mapping[str, np.ndarray]) -> dict[str, FeatureStats]:
+    """``vector_stats`` of each column, equal value for value, with one quantile computation for them all.
+
+    Quantiles take most of ``vector_stats``' time on short episodes, and a column's quantiles do not
+    depend on the columns beside it (each is its own order statistics and interpolation), so they are
+    computed once over the columns side by side. Min, max, mean and std stay per column, computed
+    exactly as ``vector_stats`` does (a sum's rounding may depend on the array's layout).
+
+    Args:
+        columns: name -> ``(frames,)`` or ``(frames, n)`` array, all with the same number of frames (at least one).
+    """
+    datas = {}
+    for key, values in columns.items():
+        data = np.asarray(values, dtype=np.float64)
+        datas[key] = data[:, None] if data.ndim == 1 else data
+    if not datas:
+        return {}
+    frames = {data.shape[0] for data in datas.values()}
+    if len(frames) != 1 or 0 in frames:
+        raise DatasetError(f"cannot compute statistics of columns of {sorted(frames)} frames; expected one count > 0")
+    quantiles = np.quantile(np.concatenate(list(datas.values()), axis=1), QUANTILES, axis=0)
+    out: dict[str, FeatureStats] = {}
+    start = 0
+    for key, data in datas.items():
+        end = start + data.shape[1]
+        stats: FeatureStats = {
+            "min": data.min(axis=0),
+            "max": data.max(axis=0),
+            "mean": data.mean(axis=0),
+            "std": data.std(axis=0),
+            "count": np.array([data.shape[0]], dtype=np.int64),
+        }
+        for name, row in zip(QUANTILE_KEYS, quantiles[:, start:end], strict=True):
+            stats[name] = row.copy()
+        out[key] = stats
+        start = end
+    return out
+
+
 def image_stats(frames: np.ndarray) -> FeatureStats:
     """Per-channel statistics of camera frames, scaled to [0, 1].
 
