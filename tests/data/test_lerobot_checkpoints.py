@@ -10,9 +10,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from testbed.data.lerobot import FeatureSpec, LeRobotWriter, read_dataset, validate_dataset
 from testbed.data.lerobot import writer as writer_module
+from testbed.data.lerobot.stats import columns_stats, vector_stats
 
 NAMES = ["a", "b", "c"]
 FEATURES = {"observation.state": FeatureSpec("float32", (3,), NAMES), "action": FeatureSpec("float32", (2,), NAMES[:2])}
@@ -125,3 +129,26 @@ def test_a_checkpoint_rewrites_only_the_last_episodes_file_and_a_bounded_amount_
     # larger numbers take a few more bytes), where rewriting every row so far would write twice as much
     assert max(meta_bytes[-100:]) <= 1.25 * max(meta_bytes[:100])
     assert len(episodes_files(root)) == 5 and validate_dataset(root) == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    frames=st.integers(1, 40),
+    widths=st.lists(st.integers(0, 5), min_size=1, max_size=5),  # 0: a scalar column
+    data=st.data(),
+)
+def test_columns_stats_equal_vector_stats_bit_for_bit(frames: int, widths: list[int], data: st.DataObject) -> None:
+    columns = {}
+    for i, width in enumerate(widths):
+        dtype = data.draw(st.sampled_from([np.float32, np.float64, np.int64]))
+        elements = (st.integers(-10**6, 10**6) if dtype is np.int64
+                    else st.floats(-1e6, 1e6, width=32 if dtype is np.float32 else 64))
+        columns[f"c{i}"] = data.draw(hnp.arrays(dtype, (frames, width) if width else (frames,), elements=elements))
+    together = columns_stats(columns)
+    assert together.keys() == columns.keys()
+    for key, values in columns.items():
+        alone = vector_stats(values)
+        assert together[key].keys() == alone.keys()
+        for name, value in alone.items():
+            assert (value.dtype, value.shape) == (together[key][name].dtype, together[key][name].shape), (key, name)
+            assert value.tobytes() == together[key][name].tobytes(), (key, name)

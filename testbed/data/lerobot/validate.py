@@ -19,7 +19,7 @@ import pyarrow as pa
 from testbed.data.lerobot import layout
 from testbed.data.lerobot.features import DEFAULT_FEATURE_DTYPES, IMAGE_NAMES, FeatureSpec
 from testbed.data.lerobot.reader import LeRobotDataset, column_to_numpy, load_json, read_dataset
-from testbed.data.lerobot.stats import FeatureStats, vector_stats
+from testbed.data.lerobot.stats import FeatureStats, columns_stats, vector_stats
 from testbed.errors import DatasetError
 
 REQUIRED_INFO_KEYS = (
@@ -199,7 +199,7 @@ def _check_data(ds: LeRobotDataset, problems: list[str]) -> dict[str, np.ndarray
         problems += _compare_stats(
             f"episode {ep.episode_index} stats",
             ep.stats,
-            {key: vector_stats(values[rows]) for key, values in numeric.items()},
+            columns_stats({key: values[rows] for key, values in numeric.items()}),
             require=False,
         )
     return numeric
