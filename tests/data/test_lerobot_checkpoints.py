@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +24,7 @@ from testbed.data.lerobot.stats import columns_stats, vector_stats
 NAMES = ["a", "b", "c"]
 FEATURES = {"observation.state": FeatureSpec("float32", (3,), NAMES), "action": FeatureSpec("float32", (2,), NAMES[:2])}
 EPISODES = 300
+REPO = Path(__file__).resolve().parents[2]
 
 
 def record(root: Path, checkpoint_s: float, *, late_extra: bool = True,
@@ -93,11 +97,12 @@ def test_a_checkpoint_rewrites_only_the_last_episodes_file_and_a_bounded_amount_
 ) -> None:
     root = tmp_path / "ds"
     writes: list[list[tuple[str, int]]] = [[]]  # per checkpoint: (path, bytes) of every file replaced
-    real_replace = writer_module._replace
+    real_write = writer_module._FileBatch.write
 
-    def counting_replace(path: Path, write: Callable[[pa.NativeFile], object]) -> None:
-        real_replace(path, write)
-        writes[-1].append((str(path.relative_to(root)), path.stat().st_size))
+    def counting_write(batch: writer_module._FileBatch, path: Path, fill: Callable[[pa.NativeFile], object]) -> int:
+        size = real_write(batch, path, fill)
+        writes[-1].append((str(path.relative_to(root)), size))
+        return size
 
     inodes: list[dict[str, int]] = []
 
@@ -105,7 +110,7 @@ def test_a_checkpoint_rewrites_only_the_last_episodes_file_and_a_bounded_amount_
         writes.append([])
         inodes.append({str(p.relative_to(root)): p.stat().st_ino for p in episodes_files(root)})
 
-    monkeypatch.setattr(writer_module, "_replace", counting_replace)
+    monkeypatch.setattr(writer_module._FileBatch, "write", counting_write)
     record(root, 0.0, late_extra=False, after_episode=after_episode)
     checkpoints = writes[:EPISODES]  # the last is close()'s: nothing left to write
     assert writes[EPISODES] == []
@@ -152,3 +157,52 @@ def test_columns_stats_equal_vector_stats_bit_for_bit(frames: int, widths: list[
         for name, value in alone.items():
             assert (value.dtype, value.shape) == (together[key][name].dtype, together[key][name].shape), (key, name)
             assert value.tobytes() == together[key][name].tobytes(), (key, name)
+
+
+# ends episodes 0..N-1 (episode e: 2 frames of value e), then dies inside episode N's checkpoint, once all of
+# its files are written and synced but before the first is renamed into place
+_DIE_BEFORE_RENAMING = textwrap.dedent(
+    """
+    import os, sys
+    from pathlib import Path
+    import numpy as np
+    from testbed.data.lerobot import FeatureSpec, LeRobotWriter
+    from testbed.data.lerobot import writer as writer_module
+
+    n = int(sys.argv[2])
+    w = LeRobotWriter(Path(sys.argv[1]), fps=10, robot_type="r", checkpoint_s=0.0,
+                      features={"action": FeatureSpec("float32", (2,), ["a", "b"])})
+    for e in range(n + 1):
+        if e == n:
+            def die(batch):
+                for tmp, _ in batch._staged:
+                    writer_module._sync(tmp)
+                print("staged", len(batch._staged), flush=True)
+                os._exit(1)
+            writer_module._FileBatch.commit = die
+        w.start_episode("sort")
+        for k in range(2):
+            w.add_frame({"action": np.full(2, e, np.float32)}, k / 10)
+        w.end_episode()
+    """
+)
+
+
+@pytest.mark.parametrize("ended", [30, 64])  # 64: the checkpoint that starts a second episodes file
+def test_a_recorder_killed_between_writing_and_renaming_a_checkpoint_leaves_the_previous_one(
+    tmp_path: Path, ended: int
+) -> None:
+    root = tmp_path / "ds"
+    done = subprocess.run([sys.executable, "-c", _DIE_BEFORE_RENAMING, str(root), str(ended)],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 1 and "staged 4" in done.stdout, done.stderr[-2000:]  # data, episodes, stats, info
+    assert validate_dataset(root) == []
+    ds = read_dataset(root)
+    assert ds.num_episodes == ended and ds.num_frames == 2 * ended
+    for e in (0, ended - 1):
+        np.testing.assert_array_equal(ds.episode(e)["action"], np.full((2, 2), e, np.float32))
+    hidden = sorted(str(p.relative_to(root)) for p in root.rglob(".*.tmp"))
+    last_meta = "meta/episodes/chunk-000/.file-001.parquet.tmp" if ended == 64 else (
+        "meta/episodes/chunk-000/.file-000.parquet.tmp")
+    assert hidden == sorted([f"data/chunk-000/.file-{ended:03d}.parquet.tmp", last_meta,
+                             "meta/.info.json.tmp", "meta/.stats.json.tmp"])

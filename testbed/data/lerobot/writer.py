@@ -30,6 +30,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -53,6 +54,7 @@ DEFAULT_CHECKPOINT_S = 1.0
 # bounded number of rows however many episodes the dataset already has (a 1-row file takes ~1.8 ms, 64 rows ~2.1)
 _EPISODES_FILE_ROWS = 64
 _EPISODES_FILE_LIMIT_BYTES = 256 * 1024
+_SYNC_THREADS = 8  # a checkpoint's files are synced side by side: its data files, tasks, episodes, stats, info
 _RESERVED_EPISODE_COLUMNS = ("episode_index", "tasks", "length", "dataset_from_index", "dataset_to_index")
 _EXTRA_KINDS = {pa.bool_(): "bool", pa.string(): "string", pa.int64(): "integer", pa.float64(): "number"}
 
@@ -149,6 +151,7 @@ class LeRobotWriter:
         self._pending: list[tuple[dict[str, Any], pa.Table]] = []  # ended, not yet on disk: (metadata row, data)
         self._data_file: tuple[int, int] = (0, 0)  # the next checkpoint's data file
         self._widened = False  # the extra columns changed since the last checkpoint
+        self._sync_pool = ThreadPoolExecutor(max_workers=_SYNC_THREADS, thread_name_prefix="lerobot-fsync")
         self._last_checkpoint = time.monotonic()
 
     def start_episode(self, task: str) -> int:
@@ -287,16 +290,18 @@ class LeRobotWriter:
                 size = 0
             files[-1].append(episode)
             size += episode[1].nbytes
+        batch = _FileBatch(self._sync_pool)
         for episodes in files:
             chunk_index, file_index = self._data_file
             table = pa.concat_tables([t for _, t in episodes]) if len(episodes) > 1 else episodes[0][1]
             path = self.root / layout.DATA_PATH.format(chunk_index=chunk_index, file_index=file_index)
-            _replace(path, lambda sink, t=table: pq.write_table(t, sink, compression="snappy"))
+            batch.write(path, lambda sink, t=table: pq.write_table(t, sink, compression="snappy"))
             for row, _ in episodes:
                 row["data/chunk_index"], row["data/file_index"] = chunk_index, file_index
             self._data_file = layout.next_chunk_file(chunk_index, file_index, self.chunks_size)
         assert self._fixed_schema is not None
-        self._write_meta(self._fixed_schema, self._widened, len(self._pending))
+        self._write_meta(batch, self._fixed_schema, self._widened, len(self._pending))
+        batch.commit()
         self._pending = []
         self._widened = False
         self._last_checkpoint = time.monotonic()
@@ -315,6 +320,7 @@ class LeRobotWriter:
             raise DatasetError(f"{self.root}: no episodes recorded; a dataset needs at least one")
         self.checkpoint()
         self._closed = True
+        self._sync_pool.shutdown()
 
     def __enter__(self) -> LeRobotWriter:
         return self
@@ -356,17 +362,19 @@ class LeRobotWriter:
             types[key] = (kind, first)
         return types
 
-    def _write_meta(self, fixed_schema: pa.Schema, widened: bool, new_rows: int) -> None:
+    def _write_meta(self, batch: _FileBatch, fixed_schema: pa.Schema, widened: bool, new_rows: int) -> None:
         """Rewrite tasks, episodes, stats and info for the episodes ended so far; ``info.json`` last.
 
         Args:
+            batch: the checkpoint's files, the data files already in it.
             fixed_schema: the metadata columns every episode has.
             widened: the extra columns changed (a new key, or integers became floats): every
                 episodes-metadata file is rewritten with them, so that all share one schema.
             new_rows: episodes ended since the last checkpoint (the last rows of ``_episodes``).
         """
         if len(self._tasks) != self._tasks_written:
-            _replace(self.root / layout.TASKS_PATH, lambda sink: pq.write_table(tasks_table(list(self._tasks)), sink))
+            tasks = tasks_table(list(self._tasks))
+            batch.write(self.root / layout.TASKS_PATH, lambda sink: pq.write_table(tasks, sink))
             self._tasks_written = len(self._tasks)
         schema = pa.schema([*fixed_schema, *(pa.field(k, t) for k, (t, _) in self._extra_types.items())])
         if widened:
@@ -377,7 +385,7 @@ class LeRobotWriter:
                 table = pa.Table.from_pylist(rows, schema=schema)
                 if (chunk_index, file_index) != self._meta_file:
                     path = self.root / layout.EPISODES_PATH.format(chunk_index=chunk_index, file_index=file_index)
-                    _replace(path, lambda sink, t=table: _write_episodes(t, sink))
+                    batch.write(path, lambda sink, t=table: _write_episodes(t, sink))
             self._meta_table = pa.Table.from_pylist(files.get(self._meta_file, []), schema=schema)
         else:
             row = pa.Table.from_pylist(self._episodes[-new_rows:], schema=schema)
@@ -387,14 +395,14 @@ class LeRobotWriter:
         chunk_index, file_index = self._meta_file
         episodes_path = self.root / layout.EPISODES_PATH.format(chunk_index=chunk_index, file_index=file_index)
         table = self._meta_table
-        _replace(episodes_path, lambda sink: _write_episodes(table, sink))
-        if table.num_rows >= _EPISODES_FILE_ROWS or episodes_path.stat().st_size >= _EPISODES_FILE_LIMIT_BYTES:
+        size = batch.write(episodes_path, lambda sink: _write_episodes(table, sink))
+        if table.num_rows >= _EPISODES_FILE_ROWS or size >= _EPISODES_FILE_LIMIT_BYTES:
             self._meta_file = layout.next_chunk_file(chunk_index, file_index, self.chunks_size)
             self._meta_table = None
         stats = stats_to_json(self._dataset_stats)
-        _replace(self.root / layout.STATS_PATH, lambda sink: sink.write(json.dumps(stats, indent=2).encode()))
+        batch.write(self.root / layout.STATS_PATH, lambda sink: sink.write(json.dumps(stats, indent=2).encode()))
         info = self._info()
-        _replace(self.root / layout.INFO_PATH, lambda sink: sink.write(json.dumps(info, indent=2).encode()))
+        batch.write(self.root / layout.INFO_PATH, lambda sink: sink.write(json.dumps(info, indent=2).encode()))
 
     def _info(self) -> dict[str, Any]:
         fps: float | int = int(self.fps) if float(self.fps).is_integer() else self.fps
@@ -487,19 +495,44 @@ def _write_episodes(table: pa.Table, sink: pa.NativeFile) -> None:
     pq.write_table(table, sink, use_dictionary=False, write_statistics=["episode_index"])
 
 
-def _replace(path: Path, write: Callable[[pa.NativeFile], object]) -> None:
-    """Write ``path`` atomically: ``write`` fills a hidden temporary file beside it, flushed, then renamed over it.
+class _FileBatch:
+    """The files of one checkpoint, each replaced atomically: written to a hidden temporary file beside it,
+    all synced to disk together, then each renamed over its file in the order written (``info.json`` last).
 
-    A reader (or a process killed meanwhile) sees the old file or the new one, never a part of one. The
-    temporary file is opened once, written (unbuffered), synced to disk and closed by this function.
+    A reader (or a process killed meanwhile) sees the old file or the new one, never a part of one, and no new
+    file is in place before every one is on disk. The syncs run side by side (the file system commits them
+    together: ~1 ms for a checkpoint's four files where one after the other took ~4 ms each on a busy disk).
     """
-    tmp = path.with_name(f".{path.name}.tmp")
+
+    def __init__(self, pool: ThreadPoolExecutor) -> None:
+        self._pool = pool
+        self._staged: list[tuple[Path, Path]] = []  # (temporary file, file it replaces)
+
+    def write(self, path: Path, fill: Callable[[pa.NativeFile], object]) -> int:
+        """Stage ``path``'s new content, written by ``fill`` into an open file; return its size in bytes."""
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            sink = pa.OSFile(str(tmp), "wb")
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sink = pa.OSFile(str(tmp), "wb")
+        with sink:
+            fill(sink)
+            size = sink.tell()
+        self._staged.append((tmp, path))
+        return size
+
+    def commit(self) -> None:
+        """Sync every staged file to disk, then rename each over its file, in order."""
+        list(self._pool.map(_sync, [tmp for tmp, _ in self._staged]))
+        for tmp, path in self._staged:
+            os.replace(tmp, path)
+        self._staged = []
+
+
+def _sync(path: Path) -> None:
+    fd = os.open(path, os.O_RDWR)
     try:
-        sink = pa.OSFile(str(tmp), "wb")
-    except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        sink = pa.OSFile(str(tmp), "wb")
-    with sink:
-        write(sink)
-        os.fsync(sink.fileno())
-    os.replace(tmp, path)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
