@@ -496,7 +496,12 @@ def test_ticker_stop_reports_an_error_in_the_loop() -> None:
         raise ValueError("sensor cable cut")
 
     ticker = TickerThread(backend, plant=broken_plant).start()
-    assert backend.wait_cycles(1, timeout_s=10)
+    # until the loop died (its first cycle is published before the plant raises, so waiting for a
+    # cycle not yet seen waits forever if this thread comes back only after that one)
+    deadline = time.monotonic() + 10
+    while backend.loop_error is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert isinstance(backend.loop_error, ValueError)
     with pytest.raises(ControllerError, match="control loop raised ValueError") as err:
         ticker.stop()
     assert isinstance(err.value.__cause__, ValueError)
