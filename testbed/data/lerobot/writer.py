@@ -26,6 +26,7 @@ lossy).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -502,6 +503,8 @@ class _FileBatch:
     A reader (or a process killed meanwhile) sees the old file or the new one, never a part of one, and no new
     file is in place before every one is on disk. The syncs run side by side (the file system commits them
     together: ~1 ms for a checkpoint's four files where one after the other took ~4 ms each on a busy disk).
+    A replaced file is held open across its rename and closed by the pool: freeing its blocks (~4 ms a file on
+    the busy disk, mounted with ``discard``) then happens there rather than inside the rename.
     """
 
     def __init__(self, pool: ThreadPoolExecutor) -> None:
@@ -525,8 +528,15 @@ class _FileBatch:
     def commit(self) -> None:
         """Sync every staged file to disk, then rename each over its file, in order."""
         list(self._pool.map(_sync, [tmp for tmp, _ in self._staged]))
-        for tmp, path in self._staged:
-            os.replace(tmp, path)
+        replaced: list[int] = []  # descriptors of the files renamed over, closed by the pool
+        try:
+            for tmp, path in self._staged:
+                with contextlib.suppress(FileNotFoundError):  # else a new file
+                    replaced.append(os.open(path, os.O_RDONLY))
+                os.replace(tmp, path)
+        finally:
+            for fd in replaced:
+                self._pool.submit(os.close, fd)
         self._staged = []
 
 
