@@ -131,7 +131,9 @@ def test_a_slow_client_does_not_block_another() -> None:
         slow.reset(0)
         fast.reset(0)
         slow.submit(_obs(-1.0), 0)
-        time.sleep(0.1)
+        deadline = time.monotonic() + 10  # until the server holds it (a loaded machine may take a while)
+        while server.servicer.in_flight != 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert server.servicer.in_flight == 1
         for step in range(5):
             fast.submit(_obs(1.0), step)
