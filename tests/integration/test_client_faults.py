@@ -49,9 +49,9 @@ def _episode_ends(events: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
     return {e["episode"]: e for e in events if e["kind"] == "episode_end"}
 
 
-def _openpi_policy(endpoint: str) -> str:
+def _openpi_policy(endpoint: str, deadline_s: float = 0.3) -> str:
     return (f"policy:={{endpoint: '{endpoint}', protocol: openpi, control_hz: 10, chunk_size: 10, "
-            f"deadline_s: 0.3, obs_keys: {OPENPI_OBS_KEYS}}}")
+            f"deadline_s: {deadline_s}, obs_keys: {OPENPI_OBS_KEYS}}}")
 
 
 def _assert_only_the_first_episode_was_hit(result: RunResult, episodes: int) -> list[dict[str, Any]]:
@@ -144,6 +144,9 @@ def test_openpi_reset_drops_a_connection_whose_request_hangs_and_reconnects() ->
 
 
 # ----- an unexpected exception inside a client worker ------------------------------------------------
+# No deadline is under test here: a deadline long enough for a loaded machine (a late answer is
+# a policy_timeout, which would hide whether the client recovered); the fault raises at once.
+WORKER_FAULT_DEADLINE_S = 2.0
 
 
 def _failing_on_third_call(original: Any, error: BaseException) -> Any:
@@ -181,7 +184,8 @@ def test_grpc_client_worker_failure_is_reported_with_its_cause(tmp_path: Path, m
                         _failing_on_third_call(GrpcActionSource._deliver, RuntimeError(message)))
     with spawn_policy_server("testbed.bridge.reference:HoldPolicy", {"joints": str(GP7_JOINTS)}) as server:
         scenario = load(LAUNCH, ["episodes:=2", "sim.max_episode_s:=3", "policy.serve:=null",
-                                 f"policy.endpoint:={server.endpoint}", "policy.deadline_s:=0.5"])
+                                 f"policy.endpoint:={server.endpoint}",
+                                 f"policy.deadline_s:={WORKER_FAULT_DEADLINE_S}"])
         result = run_scenario(scenario, runs_dir=tmp_path)
     _assert_failure_reported_once_with_cause(result, message)
 
@@ -192,7 +196,7 @@ def test_served_policy_client_worker_failure_is_reported_with_its_cause(
     message = "injected fault in the served policy's client worker"
     monkeypatch.setattr(GrpcActionSource, "_deliver",
                         _failing_on_third_call(GrpcActionSource._deliver, RuntimeError(message)))
-    scenario = load(LAUNCH, ["episodes:=2", "sim.max_episode_s:=3", "policy.deadline_s:=0.5",
+    scenario = load(LAUNCH, ["episodes:=2", "sim.max_episode_s:=3", f"policy.deadline_s:={WORKER_FAULT_DEADLINE_S}",
                              "policy.serve:=testbed.bridge.reference:HoldPolicy", "policy.args:={joints: '6'}"])
     result = run_scenario(scenario, runs_dir=tmp_path)
     _assert_failure_reported_once_with_cause(result, message)
@@ -204,7 +208,8 @@ def test_openpi_client_worker_failure_is_reported_with_its_cause(
     monkeypatch.setattr(OpenPiActionSource, "_to_chunk",
                         _failing_on_third_call(OpenPiActionSource._to_chunk, RuntimeError(message)))
     with OpenPiServer("hold", chunk=10, action_dim=GP7_JOINTS + 1) as server:
-        scenario = load(LAUNCH, ["episodes:=2", "sim.max_episode_s:=3", _openpi_policy(server.endpoint)])
+        scenario = load(LAUNCH, ["episodes:=2", "sim.max_episode_s:=3",
+                                 _openpi_policy(server.endpoint, WORKER_FAULT_DEADLINE_S)])
         result = run_scenario(scenario, runs_dir=tmp_path)
     _assert_failure_reported_once_with_cause(result, message)
 
