@@ -37,8 +37,11 @@ def test_killed_policy_server_stops_the_episode_and_the_next_one_reconnects(tmp_
 
         threading.Thread(target=watch, daemon=True).start()
 
+    # episode 1 waits for the restarted server as long as spawn_policy_server does (30 s): a new
+    # process can take more than the default 10 s to come up on a loaded machine
     scenario = load("launch/factory_cell.yaml", ["episodes:=2", "seed:=4", "policy.serve:=null",
-                                                 f"policy.endpoint:={first.endpoint}", "policy.deadline_s:=0.3"])
+                                                 f"policy.endpoint:={first.endpoint}", "policy.deadline_s:=0.3",
+                                                 "policy.reconnect_s:=30"])
     try:
         result = run_scenario(scenario, runs_dir=tmp_path, events_hook=chaos)
     finally:
