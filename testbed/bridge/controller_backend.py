@@ -218,7 +218,10 @@ class _RunnerJob:
 
     def tick(self, t_s: float) -> JobOutputs:
         assert self._runner is not None
-        return self._runner.tick(t_s)
+        out = self._runner.tick(t_s)
+        for move in out.slowed:  # into the loop's events: a run serving this controller records them
+            self._loop.record_event(self._robot, "move_slowed", **move.event_detail(self.name))
+        return out
 
 
 class ControlJobLoader:

@@ -332,6 +332,12 @@ class SlowedMove:
     reached_m_s: float
     offset_s: float = 0.0
 
+    def event_detail(self, job: str) -> dict[str, object]:
+        """The fields of the ``move_slowed`` event a run or a controller records when the move starts."""
+        return {"job": job, "step": self.step.index, "line": self.step.text, "where": self.step.where,
+                "factor": round(self.factor, 4), "speed_m_s": round(self.speed_m_s, 4),
+                "reached_m_s": round(self.reached_m_s, 4)}
+
 
 @dataclass(frozen=True)
 class MotionCaps:

@@ -390,9 +390,7 @@ class JobDriver:
         self.runner.set_input(PART_READY_INPUT, self.cell.part_ready(self.index))
         out = self.runner.tick(t)
         for move in out.slowed:  # a line the plan slowed below its V to keep the joints within their limits
-            ep.events.emit("move_slowed", t, ep.index, self.name, job=self.job.name, step=move.step.index,
-                           line=move.step.text, where=move.step.where, factor=round(move.factor, 4),
-                           speed_m_s=round(move.speed_m_s, 4), reached_m_s=round(move.reached_m_s, 4))
+            ep.events.emit("move_slowed", t, ep.index, self.name, **move.event_detail(self.job.name))
         if out.gripper is not None and out.gripper != robot.suction_on:
             self.cell.set_suction(self.index, out.gripper)
         if out.failed is not None:
