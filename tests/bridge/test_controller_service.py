@@ -591,7 +591,10 @@ def test_published_setpoints_respect_limits_whatever_callers_send(ops: list[tupl
 @pytest.fixture
 def served() -> Iterator[tuple[ControlLoop, ControlLoopBackend, ControllerServer]]:
     loop, backend = _backend(stream_timeout_s=0.2)
-    with backend, TickerThread(backend), start_controller_server(backend, token=TOKEN, command_timeout_s=2.0) as server:
+    # no command timeout is under test here: a SendJob first starts a planning child (at nice 19),
+    # which on a loaded machine took more than the default 2 s
+    with backend, TickerThread(backend), \
+            start_controller_server(backend, token=TOKEN, command_timeout_s=30.0) as server:
         yield loop, backend, server
 
 
