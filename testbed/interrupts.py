@@ -56,9 +56,12 @@ def hold(wake: Callable[[], object] | None = None) -> bool:
     Returns True if this call holds the signals (it is then the one to ``release``); False when
     not on the main thread (handlers never run elsewhere) or when an outer caller holds them.
     """
-    global _held, _wake
+    global _held, _wake, _pending
     if _held or threading.get_ident() != _MAIN_THREAD_ID:
         return False
+    # a signal kept while an earlier hold was being released, when a second one was raised at once instead,
+    # is not raised again here
+    _pending = None
     _held, _wake = True, wake
     return True
 

@@ -17,6 +17,7 @@ import queue
 import subprocess
 import sys
 import threading
+import time
 import traceback
 from concurrent.futures import Future
 from multiprocessing.connection import Connection
@@ -52,6 +53,7 @@ class JobPlanningProcess:
         self._submitted: queue.SimpleQueue[_Submitted | None] = queue.SimpleQueue()
         self._worker: threading.Thread | None = None
         self._worker_lock = threading.Lock()
+        self._closing = False  # a request that fails meanwhile failed because of close()
 
     @property
     def pid(self) -> int | None:
@@ -114,18 +116,26 @@ class JobPlanningProcess:
         return future
 
     def close(self, timeout_s: float = 5.0) -> None:
-        """Stop the child and wait for it (after the submitted plan in progress; those not started are cancelled).
+        """End the child now: plans submitted and not started are cancelled, a request in progress fails
+        (``ControllerError``: the child is killed; nobody waits for a plan once its user closes), and an idle
+        child is asked to exit, then killed if it has not within ``timeout_s`` (at nice 19 on a busy machine it
+        may not get the CPU to go).
 
         Raises:
-            ControllerError: the child, or a submitted plan, did not end within ``timeout_s`` (the child was
-                then killed).
+            ControllerError: the thread serving ``submit_plan`` did not end within ``timeout_s`` although its
+                request failed (a bug).
         """
+        self._closing = True
         try:
             self._stop_worker(timeout_s)
         finally:
-            self._close_child(timeout_s)
+            try:
+                self._close_child(timeout_s)
+            finally:
+                self._closing = False
 
     def _close_child(self, timeout_s: float) -> None:
+        self._kill_if_busy()  # another thread's plan() or parse() holds the lock until its request ends
         with self._lock:
             proc, send = self._proc, self._send
             if proc is None or send is None:
@@ -136,11 +146,14 @@ class JobPlanningProcess:
         try:
             proc.wait(timeout_s)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout_s)
-            raise ControllerError(
-                f"job planning process (pid {proc.pid}) did not end within {timeout_s:g} s of close(); it was killed"
-            ) from None
+            proc.kill()  # asked to exit, and slow to: nothing it holds is needed any more
+            proc.wait()
+
+    def _kill_if_busy(self) -> None:
+        proc = self._proc
+        if self._busy and proc is not None:
+            with contextlib.suppress(OSError):
+                proc.kill()
 
     def __enter__(self) -> JobPlanningProcess:
         return self
@@ -159,12 +172,16 @@ class JobPlanningProcess:
             try:
                 program = self.plan(item.job, item.model, item.q_start, speed_scale=item.speed_scale)
             except BaseException as exc:  # JobError, ControllerError or a bug: that request's caller gets it
+                if self._closing and isinstance(exc, ControllerError):
+                    closed = ControllerError("job planning process: closed while it planned this job")
+                    closed.__cause__ = exc
+                    exc = closed
                 item.future.set_exception(exc)
             else:
                 item.future.set_result(program)
 
     def _stop_worker(self, timeout_s: float) -> None:
-        """End the ``submit_plan`` thread: cancel what has not started, wait for the plan in progress."""
+        """End the ``submit_plan`` thread: cancel what has not started, fail the plan in progress."""
         with self._worker_lock:
             worker, self._worker = self._worker, None
             if worker is None:
@@ -175,15 +192,13 @@ class JobPlanningProcess:
                     if item is not None:
                         item.future.cancel()
             self._submitted.put(None)
-        worker.join(timeout_s)
-        if not worker.is_alive():
-            return
-        proc = self._proc  # a plan still runs: end the child, which fails that plan and frees the thread
-        if proc is not None:
-            proc.kill()
-        worker.join(timeout_s)
-        raise ControllerError(f"job planning process: a submitted plan did not end within {timeout_s:g} s of "
-                              f"close(); the child (pid {None if proc is None else proc.pid}) was killed")
+        deadline = time.monotonic() + timeout_s
+        while worker.is_alive() and time.monotonic() < deadline:
+            self._kill_if_busy()  # also a plan the thread took just now
+            worker.join(_POLL_S)
+        if worker.is_alive():
+            raise ControllerError(f"job planning process: the thread serving submitted plans did not end within "
+                                  f"{timeout_s:g} s of close() although its child was killed")
 
     def _request(self, kind: str, args: tuple[Any, ...]) -> object:
         with self._lock:
