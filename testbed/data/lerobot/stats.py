@@ -38,17 +38,22 @@ def vector_stats(values: np.ndarray) -> FeatureStats:
         data = data[:, None]
     if data.shape[0] == 0:
         raise DatasetError("cannot compute statistics of an empty episode")
-    stats: FeatureStats = {
+    stats = _moment_stats(data)
+    quantiles = np.quantile(data, QUANTILES, axis=0)
+    for key, row in zip(QUANTILE_KEYS, quantiles, strict=True):
+        stats[key] = row
+    return stats
+
+
+def _moment_stats(data: np.ndarray) -> FeatureStats:
+    """min, max, mean, std and count of a ``(frames, n)`` float64 array, per column."""
+    return {
         "min": data.min(axis=0),
         "max": data.max(axis=0),
         "mean": data.mean(axis=0),
         "std": data.std(axis=0),
         "count": np.array([data.shape[0]], dtype=np.int64),
     }
-    quantiles = np.quantile(data, QUANTILES, axis=0)
-    for key, row in zip(QUANTILE_KEYS, quantiles, strict=True):
-        stats[key] = row
-    return stats
 
 
 def columns_stats(columns: Mapping[str, np.ndarray]) -> dict[str, FeatureStats]:
@@ -76,13 +81,7 @@ def columns_stats(columns: Mapping[str, np.ndarray]) -> dict[str, FeatureStats]:
     start = 0
     for key, data in datas.items():
         end = start + data.shape[1]
-        stats: FeatureStats = {
-            "min": data.min(axis=0),
-            "max": data.max(axis=0),
-            "mean": data.mean(axis=0),
-            "std": data.std(axis=0),
-            "count": np.array([data.shape[0]], dtype=np.int64),
-        }
+        stats = _moment_stats(data)
         for name, row in zip(QUANTILE_KEYS, quantiles[:, start:end], strict=True):
             stats[name] = row.copy()
         out[key] = stats
