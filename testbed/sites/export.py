@@ -185,24 +185,23 @@ def export_dataset(
     log = _open_audit(source, audit)  # opened first: no export goes out unrecorded
     attempt = {"source": str(source), "out": str(out), "to_site": to_site, "to_jurisdiction": to_jurisdiction}
     try:
-        report = _export(source, kind, out, to_site, to_jurisdiction, profiles, dict(conditions or {}), drop,
-                         key_file)
-    except ComplianceDenied as exc:
-        log.append("dataset_export_refused", **attempt, reason=str(exc), refused=list(getattr(exc, "refused", ())))
-        log.detach()
-        raise
-    except BaseException as exc:  # a failure part-way may have written some of out: that is recorded too
-        wrote = not had_files and out.is_dir() and any(out.iterdir())
-        log.append("dataset_export_failed", **attempt, error=f"{type(exc).__name__}: {exc}", out_written=wrote)
-        log.detach()
-        raise
-    record = report.to_json()
-    record["dataset_kind"] = record.pop("kind")  # ``kind`` is the audit record's own
-    try:
+        try:
+            report = _export(source, kind, out, to_site, to_jurisdiction, profiles, dict(conditions or {}), drop,
+                             key_file)
+        except ComplianceDenied as exc:
+            log.append("dataset_export_refused", **attempt, reason=str(exc),
+                       refused=list(getattr(exc, "refused", ())))
+            raise
+        except BaseException as exc:  # a failure part-way may have written some of out: that is recorded too
+            wrote = not had_files and out.is_dir() and any(out.iterdir())
+            log.append("dataset_export_failed", **attempt, error=f"{type(exc).__name__}: {exc}", out_written=wrote)
+            raise
+        record = report.to_json()
+        record["dataset_kind"] = record.pop("kind")  # ``kind`` is the audit record's own
         log.append("dataset_export", out=str(out), **record)
+        return report
     finally:
         log.detach()
-    return report
 
 
 def default_audit_path(source: str | Path) -> Path:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from testbed.control.job import MotionBlock, parse_job_text, plan_job
+from testbed.control.job import Job, MotionBlock, parse_job_text, plan_job
 from testbed.control.job_process import JobPlanningProcess
 from testbed.errors import ControllerError, JobError
 from testbed.robots import load_robot
@@ -141,13 +141,22 @@ def test_submitted_plans_come_back_through_futures_in_order(planner: JobPlanning
     assert planner.requests == 3 + 2 and planner.pid not in (None, os.getpid())  # 2 parses, 3 plans
 
 
-def test_a_submitted_plan_whose_child_dies_fails_with_the_reason(planner: JobPlanningProcess) -> None:
+def parse_long_job(planner: JobPlanningProcess) -> Job:
+    """A job that takes the child seconds to plan."""
     moves = "\n".join("  - MOVL pick V=300 PL=0\n  - MOVL above_pick V=300 PL=0" for _ in range(60))
-    job = planner.parse(JOB.split("program:")[0] + "program:\n" + moves + "\n")
-    future = planner.submit_plan(job, SCARA, SCARA.home)
+    return planner.parse(JOB.split("program:")[0] + "program:\n" + moves + "\n")
+
+
+def wait_until_busy(planner: JobPlanningProcess) -> None:
+    """Until a request is with the child (10 s at most)."""
     deadline = time.monotonic() + 10
     while not planner.busy and time.monotonic() < deadline:
         time.sleep(0.001)
+
+
+def test_a_submitted_plan_whose_child_dies_fails_with_the_reason(planner: JobPlanningProcess) -> None:
+    future = planner.submit_plan(parse_long_job(planner), SCARA, SCARA.home)
+    wait_until_busy(planner)
     pid = planner.pid
     assert pid is not None and planner.busy and not future.done()
     os.kill(pid, signal.SIGKILL)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import pytest
-from test_job_process import JOB, SCARA
+from test_job_process import JOB, SCARA, parse_long_job, wait_until_busy
 
 from testbed.control.job_process import JobPlanningProcess
 from testbed.errors import ControllerError
@@ -23,12 +22,8 @@ def _gone(pid: int) -> bool:
 
 def test_close_during_a_plan_fails_it_as_closed_and_ends_the_child() -> None:
     planner = JobPlanningProcess()
-    moves = "\n".join("  - MOVL pick V=300 PL=0\n  - MOVL above_pick V=300 PL=0" for _ in range(60))
-    job = planner.parse(JOB.split("program:")[0] + "program:\n" + moves + "\n")  # seconds to plan
-    future = planner.submit_plan(job, SCARA, SCARA.home)
-    deadline = time.monotonic() + 10
-    while not planner.busy and time.monotonic() < deadline:
-        time.sleep(0.001)
+    future = planner.submit_plan(parse_long_job(planner), SCARA, SCARA.home)
+    wait_until_busy(planner)
     pid = planner.pid
     assert pid is not None and planner.busy and not future.done()
     planner.close(timeout_s=30.0)  # returns without waiting for the plan
